@@ -1,0 +1,1 @@
+"""Decide before you spend: recommendations and memory/time/cost estimates."""

@@ -1,0 +1,87 @@
+"""The `tunesmith` command line. Each command loads one run config and calls one pipeline stage."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rich.markup import escape
+
+from tunesmith.console import err_console
+from tunesmith.errors import TunesmithError
+
+app = typer.Typer(
+    name="tunesmith",
+    help="From 'should we fine-tune?' to a served, evaluated, fine-tuned LLM: one tool, one config file.\n\n"
+    "Every command takes a run config (YAML) and optional key.sub=value overrides, e.g.\n\n"
+    "  tunesmith run examples/support-tickets/config.yaml train.epochs=1",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigArg = Annotated[Path, typer.Argument(help="Run config YAML file.", show_default=False)]
+OverridesArg = Annotated[
+    list[str] | None, typer.Argument(help="Overrides as key.sub=value (e.g. train.lr=1e-4).", show_default=False)
+]
+
+
+def _load(config: Path, overrides: list[str] | None):
+    from tunesmith.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+@app.command()
+def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Run the whole pipeline: prepare data, fine-tune, evaluate base vs tuned, write the report."""
+    from tunesmith.pipeline import run_all
+
+    run_all(_load(config, overrides))
+
+
+@app.command()
+def data(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Prepare data: read and validate the input file, quarantine bad rows, split train/validation/test."""
+    from tunesmith.pipeline import run_data
+
+    run_data(_load(config, overrides))
+
+
+@app.command()
+def train(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Fine-tune the model on the prepared train split (prepares the data first if needed)."""
+    from tunesmith.pipeline import run_train
+
+    run_train(_load(config, overrides))
+
+
+@app.command("eval")
+def evaluate(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Evaluate base and tuned models on the held-out test split; write report.md and metrics.json."""
+    from tunesmith.pipeline import run_eval
+
+    run_eval(_load(config, overrides))
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("TUNESMITH_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except TunesmithError as e:
+        err_console.print(f"[bold red]error:[/] {escape(e.message)}", soft_wrap=True)
+        if e.hint:
+            err_console.print(f"[yellow]hint:[/] {escape(e.hint)}", soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Prepare data: read, validate, split. Data enters the pipeline here."""

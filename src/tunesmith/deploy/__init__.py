@@ -1,0 +1,1 @@
+"""Deployment: merge/export adapters and serve an OpenAI-compatible API."""

@@ -1,0 +1,32 @@
+"""User-facing errors.
+
+Anything the user can fix (a bad config key, a malformed file, a model that cannot be found) is
+raised as :class:`TunesmithError` with a sentence saying what is wrong and what to do. The CLI
+prints these without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class TunesmithError(Exception):
+    """An error caused by the user's input, with a message that says what to do."""
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class ConfigError(TunesmithError):
+    """The run config is invalid (unknown key, wrong type, impossible combination)."""
+
+
+class DataError(TunesmithError):
+    """An input data file cannot be used."""
+
+
+class ModelError(TunesmithError):
+    """A model or tokenizer cannot be loaded."""

@@ -1,0 +1,1 @@
+"""Training: tokenisation with loss masks, packing, the training loop."""

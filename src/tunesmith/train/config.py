@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from tunesmith.schema import Section
+
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class LoraSection(Section):
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: list(DEFAULT_LORA_TARGETS),
+        description="Module names to adapt, or 'all-linear' for every linear layer except the LM head.",
+    )
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+class TrainConfig(Section):
+    """How to fine-tune. Defaults follow the seed recipe (3 epochs, batch 4 x accumulation 4, lr 2e-4)."""
+
+    method: Literal["lora", "dora", "qlora", "full"] = Field(
+        "lora", description="full = every weight; lora/dora = adapters on a frozen base; qlora = adapters on a 4-bit base."
+    )
+    lora: LoraSection = Field(default_factory=LoraSection)
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
+    batch_size: int = Field(4, gt=0, description="Rows per micro-batch (a packed row holds several examples).")
+    grad_accum: int = Field(4, gt=0, description="Micro-batches per optimizer step.")
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    optimizer: Literal["adamw"] = "adamw"
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    max_seq_length: int = Field(1024, gt=8, description="Longest tokenised example (and packed row) in tokens.")
+    packing: bool = Field(True, description="Pack several examples per row; they never attend to each other.")
+    completion_only_loss: bool = Field(
+        True, description="Loss only on assistant answers (+ their end-of-turn token): instruction tuning."
+    )
+    truncation: Literal["reject", "truncate"] = Field(
+        "reject", description="Examples longer than max_seq_length: reject (reported) or cut the prompt's start."
+    )
+    logging_steps: int = Field(10, gt=0)
+    save_every_epoch: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.method == "full" and "lora" in self.model_fields_set:
+            raise ValueError("train.lora settings were given but train.method is 'full', which trains no adapters")
+        return self
