@@ -46,14 +46,6 @@ def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
 
 
 @app.command()
-def data(config: ConfigArg, overrides: OverridesArg = None) -> None:
-    """Prepare data: read and validate the input file, quarantine bad rows, split train/validation/test."""
-    from tunesmith.pipeline import run_data
-
-    run_data(_load(config, overrides))
-
-
-@app.command()
 def train(config: ConfigArg, overrides: OverridesArg = None) -> None:
     """Fine-tune the model on the prepared train split (prepares the data first if needed)."""
     from tunesmith.pipeline import run_train
@@ -67,6 +59,21 @@ def evaluate(config: ConfigArg, overrides: OverridesArg = None) -> None:
     from tunesmith.pipeline import run_eval
 
     run_eval(_load(config, overrides))
+
+
+def _register_stage_apps() -> None:
+    """Stages with several commands own a typer sub-app in ``tunesmith.<stage>.cli``."""
+    from tunesmith.advise.cli import app as advise_app
+    from tunesmith.data.cli import app as data_app
+    from tunesmith.deploy.cli import export_app, serve
+
+    app.add_typer(data_app, name="data")
+    app.add_typer(advise_app, name="advise")
+    app.add_typer(export_app, name="export")
+    app.command("serve")(serve)
+
+
+_register_stage_apps()
 
 
 def main() -> None:
