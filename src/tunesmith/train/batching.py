@@ -1,0 +1,129 @@
+"""Turn tokenised examples into micro-batches: packed rows or padded rows.
+
+Packed rows hold several examples back to back. Each example's ``position_ids`` restart at 0;
+transformers derives per-example (block-diagonal) attention from those restarts when no
+attention mask is given (SDPA/eager on CPU, flash-attention varlen on GPU), so packed examples
+never attend to each other. Labels at each example's first token are the previous example's
+continuation only through the shift in the loss, which is why every example's first label is
+masked by construction: its first token is a prompt token (or BOS), never a target.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from tunesmith.train.tokenize import IGNORE_INDEX, TokenizedExample
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [B, L]
+    labels: torch.Tensor  # [B, L], -100 where no loss
+    position_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor | None  # [B, L] for padded batches; None for packed rows
+    n_examples: int
+
+    @property
+    def n_label_tokens(self) -> int:
+        # labels are shifted in the loss: position t predicts token t+1
+        return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
+
+    @property
+    def n_tokens(self) -> int:
+        if self.attention_mask is None:
+            return int(self.input_ids.numel())
+        return int(self.attention_mask.sum())
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.input_ids.to(device),
+            self.labels.to(device),
+            self.position_ids.to(device),
+            None if self.attention_mask is None else self.attention_mask.to(device),
+            self.n_examples,
+        )
+
+
+def pack_examples(examples: list[TokenizedExample], row_length: int) -> list[list[TokenizedExample]]:
+    """First-fit-decreasing bin packing of examples into rows of at most ``row_length`` tokens."""
+    rows: list[list[TokenizedExample]] = []
+    space: list[int] = []
+    for ex in sorted(examples, key=lambda e: len(e.input_ids), reverse=True):
+        n = len(ex.input_ids)
+        for i, free in enumerate(space):
+            if n <= free:
+                rows[i].append(ex)
+                space[i] -= n
+                break
+        else:
+            rows.append([ex])
+            space.append(row_length - n)
+    return rows
+
+
+def collate_packed(rows: list[list[TokenizedExample]], pad_id: int) -> Batch:
+    """Rows of packed examples -> one batch. Rows are right-padded to the longest row; padding gets
+    its own position run so it forms a separate (ignored) block."""
+    length = max(sum(len(e.input_ids) for e in row) for row in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+    pos = torch.zeros((len(rows), length), dtype=torch.long)
+    n_examples = 0
+    for r, row in enumerate(rows):
+        t = 0
+        for ex in row:
+            n = len(ex.input_ids)
+            ids[r, t : t + n] = torch.tensor(ex.input_ids)
+            labels[r, t : t + n] = torch.tensor(ex.labels)
+            labels[r, t] = IGNORE_INDEX  # never predict an example's first token from the previous example
+            pos[r, t : t + n] = torch.arange(n)
+            t += n
+            n_examples += 1
+        if t < length:
+            pos[r, t:] = torch.arange(length - t)
+    return Batch(ids, labels, pos, None, n_examples)
+
+
+def collate_padded(examples: list[TokenizedExample], pad_id: int) -> Batch:
+    length = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), length), dtype=torch.long)
+    for i, ex in enumerate(examples):
+        n = len(ex.input_ids)
+        ids[i, :n] = torch.tensor(ex.input_ids)
+        labels[i, :n] = torch.tensor(ex.labels)
+        mask[i, :n] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return Batch(ids, labels, pos, mask, len(examples))
+
+
+def epoch_batches(
+    examples: list[TokenizedExample],
+    *,
+    batch_size: int,
+    packing: bool,
+    row_length: int,
+    pad_id: int,
+    seed: int,
+    epoch: int,
+) -> list[Batch]:
+    """The micro-batches of one epoch, in a seeded order (same seed + epoch -> same batches)."""
+    rng = random.Random(seed * 1000 + epoch)
+    order = list(examples)
+    rng.shuffle(order)
+    if packing:
+        rows = pack_examples(order, row_length)
+        rng.shuffle(rows)
+        return [collate_packed(rows[i : i + batch_size], pad_id) for i in range(0, len(rows), batch_size)]
+    # group similar lengths to waste little on padding, then shuffle the groups
+    chunks = [order[i : i + batch_size * 50] for i in range(0, len(order), batch_size * 50)]
+    batches = []
+    for chunk in chunks:
+        chunk.sort(key=lambda e: len(e.input_ids))
+        batches += [collate_padded(chunk[i : i + batch_size], pad_id) for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches

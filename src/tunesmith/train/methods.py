@@ -1,0 +1,78 @@
+"""Build the model to train for each method: full, lora, dora, qlora (4-bit NF4 base + LoRA)."""
+
+from __future__ import annotations
+
+import torch
+
+from tunesmith.config import RunConfig
+from tunesmith.errors import ConfigError
+from tunesmith.models.loading import load_model, resolve_device, resolve_dtype
+
+
+def lora_config(cfg: RunConfig):
+    from peft import LoraConfig
+
+    lc = cfg.train.lora
+    return LoraConfig(
+        r=lc.r,
+        lora_alpha=lc.alpha,
+        lora_dropout=lc.dropout,
+        target_modules=lc.target_modules,
+        bias=lc.bias,
+        use_dora=cfg.train.method == "dora",
+        task_type="CAUSAL_LM",
+    )
+
+
+def bnb_4bit_config(compute_dtype: torch.dtype):
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "train.method qlora needs the bitsandbytes package", hint="pip install 'bitsandbytes>=0.50'"
+        ) from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def build_trainable_model(cfg: RunConfig):
+    """Load the base model and wrap it for the configured method. Returns (model, device)."""
+    device = resolve_device(cfg.model.device)
+    dtype = resolve_dtype(cfg.model.dtype, device)
+    method = cfg.train.method
+    if method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = load_model(
+            cfg.model,
+            device=device,
+            dtype=dtype,
+            quantization_config=bnb_4bit_config(dtype),
+            device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"},
+        )
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model = load_model(cfg.model, device=device, dtype=dtype)
+    model.config.use_cache = False
+
+    torch.manual_seed(cfg.seed)  # adapter initialisation is part of the run's seed
+    if method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model, device
+    from peft import get_peft_model
+
+    model = get_peft_model(model, lora_config(cfg))
+    return model, device
+
+
+def count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

@@ -1,0 +1,65 @@
+"""Loss masks: only assistant answers and their end-of-turn token carry loss."""
+
+from __future__ import annotations
+
+from tunesmith.train.tokenize import IGNORE_INDEX, tokenize_record, tokenize_records
+
+
+def _record(*turns, system=None):
+    msgs = [{"role": "system", "content": system}] if system else []
+    for role, content, *w in turns:
+        m = {"role": role, "content": content}
+        if w:
+            m["weight"] = w[0]
+        msgs.append(m)
+    return {"id": "t:1", "messages": msgs}
+
+
+def _labelled_text(tok, ex):
+    return tok.decode([t for t, l in zip(ex.input_ids, ex.labels) if l != IGNORE_INDEX])
+
+
+def test_prompt_tokens_masked_answer_and_eos_trained(tokenizer):
+    rec = _record(("user", "Classify: printer on fire"), ("assistant", "Urgency: Critical"), system="Be brief.")
+    ex = tokenize_record(tokenizer, rec)
+    assert len(ex.input_ids) == len(ex.labels)
+    trained = [i for i, l in enumerate(ex.labels) if l != IGNORE_INDEX]
+    # the trained tokens are exactly the answer followed by the end-of-turn token (EOS for SmolLM2)
+    assert _labelled_text(tokenizer, ex) == "Urgency: Critical" + tokenizer.eos_token
+    assert ex.input_ids[trained[-1]] == tokenizer.eos_token_id
+    # pad == eos for this tokenizer, and still the EOS after the answer carries loss
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id
+    # every prompt token (system, user, template markup) is masked
+    assert all(l == IGNORE_INDEX for l in ex.labels[: trained[0]])
+    assert trained == list(range(trained[0], trained[-1] + 1))
+    # labels equal inputs where trained
+    assert all(ex.labels[i] == ex.input_ids[i] for i in trained)
+
+
+def test_multi_turn_weight_zero_turn_not_trained(tokenizer):
+    rec = _record(
+        ("user", "hi"), ("assistant", "first answer", 0), ("user", "again"), ("assistant", "second answer")
+    )
+    ex = tokenize_record(tokenizer, rec)
+    assert _labelled_text(tokenizer, ex) == "second answer" + tokenizer.eos_token
+    rec["messages"][1]["weight"] = 1
+    ex = tokenize_record(tokenizer, rec)
+    assert _labelled_text(tokenizer, ex) == "first answer" + tokenizer.eos_token + "second answer" + tokenizer.eos_token
+
+
+def test_full_sequence_loss_when_completion_only_is_off(tokenizer):
+    rec = _record(("user", "q"), ("assistant", "a"))
+    ex = tokenize_record(tokenizer, rec, completion_only=False)
+    assert all(l == t for l, t in zip(ex.labels, ex.input_ids))
+
+
+def test_overlong_examples_are_reported_not_silently_dropped(tokenizer):
+    short = _record(("user", "q"), ("assistant", "a"))
+    long = _record(("user", "word " * 300), ("assistant", "answer"))
+    long["id"] = "t:2"
+    kept, report = tokenize_records(tokenizer, [short, long], max_seq_length=64, truncation="reject")
+    assert [e.id for e in kept] == ["t:1"]
+    assert report.rejected[0]["id"] == "t:2" and "max_seq_length 64" in report.rejected[0]["reason"]
+    # truncation that would cut away the whole answer is reported too
+    kept, report = tokenize_records(tokenizer, [long], max_seq_length=64, truncation="truncate")
+    assert kept == [] and "no trained tokens" in report.rejected[0]["reason"]

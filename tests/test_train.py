@@ -1,0 +1,132 @@
+"""Training engine behaviour on a tiny random Llama with the real tokenizer (CPU, fp32)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunesmith.config import build_config
+from tunesmith.train.batching import collate_packed, collate_padded, epoch_batches, pack_examples
+from tunesmith.train.loop import train_loop
+from tunesmith.train.loss import summed_token_loss
+from tunesmith.train.methods import build_trainable_model
+from tunesmith.train.tokenize import tokenize_records
+
+TICKETS = [
+    ("Printer on fire, whole office down", "Urgency: Critical"),
+    ("How do I change my email?", "Urgency: Low"),
+    ("Refund missing, I am blocked", "Urgency: High"),
+    ("App slow sometimes, refresh helps", "Urgency: Medium"),
+    ("All users cannot log in", "Urgency: Critical"),
+    ("Do you ship to Norway?", "Urgency: Low with a longer answer to vary the lengths of examples"),
+    ("Invoice wrong, finance blocked", "Urgency: High"),
+    ("Export empty, we can work around it", "Urgency: Medium"),
+]
+
+
+def _records(n=8):
+    recs = []
+    for i in range(n):
+        q, a = TICKETS[i % len(TICKETS)]
+        recs.append({"id": f"r:{i}", "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+    return recs
+
+
+def _cfg(model_dir, **train):
+    return build_config({"model": {"name_or_path": str(model_dir)}, "train": train, "seed": 3})
+
+
+@pytest.fixture
+def examples(tokenizer):
+    ex, _ = tokenize_records(tokenizer, _records(), max_seq_length=256)
+    return ex
+
+
+def _train(model, examples, tokenizer, *, steps, batch_size=4, grad_accum=1, packing=True, lr=1e-2):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return train_loop(
+        model, opt, sched,
+        epoch_batches=lambda e: epoch_batches(examples, batch_size=batch_size, packing=packing, row_length=256,
+                                              pad_id=tokenizer.pad_token_id, seed=0, epoch=e),
+        n_epochs=100, total_steps=steps, grad_accum=grad_accum, device=torch.device("cpu"), max_grad_norm=1.0,
+    )
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "full"])
+def test_loss_decreases_and_only_trainable_params_change(tiny_model_dir, tokenizer, examples, method):
+    lora = {"r": 8, "dropout": 0.0, "target_modules": "all-linear"}
+    train = {"method": method} if method == "full" else {"method": method, "lora": lora}
+    model, _ = build_trainable_model(_cfg(tiny_model_dir, **train))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable
+    if method != "full":
+        assert all("lora_" in n for n in trainable)
+    result = _train(model, examples, tokenizer, steps=12, lr=3e-2 if method == "full" else 1e-2)
+    losses = [h["loss"] for h in result.history]
+    last = sum(losses[-3:]) / 3
+    # a random tiny model's frozen LM head limits what adapters can do; full training drops far
+    if method == "full":
+        assert last < 0.5 * losses[0], losses
+    else:
+        assert last < losses[0] - 0.4, losses
+    for n, p in model.named_parameters():
+        changed = not torch.equal(p.detach(), before[n])
+        if n in trainable:
+            assert changed, f"trainable {n} did not change"
+        else:
+            assert not changed, f"frozen {n} changed"
+
+
+def test_packed_loss_equals_unpacked(tiny_model, tokenizer, examples):
+    """Packing must not let examples attend to each other: same loss as each example alone."""
+    tiny_model.eval()
+    rows = pack_examples(examples, row_length=256)
+    assert any(len(r) > 1 for r in rows)
+    packed = collate_packed(rows, tokenizer.pad_token_id)
+    padded = collate_padded(examples, tokenizer.pad_token_id)
+    assert packed.n_label_tokens == padded.n_label_tokens
+    with torch.no_grad():
+        packed_loss = summed_token_loss(tiny_model, packed) / packed.n_label_tokens
+        unpacked_loss = summed_token_loss(tiny_model, padded) / padded.n_label_tokens
+        one_by_one = sum(float(summed_token_loss(tiny_model, collate_padded([e], tokenizer.pad_token_id))) for e in examples)
+    assert abs(float(packed_loss) - float(unpacked_loss)) < 1e-5
+    assert abs(float(packed_loss) - one_by_one / padded.n_label_tokens) < 1e-5
+
+
+def test_packing_without_position_restart_would_differ(tiny_model, tokenizer, examples):
+    """Control for the test above: the same packed row with one running position sequence
+    (cross-example attention) gives a different loss, so the equality is not trivially true."""
+    tiny_model.eval()
+    packed = collate_packed(pack_examples(examples, row_length=256), tokenizer.pad_token_id)
+    leaky = type(packed)(packed.input_ids, packed.labels,
+                         torch.arange(packed.input_ids.shape[1]).expand_as(packed.input_ids), None, packed.n_examples)
+    with torch.no_grad():
+        a = float(summed_token_loss(tiny_model, packed))
+        b = float(summed_token_loss(tiny_model, leaky))
+    assert abs(a - b) > 1e-3
+
+
+def test_grad_accumulation_matches_one_big_batch(tiny_model_dir, tokenizer, examples):
+    """Batch 8 x accumulation 1 and batch 2 x accumulation 4 give the same update (token-normalised loss)."""
+    params = []
+    for bs, accum in [(8, 1), (2, 4)]:
+        model, _ = build_trainable_model(_cfg(tiny_model_dir, lora={"r": 8, "dropout": 0.0}))
+        _train(model, examples, tokenizer, steps=1, batch_size=bs, grad_accum=accum, packing=False, lr=1e-3)
+        params.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    for n in params[0]:
+        torch.testing.assert_close(params[0][n], params[1][n], rtol=1e-5, atol=1e-6)
+
+
+def test_epoch_batches_are_seeded(tokenizer):
+    examples, _ = tokenize_records(tokenizer, _records(16), max_seq_length=256)
+
+    def order(seed, epoch):
+        batches = epoch_batches(examples, batch_size=2, packing=False, row_length=256,
+                                pad_id=tokenizer.pad_token_id, seed=seed, epoch=epoch)
+        return [row[row != tokenizer.pad_token_id].tolist() for b in batches for row in b.input_ids]
+
+    assert order(1, 0) == order(1, 0)
+    assert order(1, 0) != order(1, 1)
+    assert sorted(map(tuple, order(1, 0))) == sorted(map(tuple, order(1, 1)))  # same examples, new order
