@@ -49,7 +49,7 @@ def _train(model, examples, tokenizer, *, steps, batch_size=4, grad_accum=1, pac
         model, opt, sched,
         epoch_batches=lambda e: epoch_batches(examples, batch_size=batch_size, packing=packing, row_length=256,
                                               pad_id=tokenizer.pad_token_id, seed=0, epoch=e),
-        n_epochs=100, total_steps=steps, grad_accum=grad_accum, device=torch.device("cpu"), max_grad_norm=1.0,
+        total_steps=steps, grad_accum=grad_accum, device=torch.device("cpu"), max_grad_norm=1.0,
     )
 
 

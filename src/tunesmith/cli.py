@@ -46,11 +46,15 @@ def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
 
 
 @app.command()
-def train(config: ConfigArg, overrides: OverridesArg = None) -> None:
+def train(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last complete checkpoint.")] = False,
+) -> None:
     """Fine-tune the model on the prepared train split (prepares the data first if needed)."""
     from tunesmith.pipeline import run_train
 
-    run_train(_load(config, overrides))
+    run_train(_load(config, overrides), resume=resume)
 
 
 @app.command("eval")

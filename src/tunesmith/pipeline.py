@@ -51,11 +51,11 @@ def _prepared(cfg: RunConfig) -> PreparedData:
     return run_data(cfg)
 
 
-def run_train(cfg: RunConfig):
+def run_train(cfg: RunConfig, *, resume: bool = False):
     from tunesmith.train.run import train_from_config
 
     _start(cfg)
-    return train_from_config(cfg, _prepared(cfg))
+    return train_from_config(cfg, _prepared(cfg), resume=resume)
 
 
 def run_eval(cfg: RunConfig):

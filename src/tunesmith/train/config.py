@@ -46,7 +46,22 @@ class TrainConfig(Section):
         "reject", description="Examples longer than max_seq_length: reject (reported) or cut the prompt's start."
     )
     logging_steps: int = Field(10, gt=0)
-    save_every_epoch: bool = True
+    save_steps: int | None = Field(None, gt=0, description="Checkpoint every N optimizer steps (for resume).")
+    save_every_epoch: bool = Field(True, description="Checkpoint at the end of every epoch.")
+    keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
+    eval_steps: int | None = Field(
+        None, gt=0, description="Validation loss every N steps (default: at the end of every epoch)."
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop after this many validations without a better validation loss."
+    )
+    load_best_at_end: bool = Field(
+        True, description="Save the weights with the best validation loss (not the last) as the result."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% slower.")
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list, description="Extra trackers; metrics always go to train_metrics.jsonl."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -1,30 +1,57 @@
-"""The training loop. Read it top to bottom: batches -> loss -> backward -> step -> log.
+"""The training loop. Read it top to bottom: batches -> loss -> backward -> step -> log -> checkpoint.
 
 Loss normalisation: every optimizer step sums token losses over all its micro-batches and divides
 by the number of label tokens in the whole step (not per micro-batch), so batch 8 x accumulation 1
-and batch 2 x accumulation 4 produce the same gradient.
+and batch 2 x accumulation 4 produce the same gradient. In data-parallel runs the token count is
+summed over all ranks and the loss scaled by the world size, because DDP averages gradients.
+
+The loop is resumable: ``state`` says which step, epoch and micro-batch come next, and the data
+order of an epoch is a pure function of (seed, epoch).
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from tunesmith.train.batching import Batch
+from tunesmith.train.checkpoint import TrainState
 from tunesmith.train.loss import summed_token_loss
 
 
 @dataclass
-class LoopResult:
-    steps: int = 0
-    history: list[dict] = field(default_factory=list)
-    val_history: list[dict] = field(default_factory=list)
-    train_seconds: float = 0.0
-    tokens: int = 0
+class Hooks:
+    """What the loop tells the outside world; every hook is optional."""
+
+    on_step: Callable[[dict], None] | None = None
+    on_eval: Callable[[dict, bool], None] | None = None  # (record, improved)
+    checkpoint: Callable[[TrainState], None] | None = None
+
+
+@dataclass
+class Distributed:
+    """Data-parallel context (world_size 1 = single process)."""
+
+    rank: int = 0
+    world_size: int = 1
+    loss_module: torch.nn.Module | None = None  # DDP-wrapped loss module; None = call the model directly
+
+    def global_sum(self, x: float) -> float:
+        """Sum of ``x`` over all ranks (``x`` itself in a single process)."""
+        if self.world_size == 1:
+            return x
+        t = torch.tensor([x], dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        return type(x)(t.item())
+
+    def no_sync(self, last: bool):
+        if self.loss_module is None or last or not hasattr(self.loss_module, "no_sync"):
+            return contextlib.nullcontext()
+        return self.loss_module.no_sync()
 
 
 @torch.no_grad()
@@ -47,69 +74,88 @@ def train_loop(
     scheduler,
     *,
     epoch_batches: Callable[[int], list[Batch]],
-    n_epochs: int,
     total_steps: int,
     grad_accum: int,
     device: torch.device,
+    state: TrainState | None = None,
     max_grad_norm: float | None = None,
     val_batches: list[Batch] | None = None,
-    on_step: Callable[[dict], None] | None = None,
-    on_epoch_end: Callable[[int, dict], None] | None = None,
-) -> LoopResult:
-    result = LoopResult()
+    eval_every: int | None = None,
+    save_every: int | None = None,
+    save_each_epoch: bool = False,
+    early_stopping_patience: int | None = None,
+    hooks: Hooks | None = None,
+    dist: Distributed | None = None,
+) -> TrainState:
+    state = state or TrainState()
+    hooks = hooks or Hooks()
+    dist = dist or Distributed()
     params = [p for p in model.parameters() if p.requires_grad]
+    forward = dist.loss_module or (lambda **b: summed_token_loss(model, Batch(**b, n_examples=0)))
     model.train()
-    start = time.perf_counter()
-    step = 0
-    for epoch in range(n_epochs):
-        batches = epoch_batches(epoch)
-        for first in range(0, len(batches), grad_accum):
-            if step >= total_steps:
-                break
-            group = batches[first : first + grad_accum]
-            n_label = sum(b.n_label_tokens for b in group)
+    stop = False
+    while state.step < total_steps and not stop:
+        batches = epoch_batches(state.epoch)
+        # this rank's micro-batches; each optimizer step takes grad_accum of them on every rank
+        usable = len(batches) - len(batches) % dist.world_size  # equal counts on every rank, or collectives hang
+        mine = batches[:usable][dist.rank :: dist.world_size]
+        while state.next_batch < len(mine) and state.step < total_steps and not stop:
+            group = mine[state.next_batch : state.next_batch + grad_accum]
+            state.next_batch += len(group)
+            n_label = dist.global_sum(sum(b.n_label_tokens for b in group))
             if n_label == 0:
                 continue
             t0 = time.perf_counter()
             loss_sum = 0.0
-            for b in group:
-                loss = summed_token_loss(model, b.to(device)) / n_label
-                loss.backward()
+            for i, b in enumerate(group):
+                b = b.to(device)
+                with dist.no_sync(last=i == len(group) - 1):
+                    loss = forward(input_ids=b.input_ids, labels=b.labels, position_ids=b.position_ids,
+                                   attention_mask=b.attention_mask) / n_label
+                    (loss * dist.world_size).backward()
                 loss_sum += float(loss.detach())
-            grad_norm = (
-                float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
-                if max_grad_norm
-                else float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
-            )
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf")))
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
+            state.step += 1
             dt = time.perf_counter() - t0
             n_tokens = sum(b.n_tokens for b in group)
-            result.tokens += n_tokens
             record = {
-                "step": step,
-                "epoch": epoch + (first + len(group)) / len(batches),
-                "loss": loss_sum,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "tokens": n_tokens,
-                "label_tokens": n_label,
-                "tokens_per_s": n_tokens / dt if dt > 0 else math.nan,
-                "step_s": dt,
+                "step": state.step, "epoch": state.epoch + state.next_batch / len(mine),
+                "loss": dist.global_sum(loss_sum),
+                "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens, "label_tokens": n_label,
+                "tokens_per_s": n_tokens / dt if dt > 0 else 0.0, "step_s": dt,
             }
-            result.history.append(record)
-            if on_step:
-                on_step(record)
-        if val_batches:
-            val = {"epoch": epoch + 1, "step": step, "val_loss": evaluate_loss(model, val_batches, device)}
-            result.val_history.append(val)
-        if on_epoch_end:
-            on_epoch_end(epoch, result.val_history[-1] if result.val_history else {})
-        if step >= total_steps:
-            break
-    result.steps = step
-    result.train_seconds = time.perf_counter() - start
-    return result
+            state.history.append(record)
+            if hooks.on_step:
+                hooks.on_step(record)
+            if val_batches and eval_every and state.step % eval_every == 0:
+                stop = _validate(model, val_batches, device, state, early_stopping_patience, hooks)
+            if hooks.checkpoint and save_every and state.step % save_every == 0:
+                hooks.checkpoint(state)
+        if state.next_batch >= len(mine):  # epoch finished
+            state.epoch += 1
+            state.next_batch = 0
+            if val_batches and not eval_every:
+                stop = _validate(model, val_batches, device, state, early_stopping_patience, hooks) or stop
+            if hooks.checkpoint and save_each_epoch:
+                hooks.checkpoint(state)
+    return state
+
+
+def _validate(model, val_batches, device, state: TrainState, patience: int | None, hooks: Hooks) -> bool:
+    """Record validation loss; returns True when early stopping says to stop."""
+    val = evaluate_loss(model, val_batches, device)
+    improved = state.best_val_loss is None or val < state.best_val_loss
+    if improved:
+        state.best_val_loss = val
+        state.evals_without_improvement = 0
+    else:
+        state.evals_without_improvement += 1
+    record = {"step": state.step, "epoch": state.epoch, "val_loss": val}
+    state.val_history.append(record)
+    if hooks.on_eval:
+        hooks.on_eval(record, improved)
+    return patience is not None and state.evals_without_improvement >= patience

@@ -41,3 +41,14 @@ def summed_token_loss(model, batch: Batch) -> torch.Tensor:
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     return F.cross_entropy(logits, targets[keep], reduction="sum")
+
+
+class CausalLMLoss(torch.nn.Module):
+    """``summed_token_loss`` as a module, so DDP/FSDP wrappers see the forward they must hook."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, labels, position_ids, attention_mask=None) -> torch.Tensor:
+        return summed_token_loss(self.model, Batch(input_ids, labels, position_ids, attention_mask, 0))

@@ -1,9 +1,14 @@
-"""`tunesmith train`: from a run config and prepared data to a saved adapter (or full model)."""
+"""`tunesmith train`: from a run config and prepared data to a saved adapter (or full model).
+
+Single process by default; under ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel with
+PyTorch DDP (gloo on CPU, NCCL on GPUs) and only rank 0 writes files.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +18,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tunesmith.config import RunConfig
 from tunesmith.console import console
 from tunesmith.data.prepare import PreparedData
-from tunesmith.errors import DataError
+from tunesmith.errors import DataError, TunesmithError
 from tunesmith.models.loading import load_tokenizer, model_dir_or_id
 from tunesmith.train.batching import epoch_batches
-from tunesmith.train.loop import train_loop
+from tunesmith.train.checkpoint import TrainState, list_checkpoints, load_best, load_checkpoint, save_best, save_checkpoint
+from tunesmith.train.loop import Distributed, Hooks, train_loop
 from tunesmith.train.methods import build_trainable_model, count_parameters
+from tunesmith.train.metrics import Trackers, device_peak_flops, flops_per_token, peak_memory_bytes, plot_loss_curve
 from tunesmith.train.tokenize import tokenize_records
 from tunesmith.utils.io import atomic_dir, write_json
 
@@ -48,101 +55,152 @@ def save_trained(model, tokenizer, cfg: RunConfig) -> Path:
     return target
 
 
-def train_from_config(cfg: RunConfig, prepared: PreparedData) -> TrainOutput:
+def _init_distributed(device: torch.device) -> Distributed:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank=torch.distributed.get_rank(), world_size=torch.distributed.get_world_size())
+
+
+def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False) -> TrainOutput:
     tc = cfg.train
     tokenizer = load_tokenizer(cfg.model)
-    train_ex, report = tokenize_records(
-        tokenizer, prepared.train, max_seq_length=tc.max_seq_length,
-        completion_only=tc.completion_only_loss, truncation=tc.truncation,
-    )
-    val_ex, _ = tokenize_records(
-        tokenizer, prepared.validation, max_seq_length=tc.max_seq_length,
-        completion_only=tc.completion_only_loss, truncation="truncate",
-    )
-    if report.rejected:
-        console.print(f"[yellow]{len(report.rejected)} training examples not used[/] (listed in tokenize_rejected.json)")
-        write_json(cfg.run_dir / "tokenize_rejected.json", report.rejected)
+    tok_kw = dict(max_seq_length=tc.max_seq_length, completion_only=tc.completion_only_loss)
+    train_ex, report = tokenize_records(tokenizer, prepared.train, truncation=tc.truncation, **tok_kw)
+    val_ex, _ = tokenize_records(tokenizer, prepared.validation, truncation="truncate", **tok_kw)
     if not train_ex:
-        raise DataError("no training example fits train.max_seq_length", hint="raise train.max_seq_length or set train.truncation: truncate")
+        raise DataError("no training example fits train.max_seq_length",
+                        hint="raise train.max_seq_length or set train.truncation: truncate")
 
     model, device = build_trainable_model(cfg)
+    if tc.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    dist = _init_distributed(device)
+    main = dist.rank == 0
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        from tunesmith.train.loss import CausalLMLoss
+
+        dist.loss_module = DistributedDataParallel(CausalLMLoss(model), device_ids=[device.index] if device.type == "cuda" else None)
     trainable, total = count_parameters(model)
-    pad_id = tokenizer.pad_token_id
+    if report.rejected and main:
+        console.print(f"[yellow]{len(report.rejected)} training examples not used[/] (reasons in tokenize_rejected.json)")
+        write_json(cfg.run_dir / "tokenize_rejected.json", report.rejected)
 
     def batches_for(epoch: int):
-        return epoch_batches(
-            train_ex, batch_size=tc.batch_size, packing=tc.packing, row_length=tc.max_seq_length,
-            pad_id=pad_id, seed=cfg.seed, epoch=epoch,
-        )
+        return epoch_batches(train_ex, batch_size=tc.batch_size, packing=tc.packing, row_length=tc.max_seq_length,
+                             pad_id=tokenizer.pad_token_id, seed=cfg.seed, epoch=epoch)
 
-    steps_per_epoch = math.ceil(len(batches_for(0)) / tc.grad_accum)
+    steps_per_epoch = math.ceil(len(batches_for(0)) / (tc.grad_accum * dist.world_size))
     total_steps = tc.max_steps or max(1, math.ceil(steps_per_epoch * tc.epochs))
-    n_epochs = math.ceil(total_steps / steps_per_epoch)
-    val_batches = (
-        epoch_batches(val_ex, batch_size=tc.batch_size, packing=tc.packing, row_length=tc.max_seq_length,
-                      pad_id=pad_id, seed=cfg.seed, epoch=0)
-        if val_ex else None
-    )
+    val_batches = (epoch_batches(val_ex, batch_size=tc.batch_size, packing=tc.packing, row_length=tc.max_seq_length,
+                                 pad_id=tokenizer.pad_token_id, seed=cfg.seed, epoch=0) if val_ex else None)
 
     from transformers import get_scheduler
 
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay
-    )
-    scheduler = get_scheduler(
-        tc.scheduler, optimizer, num_warmup_steps=round(tc.warmup_ratio * total_steps), num_training_steps=total_steps
-    )
-    console.print(
-        f"[bold]train[/]: {tc.method} on {cfg.model.name_or_path} ({device.type}, "
-        f"{next(model.parameters()).dtype}), {trainable:,} trainable of {total:,} parameters "
-        f"({100 * trainable / total:.2f}%); {len(train_ex)} examples, {total_steps} steps "
-        f"(batch {tc.batch_size} x accumulation {tc.grad_accum}{', packed' if tc.packing else ''})"
-    )
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=round(tc.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
 
+    ckpt_dir = cfg.run_dir / "checkpoints"
     metrics_path = cfg.run_dir / "train_metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
-    with Progress(
-        TextColumn("[bold blue]training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-    ) as progress:
-        task = progress.add_task("train", total=total_steps, loss="-")
+    state = TrainState()
+    if resume:
+        found = list_checkpoints(ckpt_dir)
+        if not found:
+            raise TunesmithError(f"--resume: no complete checkpoint in {ckpt_dir}", hint="run without --resume to start over")
+        state = load_checkpoint(found[-1], model, optimizer, scheduler)
+        if main:
+            console.print(f"[bold]train[/]: resumed from {found[-1].name} (step {state.step}, epoch {state.epoch})")
+            # metrics after the checkpoint were never part of this run's history
+            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in state.history))
+    elif main:
+        metrics_path.unlink(missing_ok=True)
+
+    peak = device_peak_flops(device) if main else None
+    avg_row = sum(len(e.input_ids) for e in train_ex) / len(train_ex)
+    fpt = flops_per_token(model, method=tc.method, seq_len=int(avg_row))
+    if main:
+        console.print(
+            f"[bold]train[/]: {tc.method} on {cfg.model.name_or_path} ({device.type}, {next(model.parameters()).dtype}"
+            f"{f', {dist.world_size} processes' if dist.world_size > 1 else ''}), {trainable:,} trainable of {total:,} "
+            f"parameters ({100 * trainable / total:.2f}%); {len(train_ex)} examples, {total_steps} steps "
+            f"(batch {tc.batch_size} x accumulation {tc.grad_accum}{', packed' if tc.packing else ''})"
+        )
+    trackers = Trackers(tc.report_to, cfg.run_dir, cfg.train.model_dump()) if main else None
+    fault_step = int(os.environ.get("TUNESMITH_FAULT_KILL_AFTER_STEP", "0"))  # fault injection for resume tests
+
+    with Progress(TextColumn("[bold blue]training"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, disable=not main) as progress:
+        task = progress.add_task("train", total=total_steps, completed=state.step, loss="-")
 
         def on_step(rec: dict) -> None:
-            with open(metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
-            progress.update(task, advance=1, loss=f"{rec['loss']:.4f}")
-            if rec["step"] % tc.logging_steps == 0 or rec["step"] == 1:
-                progress.console.log(
-                    f"step {rec['step']}/{total_steps} loss {rec['loss']:.4f} lr {rec['lr']:.2e} "
-                    f"grad_norm {rec['grad_norm']:.3f} {rec['tokens_per_s']:.0f} tok/s"
-                )
+            rec["tokens_per_s"] *= dist.world_size
+            rec["model_flops_per_s"] = fpt * rec["tokens_per_s"]
+            rec["mfu"] = rec["model_flops_per_s"] / (peak * dist.world_size) if peak else None
+            rec["peak_memory_gb"] = peak_memory_bytes(device) / 1e9
+            if main:
+                with open(metrics_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(rec) + "\n")
+                trackers.log(rec)
+                progress.update(task, completed=rec["step"], loss=f"{rec['loss']:.4f}")
+                if rec["step"] % tc.logging_steps == 0 or rec["step"] == 1:
+                    progress.console.log(
+                        f"step {rec['step']}/{total_steps} loss {rec['loss']:.4f} lr {rec['lr']:.2e} "
+                        f"grad_norm {rec['grad_norm']:.3f} {rec['tokens_per_s']:.0f} tok/s"
+                        + (f" MFU {100 * rec['mfu']:.0f}%" if rec["mfu"] else "")
+                    )
+            if fault_step and rec["step"] == fault_step:
+                os.kill(os.getpid(), 9)
 
-        result = train_loop(
-            model, optimizer, scheduler, epoch_batches=batches_for, n_epochs=n_epochs, total_steps=total_steps,
-            grad_accum=tc.grad_accum, device=device, max_grad_norm=tc.max_grad_norm, val_batches=val_batches,
-            on_step=on_step,
+        def on_eval(rec: dict, improved: bool) -> None:
+            if main:
+                progress.console.log(f"validation loss {rec['val_loss']:.4f} at step {rec['step']}"
+                                     + (" (best)" if improved else ""))
+                trackers.log(rec)
+                if improved and tc.load_best_at_end:
+                    save_best(ckpt_dir, model)
+
+        def checkpoint(st: TrainState) -> None:
+            if main:
+                save_checkpoint(ckpt_dir, model, optimizer, scheduler, st, keep=tc.keep_checkpoints)
+
+        state = train_loop(
+            model, optimizer, scheduler, epoch_batches=batches_for, total_steps=total_steps, grad_accum=tc.grad_accum,
+            device=device, state=state, max_grad_norm=tc.max_grad_norm, val_batches=val_batches,
+            eval_every=tc.eval_steps, save_every=tc.save_steps, save_each_epoch=tc.save_every_epoch,
+            early_stopping_patience=tc.early_stopping_patience,
+            hooks=Hooks(on_step=on_step, on_eval=on_eval, checkpoint=checkpoint), dist=dist,
         )
+    used_best = tc.load_best_at_end and bool(state.val_history) and load_best(ckpt_dir, model)
+    if not main:
+        return TrainOutput(cfg.run_dir, state.step, 0.0, None, 0.0, 0.0)
+    trackers.close()
     out_dir = save_trained(model, tokenizer, cfg)
-    final_loss = sum(r["loss"] for r in result.history[-5:]) / max(1, len(result.history[-5:]))
-    val_loss = result.val_history[-1]["val_loss"] if result.val_history else None
+    hist = state.history
+    final_loss = sum(r["loss"] for r in hist[-5:]) / max(1, len(hist[-5:]))
+    seconds = sum(r["step_s"] for r in hist)
+    tokens = sum(r["tokens"] for r in hist) * dist.world_size
     summary = {
-        "method": tc.method,
-        "steps": result.steps,
-        "examples": len(train_ex),
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "first_loss": result.history[0]["loss"] if result.history else None,
-        "final_loss": final_loss,
-        "val_loss": val_loss,
-        "val_history": result.val_history,
-        "train_seconds": result.train_seconds,
-        "tokens_per_s": result.tokens / result.train_seconds if result.train_seconds else None,
-        "output_dir": str(out_dir),
+        "method": tc.method, "steps": state.step, "examples": len(train_ex), "world_size": dist.world_size,
+        "trainable_parameters": trainable, "total_parameters": total,
+        "first_loss": hist[0]["loss"] if hist else None, "final_loss": final_loss,
+        "best_val_loss": state.best_val_loss, "used_best_checkpoint": used_best, "val_history": state.val_history,
+        "train_seconds": seconds, "tokens_per_s": tokens / seconds if seconds else None,
+        "peak_memory_gb": peak_memory_bytes(device) / 1e9, "output_dir": str(out_dir),
     }
     write_json(cfg.run_dir / "train_summary.json", summary)
+    plot_loss_curve(metrics_path, state.val_history, cfg.run_dir / "loss_curve.png")
+    val = state.val_history[-1]["val_loss"] if state.val_history else None
     console.print(
-        f"[bold]train[/]: done in {result.train_seconds:.0f}s, loss {summary['first_loss']:.3f} -> {final_loss:.3f}"
-        + (f", validation loss {val_loss:.3f}" if val_loss is not None else "")
-        + f"; saved {out_dir}"
+        f"[bold]train[/]: done, {state.step} steps in {seconds:.0f}s, loss {summary['first_loss']:.3f} -> {final_loss:.3f}"
+        + (f", validation loss {val:.3f}" if val is not None else "")
+        + (" (best checkpoint kept)" if used_best else "") + f"; saved {out_dir}"
     )
-    return TrainOutput(out_dir, result.steps, final_loss, val_loss, result.train_seconds, summary["tokens_per_s"] or 0.0)
+    return TrainOutput(out_dir, state.step, final_loss, val, seconds, summary["tokens_per_s"] or 0.0)
