@@ -50,11 +50,26 @@ def train(
     config: ConfigArg,
     overrides: OverridesArg = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last complete checkpoint.")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", help="Processes per machine (GPUs); >1 launches torchrun.")] = 1,
+    nnodes: Annotated[int, typer.Option("--nnodes", help="Machines taking part (multi-node).")] = 1,
+    rdzv_endpoint: Annotated[
+        str | None, typer.Option("--rdzv-endpoint", help="host:port of node 0 for multi-node runs.")
+    ] = None,
 ) -> None:
-    """Fine-tune the model on the prepared train split (prepares the data first if needed)."""
+    """Fine-tune the model on the prepared train split (prepares the data first if needed).
+
+    Several processes (GPUs, machines) go through torchrun with PyTorch DDP or FSDP2
+    (train.distributed); the same config runs on one CPU or many GPUs.
+    """
+    cfg = _load(config, overrides)
+    if nproc > 1 or nnodes > 1:
+        from tunesmith.train.launch import launch_torchrun
+
+        raise typer.Exit(launch_torchrun(config, overrides or [], nproc=nproc, nnodes=nnodes,
+                                         rdzv_endpoint=rdzv_endpoint, resume=resume))
     from tunesmith.pipeline import run_train
 
-    run_train(_load(config, overrides), resume=resume)
+    run_train(cfg, resume=resume)
 
 
 @app.command("eval")

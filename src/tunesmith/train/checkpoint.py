@@ -32,8 +32,13 @@ class TrainState:
     val_history: list[dict] = field(default_factory=list)
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A plain tensor: FSDP2-sharded parameters (DTensors) are gathered (a collective on all ranks)."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
 def trainable_state_dict(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: _full(p.detach()).to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def load_trainable_state(model, tensors: dict[str, torch.Tensor]) -> None:

@@ -58,6 +58,10 @@ class TrainConfig(Section):
     load_best_at_end: bool = Field(
         True, description="Save the weights with the best validation loss (not the last) as the result."
     )
+    distributed: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="Data-parallel strategy when launched on several processes (torchrun / "
+        "`tunesmith train --nproc N`): ddp replicates the model, fsdp (FSDP2) shards it."
+    )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% slower.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(
         default_factory=list, description="Extra trackers; metrics always go to train_metrics.jsonl."

@@ -55,14 +55,19 @@ class Distributed:
 
 
 @torch.no_grad()
-def evaluate_loss(model, batches: list[Batch], device: torch.device) -> float:
-    """Mean token loss over ``batches`` (token-weighted)."""
+def evaluate_loss(model, batches: list[Batch], device: torch.device, forward=None) -> float:
+    """Mean token loss over ``batches`` (token-weighted). ``forward`` is the (DDP/FSDP) loss module
+    when there is one: sharded parameters are only whole inside its forward."""
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
     for b in batches:
         b = b.to(device)
-        total += float(summed_token_loss(model, b))
+        if forward is None:
+            total += float(summed_token_loss(model, b))
+        else:
+            total += float(forward(input_ids=b.input_ids, labels=b.labels, position_ids=b.position_ids,
+                                   attention_mask=b.attention_mask))
         n += b.n_label_tokens
     model.train(was_training)
     return total / max(n, 1)
@@ -132,22 +137,22 @@ def train_loop(
             if hooks.on_step:
                 hooks.on_step(record)
             if val_batches and eval_every and state.step % eval_every == 0:
-                stop = _validate(model, val_batches, device, state, early_stopping_patience, hooks)
+                stop = _validate(model, forward, val_batches, device, state, early_stopping_patience, hooks)
             if hooks.checkpoint and save_every and state.step % save_every == 0:
                 hooks.checkpoint(state)
         if state.next_batch >= len(mine):  # epoch finished
             state.epoch += 1
             state.next_batch = 0
             if val_batches and not eval_every:
-                stop = _validate(model, val_batches, device, state, early_stopping_patience, hooks) or stop
+                stop = _validate(model, forward, val_batches, device, state, early_stopping_patience, hooks) or stop
             if hooks.checkpoint and save_each_epoch:
                 hooks.checkpoint(state)
     return state
 
 
-def _validate(model, val_batches, device, state: TrainState, patience: int | None, hooks: Hooks) -> bool:
+def _validate(model, forward, val_batches, device, state: TrainState, patience: int | None, hooks: Hooks) -> bool:
     """Record validation loss; returns True when early stopping says to stop."""
-    val = evaluate_loss(model, val_batches, device)
+    val = evaluate_loss(model, val_batches, device, forward)
     improved = state.best_val_loss is None or val < state.best_val_loss
     if improved:
         state.best_val_loss = val

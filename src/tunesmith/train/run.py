@@ -55,6 +55,34 @@ def save_trained(model, tokenizer, cfg: RunConfig) -> Path:
     return target
 
 
+def unshard_trainable(model) -> None:
+    """Replace FSDP2-sharded trainable parameters by their full tensors so standard saving works."""
+    from torch.distributed.tensor import DTensor
+
+    for module in model.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            if isinstance(p, DTensor) and p.requires_grad:
+                module._parameters[name] = torch.nn.Parameter(p.full_tensor().detach(), requires_grad=False)
+
+
+def wrap_data_parallel(model, device: torch.device, strategy: str) -> torch.nn.Module:
+    """The loss module wrapped by PyTorch's own data-parallel machinery: DDP, or FSDP2 (``fully_shard``
+    on every decoder layer, then the root)."""
+    from tunesmith.train.loss import CausalLMLoss
+
+    loss_module = CausalLMLoss(model)
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        for layer in base.get_decoder().layers:
+            fully_shard(layer)
+        return fully_shard(loss_module)
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def _init_distributed(device: torch.device) -> Distributed:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
@@ -82,11 +110,11 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
     dist = _init_distributed(device)
     main = dist.rank == 0
     if dist.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        from tunesmith.train.loss import CausalLMLoss
-
-        dist.loss_module = DistributedDataParallel(CausalLMLoss(model), device_ids=[device.index] if device.type == "cuda" else None)
+        dist.loss_module = wrap_data_parallel(model, device, tc.distributed)
+    sharded = dist.world_size > 1 and tc.distributed == "fsdp"
+    if sharded and resume:
+        raise TunesmithError("--resume is not supported with train.distributed: fsdp yet",
+                             hint="use train.distributed: ddp for resumable multi-process runs")
     trainable, total = count_parameters(model)
     if report.rejected and main:
         console.print(f"[yellow]{len(report.rejected)} training examples not used[/] (reasons in tokenize_rejected.json)")
@@ -164,11 +192,11 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
                 progress.console.log(f"validation loss {rec['val_loss']:.4f} at step {rec['step']}"
                                      + (" (best)" if improved else ""))
                 trackers.log(rec)
-                if improved and tc.load_best_at_end:
+                if improved and tc.load_best_at_end and not sharded:
                     save_best(ckpt_dir, model)
 
         def checkpoint(st: TrainState) -> None:
-            if main:
+            if main and not sharded:  # FSDP checkpoints need torch.distributed.checkpoint (not built yet)
                 save_checkpoint(ckpt_dir, model, optimizer, scheduler, st, keep=tc.keep_checkpoints)
 
         state = train_loop(
@@ -178,7 +206,9 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
             early_stopping_patience=tc.early_stopping_patience,
             hooks=Hooks(on_step=on_step, on_eval=on_eval, checkpoint=checkpoint), dist=dist,
         )
-    used_best = tc.load_best_at_end and bool(state.val_history) and load_best(ckpt_dir, model)
+    used_best = tc.load_best_at_end and not sharded and bool(state.val_history) and load_best(ckpt_dir, model)
+    if sharded:
+        unshard_trainable(model)  # collective: every rank takes part, rank 0 then saves plain tensors
     if not main:
         return TrainOutput(cfg.run_dir, state.step, 0.0, None, 0.0, 0.0)
     trackers.close()
