@@ -1,0 +1,108 @@
+"""Consistency of the answers: label set and distribution, JSON answers against a schema, and
+examples whose answer format differs from the majority."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from typing import Any
+
+from tunesmith.data.records import Record, is_text_record, reference_answer
+from tunesmith.errors import ConfigError
+
+_LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.M)
+MAX_LISTED = 50
+
+
+def answer_format(answer: str) -> str:
+    """A coarse class of an answer's shape: json, code, list, short (a label-like line) or prose."""
+    s = answer.strip()
+    if s[:1] in "{[":
+        try:
+            json.loads(s)
+            return "json"
+        except json.JSONDecodeError:
+            pass
+    if "```" in s:
+        return "code"
+    if len(_LIST_LINE.findall(s)) >= 2:
+        return "list"
+    if "\n" not in s and len(s.split()) <= 3:
+        return "short"
+    return "prose"
+
+
+class ConsistencyChecker:
+    def __init__(self, json_schema: dict[str, Any] | None = None):
+        self.labels: Counter[str] = Counter()
+        self.formats: Counter[str] = Counter()
+        self._format_of: list[tuple[str, str]] = []  # (id, format) for chat records
+        self.schema_checked = 0
+        self.schema_failed: list[dict[str, str]] = []
+        self.n_schema_failed = 0
+        self._validator = None
+        if json_schema is not None:
+            try:
+                import jsonschema
+            except ImportError as e:  # pragma: no cover - jsonschema is a dependency
+                raise ConfigError("data.consistency.json_schema needs the jsonschema package", hint="pip install jsonschema") from e
+            cls = jsonschema.validators.validator_for(json_schema)
+            try:
+                cls.check_schema(json_schema)
+            except jsonschema.SchemaError as e:
+                raise ConfigError(f"data.consistency.json_schema is not a valid JSON Schema: {e.message}") from None
+            self._validator = cls(json_schema)
+
+    def schema_error(self, record: Record) -> str | None:
+        """Why the answer fails the schema (None if it passes or no schema is set)."""
+        if self._validator is None or is_text_record(record):
+            return None
+        self.schema_checked += 1
+        answer = reference_answer(record)
+        try:
+            obj = json.loads(answer)
+        except json.JSONDecodeError as e:
+            err = f"answer is not JSON: {e.msg} at column {e.colno}"
+        else:
+            best = next(iter(sorted(self._validator.iter_errors(obj), key=lambda e: e.path)), None)
+            if best is None:
+                return None
+            where = "/".join(str(p) for p in best.absolute_path) or "(root)"
+            err = f"answer fails the JSON schema at {where}: {best.message}"
+        self.n_schema_failed += 1
+        if len(self.schema_failed) < MAX_LISTED:
+            self.schema_failed.append({"id": record["id"], "error": err})
+        return err
+
+    def add(self, record: Record) -> None:
+        if record.get("label") is not None:
+            self.labels[str(record["label"])] += 1
+        if is_text_record(record):
+            return
+        fmt = answer_format(reference_answer(record))
+        self.formats[fmt] += 1
+        self._format_of.append((record["id"], fmt))
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.labels:
+            total = sum(self.labels.values())
+            out["labels"] = {k: {"count": v, "share": round(v / total, 4)} for k, v in self.labels.most_common()}
+        if self.formats:
+            majority, n_major = self.formats.most_common(1)[0]
+            odd = [i for i, f in self._format_of if f != majority]
+            out["answer_formats"] = dict(self.formats.most_common())
+            out["majority_format"] = majority
+            out["format_outliers"] = len(odd)
+            out["format_outlier_ids"] = odd[:MAX_LISTED]
+            json_like = self.formats.get("json", 0)
+            out["json_answers"] = json_like
+        if self._validator is not None:
+            out["json_schema"] = {
+                "checked": self.schema_checked,
+                "valid": self.schema_checked - self.n_schema_failed,
+                "valid_share": round((self.schema_checked - self.n_schema_failed) / self.schema_checked, 4) if self.schema_checked else None,
+                "failures": self.schema_failed,
+            }
+        return out
