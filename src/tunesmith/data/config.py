@@ -99,6 +99,9 @@ class DataConfig(Section):
     fix_encoding: bool = Field(
         True, description="Remove a UTF-8 byte-order mark and convert Windows line endings (reported as warnings); false rejects those rows."
     )
+    workers: int | None = Field(
+        None, ge=1, le=64, description="Processes for reading/validating/PII/hashing; default: 1 for inputs under 64 MB, else one per core (max 4)."
+    )
     check_length: bool = Field(True, description="Count tokens with the model's tokenizer and chat template.")
     report: bool = Field(True, description="Write report.md and report.html next to the prepared files.")
     dedup: DedupConfig = Field(default_factory=DedupConfig)

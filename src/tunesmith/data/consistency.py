@@ -84,6 +84,18 @@ class ConsistencyChecker:
         self.formats[fmt] += 1
         self._format_of.append((record["id"], fmt))
 
+    def add_known(self, rid: str, label: str | None, fmt: str | None) -> None:
+        """Like :meth:`add` with the label and answer format already known (no parsing)."""
+        if label is not None:
+            self.labels[label] += 1
+        if fmt is not None:
+            self.formats[fmt] += 1
+            self._format_of.append((rid, fmt))
+
+    @property
+    def needs_records(self) -> bool:
+        return self._validator is not None
+
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.labels:

@@ -32,9 +32,13 @@ _PUNCT = re.compile(r"[^\w\s]+")
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
+_ASCII_PUNCT = str.maketrans({c: " " for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~"})
+
+
 def normalise(text: str) -> str:
-    if not text.isascii():
-        text = unicodedata.normalize("NFKC", text)
+    if text.isascii():
+        return " ".join(text.lower().translate(_ASCII_PUNCT).split())
+    text = unicodedata.normalize("NFKC", text)
     return " ".join(_PUNCT.sub(" ", text.casefold()).split())
 
 

@@ -98,7 +98,10 @@ _NOT_NAMES = {
     "Hiring", "Manager", "Admin", "User", "Client", "Member", "Partner", "The", "Thanks", "Regards", "Best",
 }
 
-_HAS_DIGITS = re.compile(r"\d(?:\D{0,3}\d){6}")  # at least 7 digits close together: numbers worth checking
+_DEL_DIGITS = str.maketrans("", "", "0123456789")
+_SECRET_HINTS = re.compile("sk-|gh|AKIA|ASIA|xox|AIza|hf_|k_live_|k_test_|glpat-|eyJ|PRIVATE KEY")
+_ASSIGN_HINTS = re.compile("key|secret|token|pass|pwd")
+_PERSON_HINTS = re.compile("name|customer:|signed|dear|regards|best|thank|cheers|sincerely")
 
 
 def _phone_validator(region: str) -> Callable[[str], bool]:
@@ -141,48 +144,42 @@ class PiiScanner:
         self.rows_with_pii = 0
         self._phone_ok = _phone_validator(phone_region)
 
-    # Each step: (type, pattern, group, validator, needs_digits, quick substring test)
+    # Each step: (type, pattern, group, validator, gate). A gate is a cheap test (substring search,
+    # digit count) that must pass before the regex runs: most texts skip most regexes.
     def _steps(self):
         steps = []
         t = set(self.types)
         if "SECRET" in t:
-            steps.append(("SECRET", _SECRET, 0, None, None))
-            steps.append(("SECRET", _SECRET_ASSIGN, "v", _secret_assign_ok, None))
+            steps.append(("SECRET", _SECRET, 0, None, lambda w, low, nd: _SECRET_HINTS.search(w) is not None))
+            steps.append(("SECRET", _SECRET_ASSIGN, "v", _secret_assign_ok, lambda w, low, nd: _ASSIGN_HINTS.search(low) is not None))
         if "EMAIL" in t:
-            steps.append(("EMAIL", _EMAIL, 0, None, "@"))
+            steps.append(("EMAIL", _EMAIL, 0, None, lambda w, low, nd: "@" in w))
         if "IBAN" in t:
-            steps.append(("IBAN", _IBAN, 0, iban_ok, "digits"))
+            steps.append(("IBAN", _IBAN, 0, iban_ok, lambda w, low, nd: nd >= 10))
         if "CREDIT_CARD" in t:
-            steps.append(("CREDIT_CARD", _CARD, 0, lambda s: luhn_ok(re.sub(r"\D", "", s)), "digits"))
+            steps.append(("CREDIT_CARD", _CARD, 0, lambda v: luhn_ok(re.sub(r"\D", "", v)), lambda w, low, nd: nd >= 13))
         if "SSN" in t:
-            steps.append(("SSN", _SSN, 0, None, "digits"))
-            steps.append(("SSN", _SSN_CUE, "v", None, "digits"))
+            steps.append(("SSN", _SSN, 0, None, lambda w, low, nd: nd >= 9 and "-" in w))
+            steps.append(("SSN", _SSN_CUE, "v", None, lambda w, low, nd: nd >= 9 and ("ssn" in low or "social" in low)))
         if "IP_ADDRESS" in t:
-            steps.append(("IP_ADDRESS", _IPV4, 0, _ip_ok, "."))
-            steps.append(("IP_ADDRESS", _IPV6, 0, lambda s: s.count(":") >= 2 and _ip_ok(s), "::"))
+            steps.append(("IP_ADDRESS", _IPV4, 0, _ip_ok, lambda w, low, nd: nd >= 4 and w.count(".") >= 3))
+            steps.append(("IP_ADDRESS", _IPV6, 0, lambda v: v.count(":") >= 2 and _ip_ok(v), lambda w, low, nd: "::" in w or w.count(":") >= 5))
         if "PHONE" in t:
-            steps.append(("PHONE", _PHONE, 0, self._phone_ok, "digits"))
+            steps.append(("PHONE", _PHONE, 0, self._phone_ok, lambda w, low, nd: nd >= 7))
         if "PERSON" in t:
-            steps.append(("PERSON", _PERSON, "v", lambda s: s.split()[0] not in _NOT_NAMES, None))
+            steps.append(("PERSON", _PERSON, "v", lambda v: v.split()[0] not in _NOT_NAMES, lambda w, low, nd: _PERSON_HINTS.search(low) is not None))
         return steps
 
     def scan(self, text: str, *, redact: bool) -> tuple[str, list[Finding]]:
         """Return (text with placeholders if ``redact``, findings as spans of the *original* text)."""
         findings: list[Finding] = []
-        has_digits = None
         work = text
-        # Work on a copy in which found spans are masked with same-length placeholders, so spans stay
-        # aligned with the original text and later detectors do not see earlier findings.
-        for kind, pattern, group, validator, quick in self._cached_steps:
-            if quick == "digits":
-                if has_digits is None:
-                    has_digits = _HAS_DIGITS.search(work) is not None
-                if not has_digits:
-                    continue
-            elif quick == "::":
-                if "::" not in work and work.count(":") < 5:
-                    continue
-            elif quick is not None and quick not in work:
+        low = text.lower()
+        nd = len(text) - len(text.translate(_DEL_DIGITS))
+        # Found spans are masked in ``work`` with same-length NULs, so spans stay aligned with the
+        # original text and later detectors do not see earlier findings.
+        for kind, pattern, group, validator, gate in self._cached_steps:
+            if not gate(work, low, nd):
                 continue
             new_spans = []
             for m in pattern.finditer(work):
@@ -202,7 +199,8 @@ class PiiScanner:
                     last = e
                 parts.append(work[last:])
                 work = "".join(parts)
-                has_digits = None
+                low = work.lower()
+                nd = len(work) - len(work.translate(_DEL_DIGITS))
         if not findings:
             return text, findings
         findings.sort(key=lambda f: f.start)

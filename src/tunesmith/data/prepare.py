@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -32,11 +33,10 @@ import numpy as np
 
 from tunesmith.data.config import DataConfig, InputFile
 from tunesmith.data.consistency import ConsistencyChecker
-from tunesmith.data.dedup import MinHasher, SignatureStore, cross_matches, find_near_duplicates, normalise
-from tunesmith.data.formats import RowError, apply_columns, row_to_record
-from tunesmith.data.pii import PiiScanner
-from tunesmith.data.readers import Problem, ReadWarnings, iter_rows
-from tunesmith.data.records import Record, example_text, prompt_text
+from tunesmith.data.dedup import SignatureStore, cross_matches, find_near_duplicates
+from tunesmith.data.readers import ReadWarnings, detect_container, iter_jsonl_lines, iter_rows
+from tunesmith.data.rowproc import ChunkRunner
+from tunesmith.data.records import Record
 from tunesmith.data.split import SPLITS, TEST, TRAIN, VALIDATION, assign_splits
 from tunesmith.errors import DataError
 from tunesmith.utils.io import atomic_dir, read_jsonl, write_json
@@ -127,35 +127,10 @@ class _Sink:
         self.f.close()
 
 
-def _reject(sink: _Sink, kinds: Counter[str], file: str, line: int, problem: Problem | RowError, raw: str) -> None:
-    kind = problem.kind
-    kinds[kind] += 1
-    sink.write(
-        {
-            "file": file,
-            "line": line,
-            "kind": kind,
-            "field": problem.field,
-            "reason": problem.reason,
-            "hint": problem.hint,
-            "raw": raw,
-        }
-    )
-
-
 def _iter_spool(path: Path) -> Iterator[Record]:
     with open(path, encoding="utf-8") as f:
         for line in f:
             yield json.loads(line)
-
-
-def _label_of(row: dict[str, Any], field: str | None) -> str | None:
-    if not field:
-        return None
-    v = row.get(field)
-    if v is None or isinstance(v, dict | list):
-        return None
-    return str(v)
 
 
 def resolve_inputs(cfg: DataConfig, base_dir: Path, input_path: Path | None = None) -> list[tuple[Path, InputFile]]:
@@ -261,85 +236,71 @@ def _prepare_into(
     removed = _Sink(out / "removed.jsonl")
     rejected_kinds: Counter[str] = Counter()
     warnings_out: dict[str, dict[str, Any]] = {}
-    label_field = cfg.consistency.label_field or cfg.stratify_field
-    pii = PiiScanner(cfg.pii.types, phone_region=cfg.pii.phone_region) if cfg.pii.mode != "off" else None
-    redact = cfg.pii.mode == "redact"
     dd = cfg.dedup
     near_scopes = list(dict.fromkeys(dd.near_scope)) if dd.near else []
-    hasher = MinHasher(dd.num_perm, dd.shingle, seed=1) if near_scopes else None
     sig_stores = {s: SignatureStore(dd.num_perm) for s in near_scopes}
-    pending: dict[str, list[str]] = {s: [] for s in near_scopes}
     exact_seen: dict[str, dict[int, int]] = {s: {} for s in (dd.exact_scope if dd.exact else [])}
     ids: list[str] = []  # spool index -> record id
+    spool_meta: list[tuple[str | None, str | None]] = []  # spool index -> (label, answer format)
     formats: Counter[str] = Counter()
+    pii_counts: Counter[str] = Counter(dict.fromkeys(cfg.pii.types, 0) if cfg.pii.mode != "off" else {})
+    rows_with_pii = 0
     rows_read = 0
     dup_counts: Counter[str] = Counter()
     per_file: dict[str, dict[str, int]] = {}
-
-    def flush_signatures() -> None:
-        for s, texts in pending.items():
-            if texts:
-                sig_stores[s].extend(hasher.signatures(texts, normalised=True))
-                texts.clear()
+    n_workers = _n_workers(cfg, inputs)
+    runner = ChunkRunner(cfg, n_workers)
 
     # ---- pass 1: read, validate, PII, exact dedup, spool -----------------------------------------
     spool_path = work / "spool.jsonl"
-    with open(spool_path, "w", encoding="utf-8") as spool:
-        for path, spec in inputs:
-            warns = ReadWarnings()
-            fname = path.name
-            n_file = 0
-            for raw in iter_rows(path, spec.container, max_line_bytes=cfg.max_line_bytes, warnings=warns, fix=cfg.fix_encoding):
-                rows_read += 1
-                n_file += 1
-                if raw.problem is not None:
-                    _reject(rejected, rejected_kinds, str(path), raw.line, raw.problem, raw.raw)
-                    continue
-                try:
-                    row = apply_columns(raw.row, spec.columns)
-                    record, fmt = row_to_record(row, spec.format, system_prompt=cfg.system_prompt)
-                except RowError as e:
-                    _reject(rejected, rejected_kinds, str(path), raw.line, e, raw.raw)
-                    continue
-                rid = f"{fname}:{raw.line}"
-                record = {"id": rid, **record}
-                label = _label_of(row, label_field)
-                if label is not None:
-                    record["label"] = label
-                if pii is not None:
-                    pii.apply(record, redact=redact)
-                ex_norm = normalise(example_text(record))
-                pr_norm = normalise(prompt_text(record)) if "messages" in record else None
-                dup_of = None
-                for scope, seen in exact_seen.items():
-                    text = ex_norm if scope == "example" else pr_norm
-                    if text is None:
-                        continue
-                    key = exact_key_from_norm(text)
-                    first = seen.get(key)
-                    if first is not None:
-                        dup_of = (scope, first)
-                        break
-                if dup_of is not None:
-                    dup_counts[f"exact_{dup_of[0]}"] += 1
-                    removed.write({"id": rid, "kind": "exact_duplicate", "scope": dup_of[0], "duplicate_of": ids[dup_of[1]]})
-                    continue
-                idx = len(ids)
-                for scope, seen in exact_seen.items():
-                    text = ex_norm if scope == "example" else pr_norm
-                    if text is not None:
-                        seen[exact_key_from_norm(text)] = idx
-                ids.append(rid)
-                formats[fmt] += 1
-                for s in near_scopes:
-                    pending[s].append(ex_norm if s == "example" else (pr_norm or ex_norm))
-                if near_scopes and len(pending[near_scopes[0]]) >= BATCH:
-                    flush_signatures()
-                spool.write(json.dumps(record, ensure_ascii=False) + "\n")
-            flush_signatures()
-            per_file[str(path)] = {"rows": n_file}
-            if warns.counts:
-                warnings_out[str(path)] = {k: {"count": v, "first_line": warns.first_line[k]} for k, v in warns.counts.items()}
+    try:
+        with open(spool_path, "w", encoding="utf-8") as spool:
+            for path, spec in inputs:
+                warns = ReadWarnings()
+                container = detect_container(path) if spec.container == "auto" else spec.container
+                if container == "jsonl":
+                    items = iter_jsonl_lines(path)
+                else:
+                    items = iter_rows(path, container, max_line_bytes=cfg.max_line_bytes, warnings=warns, fix=cfg.fix_encoding)
+                n_file = 0
+                for res in runner.run(items, spec, str(path), path.name):
+                    n_file += res.n_rows
+                    for k, v in res.warnings.counts.items():
+                        warns.counts[k] = warns.counts.get(k, 0) + v
+                        warns.first_line.setdefault(k, res.warnings.first_line[k])
+                    for r in res.rejects:
+                        rejected_kinds[r["kind"]] += 1
+                        rejected.write(r)
+                    pii_counts.update(res.pii_counts)
+                    rows_with_pii += res.rows_with_pii
+                    keep = np.ones(len(res.oks), dtype=bool)
+                    for j, ok in enumerate(res.oks):
+                        dup_of = None
+                        for scope, key in ok.keys.items():
+                            first = exact_seen[scope].get(key)
+                            if first is not None:
+                                dup_of = (scope, first)
+                                break
+                        if dup_of is not None:
+                            keep[j] = False
+                            dup_counts[f"exact_{dup_of[0]}"] += 1
+                            removed.write({"id": ok.rid, "kind": "exact_duplicate", "scope": dup_of[0], "duplicate_of": ids[dup_of[1]]})
+                            continue
+                        idx = len(ids)
+                        for scope, key in ok.keys.items():
+                            exact_seen[scope][key] = idx
+                        ids.append(ok.rid)
+                        spool_meta.append((ok.label, ok.answer_format))
+                        formats[ok.fmt] += 1
+                        spool.write(ok.line + "\n")
+                    for s in near_scopes:
+                        sig_stores[s].extend(res.sigs[s][keep])
+                rows_read += n_file
+                per_file[str(path)] = {"rows": n_file}
+                if warns.counts:
+                    warnings_out[str(path)] = {k: {"count": v, "first_line": warns.first_line[k]} for k, v in warns.counts.items()}
+    finally:
+        runner.close()
     exact_seen.clear()
     n_spool = len(ids)
     timings["read_validate_pii_exact"] = time.perf_counter() - t_start
@@ -381,7 +342,7 @@ def _prepare_into(
                 if truncation == "truncate":
                     new, n_new, cut = counter.truncate(rec, n_tok)
                 else:
-                    new, n_new, cut = None, n_tok, 0
+                    new, n_new, _cut = None, n_tok, 0
                 if new is None:
                     how = "the prompt cannot be cut enough" if truncation == "truncate" else "train.truncation is 'reject'"
                     _reject_record(rejected, rejected_kinds, rec, "too_long",
@@ -401,17 +362,29 @@ def _prepare_into(
             labels.append(rec.get("label"))
             spool2.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
-    with open(spool2_path, "w", encoding="utf-8") as spool2:
-        batch: list[tuple[int, Record]] = []
-        for i, rec in enumerate(_iter_spool(spool_path)):
-            if near_dup[i]:
-                continue
-            batch.append((i, rec))
-            if len(batch) >= 512:
+    if counter is None and not checker.needs_records:
+        # nothing needs the records themselves: copy the lines through
+        with open(spool2_path, "w", encoding="utf-8") as spool2, open(spool_path, encoding="utf-8") as src:
+            for i, line in enumerate(src):
+                if near_dup[i]:
+                    continue
+                label, fmt = spool_meta[i]
+                checker.add_known(ids[i], label, fmt)
+                survivors.append(i)
+                labels.append(label)
+                spool2.write(line)
+    else:
+        with open(spool2_path, "w", encoding="utf-8") as spool2:
+            batch: list[tuple[int, Record]] = []
+            for i, rec in enumerate(_iter_spool(spool_path)):
+                if near_dup[i]:
+                    continue
+                batch.append((i, rec))
+                if len(batch) >= 512:
+                    finish(batch, spool2)
+                    batch = []
+            if batch:
                 finish(batch, spool2)
-                batch = []
-        if batch:
-            finish(batch, spool2)
     spool_path.unlink()
     timings["length_consistency"] = time.perf_counter() - t
 
@@ -527,7 +500,7 @@ def _prepare_into(
         "general_train_examples": len(general_train),
         "truncated": truncated,
         "warnings": warnings_out,
-        "pii": {"mode": cfg.pii.mode, "counts": dict(pii.counts) if pii else {}, "rows_with_pii": pii.rows_with_pii if pii else 0},
+        "pii": {"mode": cfg.pii.mode, "counts": dict(pii_counts), "rows_with_pii": rows_with_pii},
         "dedup": {"exact": dd.exact, "exact_scope": dd.exact_scope, "near": dd.near, "near_scope": near_scopes, "threshold": dd.threshold,
                   "num_perm": dd.num_perm},
         "leakage": leakage,
@@ -536,6 +509,7 @@ def _prepare_into(
         "consistency": checker.summary(),
         "token_lengths": _length_summary(token_lengths, max_seq_length) if counter else None,
         "seconds": {k: round(v, 2) for k, v in timings.items()},
+        "workers": n_workers,
     }
     stats["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
     if rows_read != kept + n_rejected + n_dups + leak_removed + unused:  # a bug, not a user error
@@ -548,10 +522,15 @@ def _prepare_into(
     return stats
 
 
-def exact_key_from_norm(norm: str) -> int:
-    from tunesmith.data.dedup import _hash64
-
-    return _hash64(norm.encode("utf-8"))
+def _n_workers(cfg: DataConfig, inputs: list[tuple[Path, InputFile]]) -> int:
+    """Worker processes for the first pass: ``data.workers``, or for inputs over 64 MB one per CPU
+    core (at most 4); small inputs run in-process (starting workers costs about a second)."""
+    if cfg.workers is not None:
+        return cfg.workers
+    size = sum(p.stat().st_size for p, _ in inputs)
+    if size < 64 * 2**20:
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _reject_record(sink: _Sink, kinds: Counter[str], rec: Record, kind: str, reason: str, hint: str) -> None:

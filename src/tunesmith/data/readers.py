@@ -97,49 +97,54 @@ def _decode(data: bytes, lineno: int, warnings: ReadWarnings, fix: bool) -> tupl
     return text, None
 
 
-def iter_jsonl(path: Path, *, max_line_bytes: int, warnings: ReadWarnings, fix: bool = True) -> Iterator[RawRow]:
-    loads = json.loads
+def parse_jsonl_line(lineno: int, data: bytes, *, max_line_bytes: int, warnings: ReadWarnings, fix: bool = True) -> RawRow | None:
+    """One JSONL line (bytes, with its newline) as a RawRow; None for a blank line (counted as a warning)."""
+    if len(data) > max_line_bytes:
+        return RawRow(
+            lineno,
+            _cut(data[:RAW_LIMIT].decode("utf-8", "replace")),
+            problem=Problem(
+                "line_too_long",
+                f"line is {len(data)} bytes, over the limit of {max_line_bytes}",
+                "split the example, or raise data.max_line_bytes",
+            ),
+        )
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    text, problem = _decode(data, lineno, warnings, fix)
+    if problem is not None:
+        return RawRow(lineno, _cut(data.decode("utf-8", "backslashreplace")), problem=problem)
+    if not text.strip():
+        warnings.add("blank_lines_skipped", lineno)
+        return None
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as e:
+        return RawRow(
+            lineno,
+            _cut(text),
+            problem=Problem("malformed_json", f"malformed JSON: {e.msg} at column {e.colno}", "fix the JSON on this line (one object per line)"),
+        )
+    if not isinstance(row, dict):
+        return RawRow(
+            lineno,
+            _cut(text),
+            problem=Problem("not_an_object", f"each line must be a JSON object, got {type(row).__name__}", "write one {...} object per line"),
+        )
+    return RawRow(lineno, text if len(text) <= RAW_LIMIT else _cut(text), row=row)
+
+
+def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes) of each line: parsing can then happen in worker processes."""
     with _open_binary(path) as f:
-        for lineno, data in enumerate(f, start=1):
-            if len(data) > max_line_bytes:
-                yield RawRow(
-                    lineno,
-                    _cut(data[:RAW_LIMIT].decode("utf-8", "replace")),
-                    problem=Problem(
-                        "line_too_long",
-                        f"line is {len(data)} bytes, over the limit of {max_line_bytes}",
-                        "split the example, or raise data.max_line_bytes",
-                    ),
-                )
-                continue
-            if data.endswith(b"\n"):
-                data = data[:-1]
-            text, problem = _decode(data, lineno, warnings, fix)
-            if problem is not None:
-                yield RawRow(lineno, _cut(data.decode("utf-8", "backslashreplace")), problem=problem)
-                continue
-            if not text.strip():
-                warnings.add("blank_lines_skipped", lineno)
-                continue
-            try:
-                row = loads(text)
-            except json.JSONDecodeError as e:
-                yield RawRow(
-                    lineno,
-                    _cut(text),
-                    problem=Problem(
-                        "malformed_json", f"malformed JSON: {e.msg} at column {e.colno}", "fix the JSON on this line (one object per line)"
-                    ),
-                )
-                continue
-            if not isinstance(row, dict):
-                yield RawRow(
-                    lineno,
-                    _cut(text),
-                    problem=Problem("not_an_object", f"each line must be a JSON object, got {type(row).__name__}", "write one {...} object per line"),
-                )
-                continue
-            yield RawRow(lineno, text if len(text) <= RAW_LIMIT else _cut(text), row=row)
+        yield from enumerate(f, start=1)
+
+
+def iter_jsonl(path: Path, *, max_line_bytes: int, warnings: ReadWarnings, fix: bool = True) -> Iterator[RawRow]:
+    for lineno, data in iter_jsonl_lines(path):
+        raw = parse_jsonl_line(lineno, data, max_line_bytes=max_line_bytes, warnings=warnings, fix=fix)
+        if raw is not None:
+            yield raw
 
 
 def iter_json_array(path: Path, *, max_line_bytes: int, warnings: ReadWarnings, fix: bool = True) -> Iterator[RawRow]:

@@ -1,0 +1,166 @@
+"""Per-row work of the first pass, in chunks, so it can run in worker processes: parse, validate,
+convert to a record, scrub PII, normalise and hash for exact dedup, MinHash for near dedup.
+
+The caller keeps the decisions that need the whole stream (which row came first) and the order.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tunesmith.data.config import DataConfig, InputFile
+from tunesmith.data.consistency import answer_format
+from tunesmith.data.dedup import MinHasher, _hash64, normalise
+from tunesmith.data.formats import RowError, apply_columns, row_to_record
+from tunesmith.data.pii import PiiScanner
+from tunesmith.data.readers import RawRow, ReadWarnings, parse_jsonl_line
+from tunesmith.data.records import example_text, prompt_text
+
+CHUNK = 2048
+
+
+@dataclass
+class OkRow:
+    rid: str
+    line: str  # the canonical record as a JSON line (without newline)
+    fmt: str
+    keys: dict[str, int]  # exact-dedup scope -> 64-bit hash of the normalised text
+    label: str | None
+    answer_format: str | None
+
+
+@dataclass
+class ChunkResult:
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    oks: list[OkRow] = field(default_factory=list)
+    sigs: dict[str, np.ndarray] = field(default_factory=dict)
+    pii_counts: dict[str, int] = field(default_factory=dict)
+    rows_with_pii: int = 0
+    warnings: ReadWarnings = field(default_factory=ReadWarnings)
+    n_rows: int = 0
+
+
+class RowProcessor:
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
+        self.label_field = cfg.consistency.label_field or cfg.stratify_field
+        self.redact = cfg.pii.mode == "redact"
+        self.pii_types = cfg.pii.types if cfg.pii.mode != "off" else None
+        dd = cfg.dedup
+        self.exact_scopes = list(dict.fromkeys(dd.exact_scope)) if dd.exact else []
+        self.near_scopes = list(dict.fromkeys(dd.near_scope)) if dd.near else []
+        self.hasher = MinHasher(dd.num_perm, dd.shingle, seed=1) if self.near_scopes else None
+
+    def process(self, items: list[Any], spec: InputFile, path: str, fname: str) -> ChunkResult:
+        cfg = self.cfg
+        res = ChunkResult()
+        pii = PiiScanner(self.pii_types, phone_region=cfg.pii.phone_region) if self.pii_types is not None else None
+        near_texts: dict[str, list[str]] = {s: [] for s in self.near_scopes}
+        for item in items:
+            if isinstance(item, RawRow):
+                raw = item
+            else:
+                raw = parse_jsonl_line(item[0], item[1], max_line_bytes=cfg.max_line_bytes, warnings=res.warnings, fix=cfg.fix_encoding)
+                if raw is None:
+                    continue
+            res.n_rows += 1
+            if raw.problem is not None:
+                p = raw.problem
+                res.rejects.append({"file": path, "line": raw.line, "kind": p.kind, "field": p.field, "reason": p.reason, "hint": p.hint, "raw": raw.raw})
+                continue
+            try:
+                row = apply_columns(raw.row, spec.columns)
+                record, fmt = row_to_record(row, spec.format, system_prompt=cfg.system_prompt)
+            except RowError as e:
+                res.rejects.append({"file": path, "line": raw.line, "kind": e.kind, "field": e.field, "reason": e.reason, "hint": e.hint, "raw": raw.raw})
+                continue
+            rid = f"{fname}:{raw.line}"
+            record = {"id": rid, **record}
+            if self.label_field:
+                v = row.get(self.label_field)
+                if v is not None and not isinstance(v, dict | list):
+                    record["label"] = str(v)
+            if pii is not None:
+                pii.apply(record, redact=self.redact)
+            ex_norm = normalise(example_text(record))
+            pr_norm = normalise(prompt_text(record)) if "messages" in record else None
+            keys = {}
+            for s in self.exact_scopes:
+                text = ex_norm if s == "example" else pr_norm
+                if text is not None:
+                    keys[s] = _hash64(text.encode("utf-8"))
+            for s in self.near_scopes:
+                near_texts[s].append(ex_norm if s == "example" or pr_norm is None else pr_norm)
+            afmt = None if "text" in record else answer_format(record["messages"][-1]["content"])
+            res.oks.append(OkRow(rid, json.dumps(record, ensure_ascii=False), fmt, keys, record.get("label"), afmt))
+        for s, texts in near_texts.items():
+            res.sigs[s] = self.hasher.signatures(texts, normalised=True)
+        if pii is not None:
+            res.pii_counts = pii.counts
+            res.rows_with_pii = pii.rows_with_pii
+        return res
+
+
+# ---- worker processes ---------------------------------------------------------------------------
+
+_WORKER: RowProcessor | None = None
+
+
+def _init_worker(cfg_json: str) -> None:
+    global _WORKER
+    _WORKER = RowProcessor(DataConfig.model_validate_json(cfg_json))
+
+
+def _work(args: tuple[list[Any], str, str, str]) -> ChunkResult:
+    items, spec_json, path, fname = args
+    return _WORKER.process(items, InputFile.model_validate_json(spec_json), path, fname)
+
+
+def _chunks(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    buf: list[Any] = []
+    for it in items:
+        buf.append(it)
+        if len(buf) >= n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+class ChunkRunner:
+    """Runs :meth:`RowProcessor.process` over chunks, in order, in-process or in ``workers``
+    processes with at most ``2 x workers`` chunks in flight (so a huge file is never read ahead)."""
+
+    def __init__(self, cfg: DataConfig, workers: int):
+        self.workers = workers
+        self.local = RowProcessor(cfg) if workers <= 1 else None
+        self.pool = None
+        if workers > 1:
+            ctx = mp.get_context("spawn")  # no fork: the parent may hold tokenizer threads
+            self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=(cfg.model_dump_json(),))
+
+    def run(self, items: Iterable[Any], spec: InputFile, path: str, fname: str) -> Iterator[ChunkResult]:
+        if self.pool is None:
+            for chunk in _chunks(items, CHUNK):
+                yield self.local.process(chunk, spec, path, fname)
+            return
+        spec_json = spec.model_dump_json()
+        pending: deque = deque()
+        for chunk in _chunks(items, CHUNK):
+            pending.append(self.pool.apply_async(_work, ((chunk, spec_json, path, fname),)))
+            if len(pending) >= 2 * self.workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
