@@ -34,12 +34,15 @@ def _data_fingerprint_extra(cfg: RunConfig) -> dict:
 def run_data(cfg: RunConfig) -> PreparedData:
     from tunesmith.data.report import print_summary
     from tunesmith.errors import DataError
-    from tunesmith.models import load_tokenizer
 
     _start(cfg)
     if not cfg.data.train_file and not cfg.data.files:
         raise ConfigError("data.train_file is not set", hint="point it at your data file (or list files under data.files)")
-    tokenizer = load_tokenizer(cfg.model) if cfg.data.check_length else None
+    tokenizer = None
+    if cfg.data.check_length:
+        from tunesmith.models import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.model)
     data_dir = cfg.run_dir / "data"
     try:
         prepared = prepare_data(

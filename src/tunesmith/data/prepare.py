@@ -207,6 +207,11 @@ def prepare_data(
 
 
 def _raise_if_too_many_rejected(stats: dict[str, Any], cfg: DataConfig, where: Path) -> None:
+    if stats.get("failure") == "no_usable_rows":
+        raise DataError(
+            f"no usable rows: {stats['rows_read']} read, {stats['rejected']} rejected, {stats['duplicates']} duplicates",
+            hint=f"see {where / 'rejected.jsonl'} for why each row was rejected",
+        )
     if stats.get("status") == "failed":
         top = ", ".join(f"{k}: {v}" for k, v in Counter(stats["rejected_by_kind"]).most_common(4))
         raise DataError(
@@ -467,12 +472,13 @@ def _prepare_into(
     removed.close()
     n_rejected = rejected.n
     rejected_fraction = n_rejected / rows_read if rows_read else 0.0
-    failed = rows_read > 0 and rejected_fraction > cfg.max_rejected_fraction
     kept = sum(split_counts.values())
-    if not failed and kept == 0:
-        shutil.rmtree(work, ignore_errors=True)
-        raise DataError(f"no usable rows: {rows_read} read, {n_rejected} rejected, {sum(dup_counts.values())} duplicates",
-                        hint="see rejected.jsonl for why (the folder was not written)")
+    failure = None
+    if rows_read > 0 and rejected_fraction > cfg.max_rejected_fraction:
+        failure = "too_many_rejected"
+    elif kept == 0:
+        failure = "no_usable_rows"
+    failed = failure is not None
     if not failed:
         _write_splits(out, work, spool2_path, assign, general_train, seed)
     shutil.rmtree(work, ignore_errors=True)
@@ -481,6 +487,7 @@ def _prepare_into(
     n_dups = sum(dup_counts.values())
     stats: dict[str, Any] = {
         "status": "failed" if failed else "ok",
+        "failure": failure,
         "fingerprint": fp,
         "input_files": [str(p) for p, _ in inputs],
         "input_file": str(inputs[0][0]),
