@@ -33,6 +33,9 @@ def accounted(stats: dict[str, Any]) -> int:
 
 
 def alpaca(i: int, **extra: Any) -> dict[str, Any]:
-    words = ["refund", "parcel", "login", "invoice", "screen", "battery", "address", "coupon", "plan", "cable"]
-    text = " ".join(words[(i * 7 + k * 3) % 10] + str((i * 31 + k) % 97) for k in range(12))
-    return {"instruction": f"Answer ticket {i}", "input": text, "output": f"Answer number {i} about {words[i % 10]}", **extra}
+    """A distinct alpaca row: 30 words drawn (seeded by ``i``) from a 2,000-word vocabulary."""
+    import random
+
+    rng = random.Random(i)
+    text = " ".join(f"w{rng.randrange(2000)}" for _ in range(30))
+    return {"instruction": f"Answer ticket {i}", "input": text, "output": f"Answer number {i}: {rng.choice(['yes', 'no'])}", **extra}

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tunesmith.errors import DataError
+
 from data_helpers import accounted, alpaca, prepare, write_lines
 
 GOOD = [alpaca(i) for i in range(16)]
@@ -38,10 +42,10 @@ def test_each_error_kind_has_line_reason_and_nothing_is_lost(tmp_path):
         lines.append(bad)
         expected[len(lines)] = (bad, *exp)
     lines += GOOD[len(BAD_LINES):]
-    lines.append("x" * 300)  # over the size limit below
-    expected[len(lines)] = ("x" * 300, "line_too_long", None, "over the limit")
+    lines.append("x" * 600)  # over the size limit below
+    expected[len(lines)] = ("x" * 600, "line_too_long", None, "over the limit")
     p = write_lines(tmp_path / "bad.jsonl", lines)
-    data = prepare(p, tmp_path / "out", max_line_bytes=250, dedup={"near": False})
+    data = prepare(p, tmp_path / "out", max_line_bytes=500, dedup={"near": False})
     rejected = {r["line"]: r for r in data.rejected}
     assert sorted(rejected) == sorted(expected)
     for line, (raw, kind, field, word) in expected.items():
@@ -106,8 +110,14 @@ def test_garbage_files_never_traceback(tmp_path):
     (tmp_path / "bin.jsonl").write_bytes(bytes(range(256)) * 4)
     (tmp_path / "arr.json").write_text('[{"instruction": "q", "output": "a"}, {"instruction": ')
     (tmp_path / "empty.csv").write_text("")
-    for name in ("bin.jsonl", "arr.json", "empty.csv", "missing.jsonl"):
+    for name in ("bin.jsonl", "arr.json"):
         (tmp_path / "c.yaml").write_text(f"name: r\ndata:\n  train_file: {name}\n  check_length: false\n")
         res = _cli("c.yaml", cwd=tmp_path)
         assert "Traceback" not in res.stderr + res.stdout, (name, res.stderr)
         assert res.returncode == 2 and "error:" in res.stderr, (name, res.stderr)
+    # the truncated JSON array: its first object is read, the rest is one rejected entry at its line
+    data = prepare(tmp_path / "arr.json")
+    assert data.stats["kept"] == 1 and data.rejected[0]["line"] == 1 and "rest of the file" in data.rejected[0]["reason"]
+    for name in ("empty.csv", "missing.jsonl"):  # user errors (DataError), which the CLI prints without a traceback
+        with pytest.raises(DataError):
+            prepare(tmp_path / name)

@@ -5,7 +5,8 @@ whitespace collapsed). Decided while streaming: the first occurrence wins.
 
 Near: MinHash signatures over word shingles, computed for thousands of rows at once with numpy
 (``num_perm`` multiply-shift hash functions applied to 64-bit shingle hashes), then LSH banding with
-the band/row split chosen by ``datasketch`` for the threshold. Rows sharing a band bucket are
+the band/row split chosen so that a pair at the threshold becomes a candidate with probability
+>= 0.95 (:func:`optimal_bands`). Rows sharing a band bucket are
 candidate pairs; a pair counts when its estimated Jaccard similarity (share of equal signature
 slots) reaches the threshold. Duplicates are clustered (union-find) and each cluster keeps its
 earliest row. Signatures live in a growable array (4 bytes x num_perm per row), not the texts.
@@ -46,20 +47,15 @@ def exact_key(text: str) -> int:
     return _hash64(normalise(text).encode("utf-8"))
 
 
-def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows per band) minimising false positives + false negatives at ``threshold``."""
-    try:
-        from datasketch.lsh import _optimal_param
-
-        return _optimal_param(threshold, num_perm, 0.5, 0.5)
-    except Exception:  # pragma: no cover - fall back to the classic approximation
-        best = (num_perm, 1)
-        for r in range(1, num_perm + 1):
-            b = num_perm // r
-            if (1 / b) ** (1 / r) >= threshold:
-                best = (b, r)
-                break
-        return best
+def optimal_bands(threshold: float, num_perm: int, recall: float = 0.95) -> tuple[int, int]:
+    """(bands, rows per band): the longest bands (fewest false candidates) that still make a pair at
+    exactly ``threshold`` a candidate with probability >= ``recall``. Candidates are verified against
+    the signatures afterwards, so false candidates cost time, not correctness."""
+    for r in range(num_perm, 0, -1):
+        b = num_perm // r
+        if 1 - (1 - threshold**r) ** b >= recall:
+            return b, r
+    return num_perm, 1
 
 
 class MinHasher:

@@ -242,7 +242,7 @@ def _prepare_into(
     rejected_kinds: Counter[str] = Counter()
     warnings_out: dict[str, dict[str, Any]] = {}
     dd = cfg.dedup
-    near_scopes = list(dict.fromkeys(dd.near_scope)) if dd.near else []
+    near_scopes = list(dict.fromkeys(dd.near_scope)) if (dd.near or dd.cross_split) else []  # scopes with signatures
     sig_stores = {s: SignatureStore(dd.num_perm) for s in near_scopes}
     exact_seen: dict[str, dict[int, int]] = {s: {} for s in (dd.exact_scope if dd.exact else [])}
     ids: list[str] = []  # spool index -> record id
@@ -313,7 +313,7 @@ def _prepare_into(
     # ---- near-duplicates ---------------------------------------------------------------------------
     t = time.perf_counter()
     near_dup = np.zeros(n_spool, dtype=bool)
-    for scope in near_scopes:
+    for scope in near_scopes if dd.near else []:
         sigs = sig_stores[scope].array
         nd = find_near_duplicates(sigs, dd.threshold)
         new = nd.is_duplicate & ~near_dup
@@ -508,7 +508,7 @@ def _prepare_into(
         "truncated": truncated,
         "warnings": warnings_out,
         "pii": {"mode": cfg.pii.mode, "counts": dict(pii_counts), "rows_with_pii": rows_with_pii},
-        "dedup": {"exact": dd.exact, "exact_scope": dd.exact_scope, "near": dd.near, "near_scope": near_scopes, "threshold": dd.threshold,
+        "dedup": {"exact": dd.exact, "exact_scope": dd.exact_scope, "near": dd.near, "near_scope": near_scopes if dd.near else [], "threshold": dd.threshold,
                   "num_perm": dd.num_perm},
         "leakage": leakage,
         "mix": mix_stats,

@@ -55,7 +55,8 @@ class RowProcessor:
         self.pii_types = cfg.pii.types if cfg.pii.mode != "off" else None
         dd = cfg.dedup
         self.exact_scopes = list(dict.fromkeys(dd.exact_scope)) if dd.exact else []
-        self.near_scopes = list(dict.fromkeys(dd.near_scope)) if dd.near else []
+        # signatures serve near dedup and the cross-split leakage check
+        self.near_scopes = list(dict.fromkeys(dd.near_scope)) if (dd.near or dd.cross_split) else []
         self.hasher = MinHasher(dd.num_perm, dd.shingle, seed=1) if self.near_scopes else None
 
     def process(self, items: list[Any], spec: InputFile, path: str, fname: str) -> ChunkResult:
