@@ -544,7 +544,7 @@ def _reject_record(sink: _Sink, kinds: Counter[str], rec: Record, kind: str, rea
     file, _, line = rec["id"].rpartition(":")
     kinds[kind] += 1
     sink.write({"file": file, "line": int(line) if line.isdigit() else None, "kind": kind, "field": None,
-                "reason": reason, "hint": hint, "raw": json.dumps(rec, ensure_ascii=False)[:2000]})
+                "reason": reason, "hint": hint, "raw": json.dumps(rec, ensure_ascii=False)})
 
 
 def _load_schema(cfg: DataConfig, base_dir: Path) -> dict[str, Any] | None:

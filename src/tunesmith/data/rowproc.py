@@ -58,6 +58,15 @@ class RowProcessor:
         # signatures serve near dedup and the cross-split leakage check
         self.near_scopes = list(dict.fromkeys(dd.near_scope)) if (dd.near or dd.cross_split) else []
         self.hasher = MinHasher(dd.num_perm, dd.shingle, seed=1) if self.near_scopes else None
+        self._reject_scanner: PiiScanner | None = None
+
+    def _scrub(self, raw: str) -> str:
+        """Rejected lines are kept as they were, except that PII is redacted there too (in redact mode)."""
+        if not self.redact or self.pii_types is None:
+            return raw
+        if self._reject_scanner is None:
+            self._reject_scanner = PiiScanner(self.pii_types, phone_region=self.cfg.pii.phone_region)
+        return self._reject_scanner.scan(raw, redact=True)[0]
 
     def process(self, items: list[Any], spec: InputFile, path: str, fname: str) -> ChunkResult:
         cfg = self.cfg
@@ -74,13 +83,15 @@ class RowProcessor:
             res.n_rows += 1
             if raw.problem is not None:
                 p = raw.problem
-                res.rejects.append({"file": path, "line": raw.line, "kind": p.kind, "field": p.field, "reason": p.reason, "hint": p.hint, "raw": raw.raw})
+                res.rejects.append({"file": path, "line": raw.line, "kind": p.kind, "field": p.field, "reason": p.reason, "hint": p.hint,
+                                    "raw": self._scrub(raw.raw)})
                 continue
             try:
                 row = apply_columns(raw.row, spec.columns)
                 record, fmt = row_to_record(row, spec.format, system_prompt=cfg.system_prompt)
             except RowError as e:
-                res.rejects.append({"file": path, "line": raw.line, "kind": e.kind, "field": e.field, "reason": e.reason, "hint": e.hint, "raw": raw.raw})
+                res.rejects.append({"file": path, "line": raw.line, "kind": e.kind, "field": e.field, "reason": e.reason, "hint": e.hint,
+                                    "raw": self._scrub(raw.raw)})
                 continue
             rid = f"{fname}:{raw.line}"
             record = {"id": rid, **record}
