@@ -121,3 +121,21 @@ def test_garbage_files_never_traceback(tmp_path):
     for name in ("empty.csv", "missing.jsonl"):  # user errors (DataError), which the CLI prints without a traceback
         with pytest.raises(DataError):
             prepare(tmp_path / name)
+
+
+def test_csv_errors_have_line_numbers(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_bytes(
+        b"instruction,output\n"
+        b"Q1,A1\n"
+        b'"multi\nline question",A2\n'  # lines 3-4: one row
+        b"Q3,A3,extra\n"  # line 5: wrong column count
+        b"caf\xe9,A4\n"  # line 6: invalid UTF-8
+        b",A5\n"  # line 7: missing instruction
+        b"Q6,A6\n"
+    )
+    data = prepare(p, dedup={"near": False})
+    kinds = {r["line"]: r["kind"] for r in data.rejected}
+    assert kinds == {5: "wrong_column_count", 6: "invalid_utf8", 7: "missing_field"}
+    assert sorted(r["id"] for r in data.train) == ["t.csv:2", "t.csv:3", "t.csv:8"]
+    assert data.stats["rows_read"] == accounted(data.stats) == 6

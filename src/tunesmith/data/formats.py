@@ -55,7 +55,7 @@ def detect_format(row: dict[str, Any]) -> str:
         return "openai"
     if "conversations" in row:
         return "sharegpt"
-    if "instruction" in row or ("output" in row and "input" in row):
+    if "instruction" in row or "output" in row:
         return "alpaca"
     if "prompt" in row or "completion" in row:
         return "completion"

@@ -12,6 +12,7 @@ import csv
 import gzip
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 from tunesmith.errors import DataError
 
+_SURROGATE = re.compile("[\udc80-\udcff]")  # undecodable bytes under errors="surrogateescape"
 RAW_LIMIT = 2000  # characters of an offending line kept in rejected.jsonl (the full line for normal sizes)
 
 
@@ -216,20 +218,32 @@ def iter_csv(path: Path, *, max_line_bytes: int, warnings: ReadWarnings, fix: bo
             fb.read(3)
             warnings.add("bom_removed", 1)
         f = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
+        csv.field_size_limit(max(max_line_bytes, 131072))
         reader = csv.reader(f)
         try:
             header = next(reader)
         except StopIteration:
             return
+        except csv.Error as e:
+            yield RawRow(1, "", problem=Problem("malformed_csv", f"cannot read the CSV header: {e}", "check the file is CSV (comma-separated, UTF-8)"))
+            return
         prev = reader.line_num
-        for values in reader:
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except (csv.Error, UnicodeError) as e:
+                yield RawRow(prev + 1, "", problem=Problem(
+                    "malformed_csv", f"malformed CSV: {e}; the rest of the file could not be read", "fix the quoting there (or raise data.max_line_bytes)"))
+                return
             start = prev + 1
             prev = reader.line_num
             raw = ",".join(values)
             if not any(v.strip() for v in values):
                 warnings.add("blank_lines_skipped", start)
                 continue
-            if any("\udc80" <= ch <= "\udcff" for v in values for ch in v):
+            if not raw.isascii() and _SURROGATE.search(raw):
                 yield RawRow(start, _cut(raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")),
                              problem=Problem("invalid_utf8", "invalid UTF-8 in this row", "re-encode the file as UTF-8"))
                 continue

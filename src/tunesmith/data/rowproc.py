@@ -11,7 +11,7 @@ import multiprocessing as mp
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,8 +26,7 @@ from tunesmith.data.records import example_text, prompt_text
 CHUNK = 2048
 
 
-@dataclass
-class OkRow:
+class OkRow(NamedTuple):
     rid: str
     line: str  # the canonical record as a JSON line (without newline)
     fmt: str
