@@ -99,9 +99,13 @@ _NOT_NAMES = {
 }
 
 _DEL_DIGITS = str.maketrans("", "", "0123456789")
-_SECRET_HINTS = re.compile("sk-|gh|AKIA|ASIA|xox|AIza|hf_|k_live_|k_test_|glpat-|eyJ|PRIVATE KEY")
+_SECRET_HINTS = re.compile("sk-|gh[pousr]_|github_pat_|AKIA|ASIA|xox|AIza|hf_|k_live_|k_test_|glpat-|eyJ|PRIVATE KEY")
 _ASSIGN_HINTS = re.compile("key|secret|token|pass|pwd")
 _PERSON_HINTS = re.compile("name|customer:|signed|dear|regards|best|thank|cheers|sincerely")
+_ANY_HINT = re.compile(
+    "sk-|gh[pousr]_|github_pat_|akia|asia|xox|aiza|hf_|k_live_|k_test_|glpat-|eyj|private key|key|secret|token|pass|pwd|"
+    "name|customer:|signed|dear|regards|best|thank|cheers|sincerely"
+)
 
 
 def _phone_validator(region: str) -> Callable[[str], bool]:
@@ -173,9 +177,13 @@ class PiiScanner:
     def scan(self, text: str, *, redact: bool) -> tuple[str, list[Finding]]:
         """Return (text with placeholders if ``redact``, findings as spans of the *original* text)."""
         findings: list[Finding] = []
+        if len(text) < 6:
+            return text, findings
         work = text
         low = text.lower()
         nd = len(text) - len(text.translate(_DEL_DIGITS))
+        if nd < 4 and "@" not in text and ":" not in text and _ANY_HINT.search(low) is None:
+            return text, findings  # nothing any detector could match: the common case
         # Found spans are masked in ``work`` with same-length NULs, so spans stay aligned with the
         # original text and later detectors do not see earlier findings.
         for kind, pattern, group, validator, gate in self._cached_steps:
