@@ -134,3 +134,34 @@ def test_forced_format_rejects_rows_of_another_format(tmp_path, fmt):
     data = prepare(p, format=fmt)
     assert data.stats["rejected"] == 1 and data.stats["kept"] == 1
     assert data.rejected[0]["line"] == 1 and data.rejected[0]["field"] in ("messages", "conversations")
+
+
+def test_openai_fixture_file(tmp_path):
+    """tests/data/openai_multiturn.jsonl: multi-turn, system messages and weight, as OpenAI's fine-tuning docs show them."""
+    from pathlib import Path
+
+    src = Path(__file__).parent / "data" / "openai_multiturn.jsonl"
+    data = prepare(src, dedup={"near": False})
+    recs = {r["id"]: r for r in all_records(data)}
+    assert data.stats["rows_read"] == 3 == data.stats["kept"] and data.stats["formats"] == {"openai": 3}
+    first = recs["openai_multiturn.jsonl:1"]["messages"]
+    assert [(m["role"], m.get("weight")) for m in first] == [("system", None), ("user", None), ("assistant", 0), ("user", None), ("assistant", 1)]
+    third = recs["openai_multiturn.jsonl:3"]["messages"]
+    assert third[0] == {"role": "system", "content": "Answer in one word."} and "weight" not in third[-1]
+    from tunesmith.data.records import prompt_messages, reference_answer
+
+    assert reference_answer(recs["openai_multiturn.jsonl:1"]).startswith("Order 7781")
+    assert len(prompt_messages(recs["openai_multiturn.jsonl:1"])) == 4
+
+
+def test_worker_processes_give_the_same_result(tmp_path):
+    from data_helpers import alpaca
+
+    rows = [alpaca(i) for i in range(3000)] + [alpaca(5), '{"bad', alpaca(7, input="x")]
+    p = write_lines(tmp_path / "w.jsonl", rows)
+    one = prepare(p, validation_fraction=0.1, test_fraction=0.1, workers=1)
+    two = prepare(p, validation_fraction=0.1, test_fraction=0.1, workers=2)
+    assert two.stats["workers"] == 2
+    for s in ("train", "validation", "test"):
+        assert [r["id"] for r in one.split(s)] == [r["id"] for r in two.split(s)]
+    assert one.rejected == two.rejected and one.stats["duplicates_by_kind"] == two.stats["duplicates_by_kind"]

@@ -563,8 +563,8 @@ def _length_summary(lengths: list[int], max_len: int | None) -> dict[str, Any]:
     if not lengths:
         return {"count": 0}
     a = np.asarray(lengths)
-    top = max(int(a.max()), max_len or 0)
-    edges = np.linspace(0, top, 21).round().astype(int)
+    lo, hi = int(a.min()), int(a.max()) + 1
+    edges = np.unique(np.linspace(lo, hi, 21).round().astype(int))
     hist, _ = np.histogram(a, bins=edges)
     return {
         "count": int(len(a)), "min": int(a.min()), "mean": round(float(a.mean()), 1), "p50": int(np.percentile(a, 50)),
