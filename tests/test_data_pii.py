@@ -42,11 +42,12 @@ def test_precision_and_recall_on_the_labelled_file():
     print(f"\nPII on {LABELLED.name}: precision {precision:.3f}, recall {recall:.3f} (tp {total_tp}, fp {total_fp}, fn {total_fn})")
     for t in ALL_TYPES:
         print(f"  {t:12s} tp {tp[t]:2d} fp {fp[t]:2d} fn {fn[t]:2d}")
-    assert total_tp + total_fn == 34  # labelled entities in the file
+    assert total_tp + total_fn == 53  # labelled entities in the file (82 texts, 31 of them without PII)
     assert precision >= 0.97
     assert recall >= 0.9
-    # the two known misses: a name without a cue ("I am John") and a 7-digit local number without area code
-    assert fn == Counter({"PERSON": 1, "PHONE": 1})
+    # the known misses: a name without a cue ("I am John"), a 7-digit local number without area code,
+    # and a UK number in national format (phone_region is US)
+    assert fn == Counter({"PERSON": 1, "PHONE": 2})
     for t in ("EMAIL", "CREDIT_CARD", "SSN", "IBAN", "IP_ADDRESS", "SECRET"):
         assert fp[t] == 0 and fn[t] == 0, t
 

@@ -14,7 +14,7 @@ SECRET          common token shapes (OpenAI/Anthropic ``sk-``, GitHub ``ghp_``, 
                 Google ``AIza``, Hugging Face ``hf_``, Stripe, GitLab, JWTs, PEM private keys) and
                 ``api_key=...``/``password: ...`` assignments
 PERSON          names after explicit cues only ("my name is", "Name:", "Dear", sign-offs such as
-                "Regards,\\nJane Doe"): no offline library finds arbitrary names reliably, so names
+                "Regards,\\nJane Doe"), with an optional title (Dr., Mr., ...): no offline library finds arbitrary names reliably, so names
                 without such a cue are NOT found (see docs/data.md)
 ==============  ==============================================================================
 
@@ -84,10 +84,10 @@ _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])")
 _SSN_CUE = re.compile(r"(?i)\b(?:ssn|social security(?: number| no\.?)?)\s*(?:is|:|#)?\s*(?P<v>(?!000|666|9\d\d)\d{3}[ -]?(?!00)\d{2}[ -]?(?!0000)\d{4})\b")
-_IPV4 = re.compile(r"(?<![Vv]ersion )(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)")
+_IPV4 = re.compile(r"(?<![Vv]ersion )(?<![Bb]uild )(?<![Rr]elease )(?<![Vv]er )(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
-_PHONE = re.compile(r"(?<![\w+-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}(?![\w-])")
-_NAME = r"(?P<v>[A-Z][a-z'\-]+(?:[ ](?:[A-Z]\.|[A-Z][a-z'\-]+)){0,2})"
+_PHONE = re.compile(r"(?<![\w+-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{1,4}){1,5}(?![\w-])")
+_NAME = r"(?P<v>(?:(?:Dr|Mr|Mrs|Ms|Prof)\.?[ ])?[A-Z][a-z'\-]+(?:[ ](?:[A-Z]\.|[A-Z][a-z'\-]+)){0,2})"
 _PERSON = re.compile(
     r"(?:\b(?:[Mm]y name is|[Mm]y name's|[Nn]ame:|[Cc]ustomer:|[Ss]igned,?|[Dd]ear)\s+|"
     r"\b(?:[Rr]egards|[Bb]est|[Tt]hanks|[Tt]hank you|[Cc]heers|[Ss]incerely|[Bb]est wishes),?[ \t]*\n[ \t]*)"
@@ -171,7 +171,7 @@ class PiiScanner:
         if "PHONE" in t:
             steps.append(("PHONE", _PHONE, 0, self._phone_ok, lambda w, low, nd: nd >= 7))
         if "PERSON" in t:
-            steps.append(("PERSON", _PERSON, "v", lambda v: v.split()[0] not in _NOT_NAMES, lambda w, low, nd: _PERSON_HINTS.search(low) is not None))
+            steps.append(("PERSON", _PERSON, "v", lambda v: not any(w in _NOT_NAMES for w in v.split()), lambda w, low, nd: _PERSON_HINTS.search(low) is not None))
         return steps
 
     def scan(self, text: str, *, redact: bool) -> tuple[str, list[Finding]]:
