@@ -124,3 +124,16 @@ def test_leakage_between_splits_is_found_and_removed(tmp_path):
     data = prepare(p, validation_fraction=0.1, test_fraction=0.2, dedup={"near": False, "threshold": 0.7, "cross_split_action": "report"})
     assert data.stats["leakage"]["found"] > 0 and data.stats["leakage_removed"] == 0
     assert len(all_records(data)) == 250
+
+
+def test_prompt_side_near_dedup(tmp_path):
+    base = _texts(40, 40, seed=11)
+    rows = [{"instruction": t, "output": f"answer {i}"} for i, t in enumerate(base)]
+    w = base[3].split()
+    w[20] = "changed"
+    rows.append({"instruction": " ".join(w), "output": _texts(1, 60, seed=99)[0]})  # near-same prompt
+    p = write_lines(tmp_path / "p.jsonl", rows)
+    only_example = prepare(p, dedup={"threshold": 0.7, "near_scope": ["example"]})
+    assert only_example.stats["duplicates"] == 0  # whole examples differ (the answers)
+    with_prompt = prepare(p, dedup={"threshold": 0.7, "near_scope": ["example", "prompt"]})
+    assert with_prompt.stats["duplicates_by_kind"]["near_prompt"] == 1

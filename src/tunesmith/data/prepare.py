@@ -202,8 +202,21 @@ def prepare_data(
     with atomic_dir(out_dir) as tmp:
         stats = _prepare_into(cfg, inputs, tmp, seed=seed, base_dir=base_dir, tokenizer=tokenizer,
                               max_seq_length=max_seq_length, truncation=truncation, fp=fp)
+    _readable(out_dir)
     _raise_if_too_many_rejected(stats, cfg, out_dir)
     return PreparedData(stats=stats, source_dir=out_dir)
+
+
+def _readable(folder: Path) -> None:
+    """Temporary folders/files are created private (0700/0600); give the result the usual umask modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        folder.chmod(0o777 & ~umask)
+        for f in folder.iterdir():
+            f.chmod(0o666 & ~umask)
+    except OSError:
+        pass
 
 
 def _raise_if_too_many_rejected(stats: dict[str, Any], cfg: DataConfig, where: Path) -> None:
