@@ -39,6 +39,21 @@ def test_stratified_seeded_split(tmp_path):
                          None, None, seed=1, base_dir=tmp_path)
     assert {r["id"] for r in other.test} != {r["id"] for r in data.test}
     assert data.stats["consistency"]["labels"]["billing"] == {"count": 250, "share": 0.5}
+    # the answers are "Answer number i: yes|no": prose, not label-like
+    assert "answer_labels" not in data.stats["consistency"]
+
+
+def test_classification_like_answers_report_their_label_set(tmp_path):
+    rows = [{"instruction": f"Urgency of ticket {i}: " + " ".join(f"w{(i * 13 + k) % 997}" for k in range(20)),
+             "output": ["low", "medium", "high", "high"][i % 4]} for i in range(80)]
+    rows.append({"instruction": "Urgency of the odd ticket", "output": "It is probably quite urgent, I would say."})
+    p = write_lines(tmp_path / "c.jsonl", rows)
+    # the fast path (labels known from the first pass) and the per-record path (a JSON schema forces it)
+    for extra in ({}, {"consistency": {"json_schema": {"type": "string"}}}):
+        c = prepare(p, **extra).stats["consistency"]
+        assert c["answer_labels"] == {"high": {"count": 40, "share": 0.5}, "low": {"count": 20, "share": 0.25},
+                                      "medium": {"count": 20, "share": 0.25}}
+        assert c["majority_format"] == "short" and c["format_outliers"] == 1 and c["format_outlier_ids"] == ["c.jsonl:81"]
 
 
 def test_max_examples_is_accounted(tmp_path):

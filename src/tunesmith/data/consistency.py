@@ -13,6 +13,7 @@ from tunesmith.errors import ConfigError
 
 _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.M)
 MAX_LISTED = 50
+MAX_ANSWER_LABELS = 50  # more distinct short answers than this: not classification-like
 
 
 def answer_format(answer: str) -> str:
@@ -41,6 +42,7 @@ class ConsistencyChecker:
         self.schema_checked = 0
         self.schema_failed: list[dict[str, str]] = []
         self.n_schema_failed = 0
+        self.short_answers: Counter[str] = Counter()  # label-like answers, for classification-like tasks
         self._validator = None
         if json_schema is not None:
             try:
@@ -80,17 +82,19 @@ class ConsistencyChecker:
             self.labels[str(record["label"])] += 1
         if is_text_record(record):
             return
-        fmt = answer_format(reference_answer(record))
-        self.formats[fmt] += 1
-        self._format_of.append((record["id"], fmt))
+        answer = reference_answer(record)
+        fmt = answer_format(answer)
+        self.add_known(record["id"], None, fmt, answer.strip() if fmt == "short" else None)
 
-    def add_known(self, rid: str, label: str | None, fmt: str | None) -> None:
-        """Like :meth:`add` with the label and answer format already known (no parsing)."""
+    def add_known(self, rid: str, label: str | None, fmt: str | None, short_answer: str | None = None) -> None:
+        """Like :meth:`add` with the label, answer format and label-like answer already known (no parsing)."""
         if label is not None:
             self.labels[label] += 1
         if fmt is not None:
             self.formats[fmt] += 1
             self._format_of.append((rid, fmt))
+        if short_answer is not None and (short_answer in self.short_answers or len(self.short_answers) < MAX_ANSWER_LABELS):
+            self.short_answers[short_answer] += 1
 
     @property
     def needs_records(self) -> bool:
@@ -108,8 +112,11 @@ class ConsistencyChecker:
             out["majority_format"] = majority
             out["format_outliers"] = len(odd)
             out["format_outlier_ids"] = odd[:MAX_LISTED]
-            json_like = self.formats.get("json", 0)
-            out["json_answers"] = json_like
+            out["json_answers"] = self.formats.get("json", 0)
+            # classification-like: most answers are label-like and there are few distinct ones
+            if majority == "short" and len(self.short_answers) < MAX_ANSWER_LABELS:
+                total = sum(self.short_answers.values())
+                out["answer_labels"] = {k: {"count": v, "share": round(v / total, 4)} for k, v in self.short_answers.most_common()}
         if self._validator is not None:
             out["json_schema"] = {
                 "checked": self.schema_checked,

@@ -83,6 +83,9 @@ def markdown_report(stats: dict[str, Any]) -> str:
         lines += [f"| {k} | {v['count']} | {v['share']:.1%} |" for k, v in cons["labels"].items()] + [""]
         if stats["labels_by_split"]:
             lines += ["Per split: " + "; ".join(f"{s}: {d}" for s, d in stats["labels_by_split"].items()), ""]
+    if cons.get("answer_labels"):
+        lines += ["## Answer labels (classification-like answers)", "", "| answer | count | share |", "|---|---|---|"]
+        lines += [f"| {k} | {v['count']} | {v['share']:.1%} |" for k, v in cons["answer_labels"].items()] + [""]
     if cons.get("answer_formats"):
         lines += ["## Answer formats", "", f"{cons['answer_formats']}; majority **{cons['majority_format']}**; "
                   f"{cons['format_outliers']} answers differ from it" + (f" (e.g. {', '.join(cons['format_outlier_ids'][:10])})" if cons["format_outliers"] else ""), ""]
@@ -118,6 +121,9 @@ def html_report(stats: dict[str, Any]) -> str:
     if cons.get("labels"):
         body.append("<h2>Label distribution</h2>")
         body.append(_svg_bars(list(cons["labels"]), [v["count"] for v in cons["labels"].values()], color="#6a9f58"))
+    if cons.get("answer_labels"):
+        body.append("<h2>Answer labels (classification-like answers)</h2>")
+        body.append(_svg_bars(list(cons["answer_labels"]), [v["count"] for v in cons["answer_labels"].values()], color="#8064a2"))
     pii = stats["pii"]
     body.append(f"<h2>Personal data</h2><p>mode {esc(pii['mode'])}; rows with findings {pii['rows_with_pii']}</p>")
     if pii["counts"]:

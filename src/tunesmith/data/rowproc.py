@@ -33,6 +33,7 @@ class OkRow(NamedTuple):
     keys: dict[str, int]  # exact-dedup scope -> 64-bit hash of the normalised text
     label: str | None
     answer_format: str | None
+    short_answer: str | None  # the answer itself when it is label-like ("short")
 
 
 @dataclass
@@ -109,8 +110,12 @@ class RowProcessor:
                     keys[s] = _hash64(text.encode("utf-8"))
             for s in self.near_scopes:
                 near_texts[s].append(ex_norm if s == "example" or pr_norm is None else pr_norm)
-            afmt = None if "text" in record else answer_format(record["messages"][-1]["content"])
-            res.oks.append(OkRow(rid, json.dumps(record, ensure_ascii=False), fmt, keys, record.get("label"), afmt))
+            afmt = short = None
+            if "messages" in record:
+                answer = record["messages"][-1]["content"]
+                afmt = answer_format(answer)
+                short = answer.strip() if afmt == "short" else None
+            res.oks.append(OkRow(rid, json.dumps(record, ensure_ascii=False), fmt, keys, record.get("label"), afmt, short))
         for s, texts in near_texts.items():
             res.sigs[s] = self.hasher.signatures(texts, normalised=True)
         if pii is not None:

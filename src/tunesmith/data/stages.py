@@ -134,7 +134,7 @@ class Preparation:
         cfg = self.cfg
         exact_seen: dict[str, dict[int, int]] = {s: {} for s in (cfg.dedup.exact_scope if cfg.dedup.exact else [])}
         self.ids: list[str] = []  # spool index -> record id
-        self.spool_meta: list[tuple[str | None, str | None]] = []  # spool index -> (label, answer format)
+        self.spool_meta: list[tuple[str | None, str | None, str | None]] = []  # spool index -> (label, answer format, short answer)
         self.formats: Counter[str] = Counter()
         self.pii_counts: Counter[str] = Counter(dict.fromkeys(cfg.pii.types, 0) if cfg.pii.mode != "off" else {})
         self.rows_with_pii = 0
@@ -180,7 +180,7 @@ class Preparation:
                             for scope, key in ok.keys.items():
                                 exact_seen[scope][key] = idx
                             self.ids.append(ok.rid)
-                            self.spool_meta.append((ok.label, ok.answer_format))
+                            self.spool_meta.append((ok.label, ok.answer_format, ok.short_answer))
                             self.formats[ok.fmt] += 1
                             spool.write(ok.line + "\n")
                         for s in self.sig_scopes:
@@ -228,8 +228,8 @@ class Preparation:
                     for i, line in enumerate(src):
                         if self.near_dup[i]:
                             continue
-                        label, fmt = self.spool_meta[i]
-                        self.checker.add_known(self.ids[i], label, fmt)
+                        label, fmt, short = self.spool_meta[i]
+                        self.checker.add_known(self.ids[i], label, fmt, short)
                         self.survivors.append(i)
                         self.labels.append(label)
                         spool2.write(line)
