@@ -33,12 +33,12 @@ _PUNCT = re.compile(r"[^\w\s]+")
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-_ASCII_PUNCT = str.maketrans({c: " " for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~"})
+_PUNCT_BYTES = bytes(32 if chr(i) in "!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~" else i for i in range(256))
 
 
 def normalise(text: str) -> str:
-    if text.isascii():
-        return " ".join(text.lower().translate(_ASCII_PUNCT).split())
+    if text.isascii():  # bytes.translate is ~6x faster than str.translate
+        return " ".join(text.lower().encode("ascii").translate(_PUNCT_BYTES).decode("ascii").split())
     text = unicodedata.normalize("NFKC", text)
     return " ".join(_PUNCT.sub(" ", text.casefold()).split())
 

@@ -99,13 +99,21 @@ _NOT_NAMES = {
 }
 
 _DEL_DIGITS = str.maketrans("", "", "0123456789")
-_SECRET_HINTS = re.compile("sk-|gh[pousr]_|github_pat_|AKIA|ASIA|xox|AIza|hf_|k_live_|k_test_|glpat-|eyJ|PRIVATE KEY")
-_ASSIGN_HINTS = re.compile("key|secret|token|pass|pwd")
-_PERSON_HINTS = re.compile("name|customer:|signed|dear|regards|best|thank|cheers|sincerely")
-_ANY_HINT = re.compile(
-    "sk-|gh[pousr]_|github_pat_|akia|asia|xox|aiza|hf_|k_live_|k_test_|glpat-|eyj|private key|key|secret|token|pass|pwd|"
-    "name|customer:|signed|dear|regards|best|thank|cheers|sincerely"
+
+
+def _n_digits(s: str) -> int:
+    if s.isascii():  # bytes.translate is much faster than str.translate
+        b = s.encode("ascii")
+        return len(b) - len(b.translate(None, b"0123456789"))
+    return len(s) - len(s.translate(_DEL_DIGITS))
+_ASSIGN_CUES = ("key", "secret", "token", "pass", "pwd")
+_PERSON_CUES = ("name", "customer:", "signed", "dear", "regards", "best", "thank", "cheers", "sincerely")
+_SSN_CUES = ("ssn", "social")
+_ANY_HINT = re.compile(  # on lower-cased text; every other hit is a secret-token cue
+    "sk-|gh[pousr]_|github_pat_|akia|asia|xox|aiza|hf_|k_live_|k_test_|glpat-|eyj|private key|"
+    + "|".join(_ASSIGN_CUES + _PERSON_CUES + _SSN_CUES)
 )
+_CUE_KIND = {**dict.fromkeys(_ASSIGN_CUES, "A"), **dict.fromkeys(_PERSON_CUES, "P"), **dict.fromkeys(_SSN_CUES, "N")}
 
 
 def _phone_validator(region: str) -> Callable[[str], bool]:
@@ -148,30 +156,31 @@ class PiiScanner:
         self.rows_with_pii = 0
         self._phone_ok = _phone_validator(phone_region)
 
-    # Each step: (type, pattern, group, validator, gate). A gate is a cheap test (substring search,
-    # digit count) that must pass before the regex runs: most texts skip most regexes.
+    # Each step: (type, pattern, group, validator, gate). A gate is a cheap test (digit count,
+    # character, or the set of cue categories found by one scan of the lower-cased text) that must
+    # pass before the regex runs: most texts skip most regexes.
     def _steps(self):
         steps = []
         t = set(self.types)
         if "SECRET" in t:
-            steps.append(("SECRET", _SECRET, 0, None, lambda w, low, nd: _SECRET_HINTS.search(w) is not None))
-            steps.append(("SECRET", _SECRET_ASSIGN, "v", _secret_assign_ok, lambda w, low, nd: _ASSIGN_HINTS.search(low) is not None))
+            steps.append(("SECRET", _SECRET, 0, None, lambda w, cues, nd: "S" in cues))
+            steps.append(("SECRET", _SECRET_ASSIGN, "v", _secret_assign_ok, lambda w, cues, nd: "A" in cues))
         if "EMAIL" in t:
-            steps.append(("EMAIL", _EMAIL, 0, None, lambda w, low, nd: "@" in w))
+            steps.append(("EMAIL", _EMAIL, 0, None, lambda w, cues, nd: "@" in w))
         if "IBAN" in t:
-            steps.append(("IBAN", _IBAN, 0, iban_ok, lambda w, low, nd: nd >= 10))
+            steps.append(("IBAN", _IBAN, 0, iban_ok, lambda w, cues, nd: nd >= 10))
         if "CREDIT_CARD" in t:
-            steps.append(("CREDIT_CARD", _CARD, 0, lambda v: luhn_ok(re.sub(r"\D", "", v)), lambda w, low, nd: nd >= 13))
+            steps.append(("CREDIT_CARD", _CARD, 0, lambda v: luhn_ok(re.sub(r"\D", "", v)), lambda w, cues, nd: nd >= 13))
         if "SSN" in t:
-            steps.append(("SSN", _SSN, 0, None, lambda w, low, nd: nd >= 9 and "-" in w))
-            steps.append(("SSN", _SSN_CUE, "v", None, lambda w, low, nd: nd >= 9 and ("ssn" in low or "social" in low)))
+            steps.append(("SSN", _SSN, 0, None, lambda w, cues, nd: nd >= 9 and "-" in w))
+            steps.append(("SSN", _SSN_CUE, "v", None, lambda w, cues, nd: nd >= 9 and "N" in cues))
         if "IP_ADDRESS" in t:
-            steps.append(("IP_ADDRESS", _IPV4, 0, _ip_ok, lambda w, low, nd: nd >= 4 and w.count(".") >= 3))
-            steps.append(("IP_ADDRESS", _IPV6, 0, lambda v: v.count(":") >= 2 and _ip_ok(v), lambda w, low, nd: "::" in w or w.count(":") >= 5))
+            steps.append(("IP_ADDRESS", _IPV4, 0, _ip_ok, lambda w, cues, nd: nd >= 4 and w.count(".") >= 3))
+            steps.append(("IP_ADDRESS", _IPV6, 0, lambda v: v.count(":") >= 2 and _ip_ok(v), lambda w, cues, nd: "::" in w or w.count(":") >= 5))
         if "PHONE" in t:
-            steps.append(("PHONE", _PHONE, 0, self._phone_ok, lambda w, low, nd: nd >= 7))
+            steps.append(("PHONE", _PHONE, 0, self._phone_ok, lambda w, cues, nd: nd >= 7))
         if "PERSON" in t:
-            steps.append(("PERSON", _PERSON, "v", lambda v: not any(w in _NOT_NAMES for w in v.split()), lambda w, low, nd: _PERSON_HINTS.search(low) is not None))
+            steps.append(("PERSON", _PERSON, "v", lambda v: not any(w in _NOT_NAMES for w in v.split()), lambda w, cues, nd: "P" in cues))
         return steps
 
     def scan(self, text: str, *, redact: bool) -> tuple[str, list[Finding]]:
@@ -180,14 +189,14 @@ class PiiScanner:
         if len(text) < 6:
             return text, findings
         work = text
-        low = text.lower()
-        nd = len(text) - len(text.translate(_DEL_DIGITS))
-        if nd < 4 and "@" not in text and ":" not in text and _ANY_HINT.search(low) is None:
+        nd = _n_digits(text)
+        cues = {_CUE_KIND.get(h, "S") for h in _ANY_HINT.findall(text.lower())}  # "S" secret, "A" assignment, "N" SSN, "P" person
+        if nd < 4 and not cues and "@" not in text and ":" not in text:
             return text, findings  # nothing any detector could match: the common case
         # Found spans are masked in ``work`` with same-length NULs, so spans stay aligned with the
         # original text and later detectors do not see earlier findings.
         for kind, pattern, group, validator, gate in self._cached_steps:
-            if not gate(work, low, nd):
+            if not gate(work, cues, nd):
                 continue
             new_spans = []
             for m in pattern.finditer(work):
@@ -207,8 +216,7 @@ class PiiScanner:
                     last = e
                 parts.append(work[last:])
                 work = "".join(parts)
-                low = work.lower()
-                nd = len(work) - len(work.translate(_DEL_DIGITS))
+                nd = _n_digits(work)
         if not findings:
             return text, findings
         findings.sort(key=lambda f: f.start)
