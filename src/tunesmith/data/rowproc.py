@@ -176,7 +176,12 @@ class ChunkRunner:
         while pending:
             yield pending.popleft().get()
 
-    def close(self) -> None:
+    def close(self, *, failed: bool = False) -> None:
+        """Stop the workers: wait for them normally, kill them after an error or Ctrl-C."""
         if self.pool is not None:
-            self.pool.close()
+            if failed:
+                self.pool.terminate()
+            else:
+                self.pool.close()
             self.pool.join()
+            self.pool = None

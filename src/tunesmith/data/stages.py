@@ -143,6 +143,7 @@ class Preparation:
         self.read_warnings: dict[str, dict[str, Any]] = {}
         self.spool_path = self.work / "spool.jsonl"
         runner = ChunkRunner(cfg, self.workers)
+        failed = True
         try:
             with open(self.spool_path, "w", encoding="utf-8") as spool:
                 for path, spec in self.inputs:
@@ -189,8 +190,9 @@ class Preparation:
                     self.per_file[str(path)] = {"rows": n_file}
                     if warns.counts:
                         self.read_warnings[str(path)] = {k: {"count": v, "first_line": warns.first_line[k]} for k, v in warns.counts.items()}
+            failed = False
         finally:
-            runner.close()
+            runner.close(failed=failed)
 
     # ---- 2. near duplicates -------------------------------------------------------------------------
 
