@@ -28,7 +28,7 @@ CHUNK = 2048
 
 class OkRow(NamedTuple):
     rid: str
-    line: str  # the canonical record as a JSON line (without newline)
+    line: bytes  # the canonical record as a UTF-8 JSON line, with its newline
     fmt: str
     keys: dict[str, int]  # exact-dedup scope -> 64-bit hash of the normalised text
     label: str | None
@@ -115,7 +115,16 @@ class RowProcessor:
                 answer = record["messages"][-1]["content"]
                 afmt = answer_format(answer)
                 short = answer.strip() if afmt == "short" else None
-            res.oks.append(OkRow(rid, json.dumps(record, ensure_ascii=False), fmt, keys, record.get("label"), afmt, short))
+            try:
+                line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+            except UnicodeEncodeError:  # JSON escapes such as \ud800 decode to half a surrogate pair
+                res.rejects.append({"file": path, "line": raw.line, "kind": "invalid_unicode", "field": None,
+                                    "reason": "a \\uD800-\\uDFFF escape without its pair: not valid Unicode",
+                                    "hint": "fix the escape (or write the character itself, UTF-8 encoded)", "raw": self._scrub(raw.raw)})
+                for s in self.near_scopes:
+                    near_texts[s].pop()
+                continue
+            res.oks.append(OkRow(rid, line, fmt, keys, record.get("label"), afmt, short))
         for s, texts in near_texts.items():
             res.sigs[s] = self.hasher.signatures(texts, normalised=True)
         if pii is not None:

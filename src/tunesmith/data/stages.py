@@ -145,7 +145,7 @@ class Preparation:
         runner = ChunkRunner(cfg, self.workers)
         failed = True
         try:
-            with open(self.spool_path, "w", encoding="utf-8") as spool:
+            with open(self.spool_path, "wb") as spool:
                 for path, spec in self.inputs:
                     warns = ReadWarnings()
                     container = detect_container(path) if spec.container == "auto" else spec.container
@@ -183,7 +183,7 @@ class Preparation:
                             self.ids.append(ok.rid)
                             self.spool_meta.append((ok.label, ok.answer_format, ok.short_answer))
                             self.formats[ok.fmt] += 1
-                            spool.write(ok.line + "\n")
+                            spool.write(ok.line)
                         for s in self.sig_scopes:
                             self.sig_stores[s].extend(res.sigs[s][keep])
                     self.rows_read += n_file
@@ -401,9 +401,10 @@ class Preparation:
             with open(self.out / f"{name}.jsonl", "w", encoding="utf-8") as dst:
                 for b in range(n_buckets[k]):
                     p = work / f"b{k}_{b}.jsonl"
-                    lines = p.read_text(encoding="utf-8").splitlines(keepends=True)
+                    # split on "\n" only: str.splitlines would also split at U+2028 and friends inside the JSON
+                    lines = p.read_text(encoding="utf-8").split("\n")[:-1]
                     rng.shuffle(lines)
-                    dst.writelines(lines)
+                    dst.writelines(line + "\n" for line in lines)
                     p.unlink()
 
     # ---- stats --------------------------------------------------------------------------------------
