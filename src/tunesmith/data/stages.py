@@ -43,7 +43,7 @@ class _Sink:
     """An append-only JSONL file with a row counter."""
 
     def __init__(self, path: Path):
-        self.f = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.f = open(path, "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115 - closed in close()
         self.n = 0
 
     def write(self, obj: dict[str, Any]) -> None:
