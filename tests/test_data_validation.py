@@ -175,3 +175,16 @@ def test_fuzzed_rows_are_all_accounted_for(tmp_path):
     assert {"malformed_json", "invalid_unicode", "unknown_format"} <= set(s["rejected_by_kind"])
     # records holding U+2028 (a line separator for str.splitlines) still round-trip one per line
     assert any("\u2028" in json.dumps(r, ensure_ascii=False) for r in data.train)
+
+
+def test_truncated_gzip_and_corrupt_parquet(tmp_path):
+    import gzip
+
+    blob = gzip.compress(("\n".join(json.dumps(alpaca(i)) for i in range(2000)) + "\n").encode())
+    (tmp_path / "cut.jsonl.gz").write_bytes(blob[: len(blob) // 2])
+    data = prepare(tmp_path / "cut.jsonl.gz")
+    assert data.stats["kept"] > 100 and data.stats["rejected"] == 1
+    assert data.rejected[0]["kind"] == "unreadable_file" and data.rejected[0]["line"] == data.stats["kept"] + 1
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1" + b"\x00" * 100 + b"PAR1")
+    with pytest.raises(DataError, match="no usable rows"):
+        prepare(tmp_path / "bad.parquet")

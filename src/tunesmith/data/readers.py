@@ -13,6 +13,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,14 +137,39 @@ def parse_jsonl_line(lineno: int, data: bytes, *, max_line_bytes: int, warnings:
     return RawRow(lineno, text if len(text) <= RAW_LIMIT else _cut(text), row=row)
 
 
-def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw bytes) of each line: parsing can then happen in worker processes."""
-    with _open_binary(path) as f:
-        yield from enumerate(f, start=1)
+def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, bytes] | RawRow]:
+    """(line number, raw bytes) of each line: parsing can then happen in worker processes. A file
+    that breaks off (a truncated or corrupt .gz) ends with one problem row instead of a traceback."""
+    lineno = 0
+    try:
+        with _open_binary(path) as f:
+            for lineno, data in enumerate(f, start=1):
+                yield lineno, data
+    except (OSError, EOFError, zlib.error) as e:
+        yield _unreadable(lineno + 1, e)
+
+
+def _unreadable(line: int, e: BaseException) -> RawRow:
+    return RawRow(line, "", problem=Problem("unreadable_file", f"the file cannot be read from here on: {type(e).__name__}: {e}",
+                                            "check the file is complete (re-download or re-compress it)"))
+
+
+def _guarded(rows: Iterator[RawRow]) -> Iterator[RawRow]:
+    last = 0
+    try:
+        for r in rows:
+            last = r.line
+            yield r
+    except (OSError, EOFError, zlib.error, ValueError) as e:
+        yield _unreadable(last + 1, e)
 
 
 def iter_jsonl(path: Path, *, max_line_bytes: int, warnings: ReadWarnings, fix: bool = True) -> Iterator[RawRow]:
-    for lineno, data in iter_jsonl_lines(path):
+    for item in iter_jsonl_lines(path):
+        if isinstance(item, RawRow):
+            yield item
+            continue
+        lineno, data = item
         raw = parse_jsonl_line(lineno, data, max_line_bytes=max_line_bytes, warnings=warnings, fix=fix)
         if raw is not None:
             yield raw
@@ -272,10 +298,13 @@ def iter_parquet(path: Path, *, max_line_bytes: int, warnings: ReadWarnings, fix
         yield RawRow(1, "", problem=Problem("unreadable_file", f"cannot read Parquet file: {e}", "check the file was written completely"))
         return
     n = 0
-    for batch in pf.iter_batches(batch_size=8192):
-        for row in batch.to_pylist():
-            n += 1
-            yield RawRow(n, _cut(json.dumps(row, ensure_ascii=False, default=str)), row=row)
+    try:
+        for batch in pf.iter_batches(batch_size=8192):
+            for row in batch.to_pylist():
+                n += 1
+                yield RawRow(n, _cut(json.dumps(row, ensure_ascii=False, default=str)), row=row)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        yield _unreadable(n + 1, e)
 
 
 def _is_gzip(path: Path) -> bool:
@@ -290,4 +319,4 @@ def iter_rows(path: Path, container: str = "auto", *, max_line_bytes: int, warni
     if not path.is_file():
         raise DataError(f"data file {path} does not exist", hint="check data.train_file / data.files (relative to the config file)")
     kind = detect_container(path) if container == "auto" else container
-    return CONTAINERS[kind](path, max_line_bytes=max_line_bytes, warnings=warnings, fix=fix)
+    return _guarded(CONTAINERS[kind](path, max_line_bytes=max_line_bytes, warnings=warnings, fix=fix))
