@@ -57,7 +57,14 @@ def test_sharegpt_completion_and_text(tmp_path):
         {"prompt": "2+2=", "completion": "4"},
         {"text": "Domain text about turbines and their maintenance."},
     ]
-    data = prepare(write_lines(tmp_path / "mix.jsonl", rows), dedup={"near": False})
+    p = write_lines(tmp_path / "mix.jsonl", rows)
+    # auto: the file's format comes from its first row; rows of another format are rejected, saying so
+    data = prepare(p, dedup={"near": False})
+    assert [(r["line"], r["kind"]) for r in data.rejected] == [(2, "format_mismatch"), (3, "format_mismatch")]
+    assert "completion format" in data.rejected[0]["reason"] and "sharegpt (from line 1)" in data.rejected[0]["reason"]
+    assert data.stats["per_file"][str(p)] == {"rows": 3, "format": "sharegpt", "format_detected_at_line": 1}
+    # mixed: detected row by row
+    data = prepare(p, dedup={"near": False}, format="mixed")
     recs = {r["id"]: r for r in all_records(data)}
     assert [m["role"] for m in recs["mix.jsonl:1"]["messages"]] == ["system", "user", "assistant", "user", "assistant"]
     assert recs["mix.jsonl:2"]["messages"] == [{"role": "user", "content": "2+2="}, {"role": "assistant", "content": "4"}]

@@ -65,7 +65,7 @@ def test_placeholders_and_counts_in_prepare(tmp_path):
         {"instruction": "Nothing personal here", "output": "Good."},
     ]
     p = write_lines(tmp_path / "p.jsonl", rows)
-    data = prepare(p, dedup={"near": False})
+    data = prepare(p, dedup={"near": False}, format="mixed")
     text = json.dumps(all_records(data))
     assert "a.b@example.com" not in text and "4111" not in text and "sk-proj" not in text
     assert text.count("<EMAIL>") == 2 and text.count("<CREDIT_CARD>") == 1 and text.count("<SECRET>") == 1

@@ -45,7 +45,7 @@ def test_each_error_kind_has_line_reason_and_nothing_is_lost(tmp_path):
     lines.append("x" * 600)  # over the size limit below
     expected[len(lines)] = ("x" * 600, "line_too_long", None, "over the limit")
     p = write_lines(tmp_path / "bad.jsonl", lines)
-    data = prepare(p, tmp_path / "out", max_line_bytes=500, dedup={"near": False})
+    data = prepare(p, tmp_path / "out", max_line_bytes=500, dedup={"near": False}, format="mixed")
     rejected = {r["line"]: r for r in data.rejected}
     assert sorted(rejected) == sorted(expected)
     for line, (raw, kind, field, word) in expected.items():
@@ -166,7 +166,7 @@ def test_fuzzed_rows_are_all_accounted_for(tmp_path):
         lines.append("".join(s).replace("\n", " "))
     p = tmp_path / "fuzz.jsonl"
     p.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogatepass")
-    data = prepare(p, dedup={"exact": False, "near": False, "cross_split": False})
+    data = prepare(p, dedup={"exact": False, "near": False, "cross_split": False}, format="mixed")
     s = data.stats
     assert s["rows_read"] == 400 == accounted(s)
     assert s["rejected"] > 100 and s["kept"] > 10

@@ -6,8 +6,10 @@ from pydantic import Field, model_validator
 
 from tunesmith.schema import Section
 
-FORMATS = ("auto", "alpaca", "openai", "sharegpt", "completion", "text")
-FormatName = Literal["auto", "alpaca", "openai", "sharegpt", "completion", "text"]
+FORMATS = ("auto", "mixed", "alpaca", "openai", "sharegpt", "completion", "text")
+# auto: the file's format is detected from its first rows and every row must have it;
+# mixed: detected row by row (for files that mix formats on purpose)
+FormatName = Literal["auto", "mixed", "alpaca", "openai", "sharegpt", "completion", "text"]
 ContainerName = Literal["auto", "jsonl", "json", "csv", "parquet"]
 
 
@@ -15,7 +17,7 @@ class InputFile(Section):
     """One input file; several may be listed under ``data.files``."""
 
     path: str = Field(description="File path (.jsonl/.json/.csv/.parquet, optionally .gz); relative to the config file.")
-    format: FormatName = Field("auto", description="Row format; auto detects it per row from the keys.")
+    format: FormatName = Field("auto", description="Row format; auto detects it from the file's first rows, mixed row by row.")
     container: ContainerName = Field("auto", description="File type; auto uses the extension.")
     columns: dict[str, str] = Field(
         default_factory=dict,
@@ -83,7 +85,7 @@ class DataConfig(Section):
 
     train_file: str | None = Field(None, description="Input file; relative paths are relative to the config file.")
     files: list[InputFile] = Field(default_factory=list, description="More input files (each with its own format/columns).")
-    format: FormatName = Field("auto", description="Row format of train_file; auto detects it from the keys.")
+    format: FormatName = Field("auto", description="Row format of train_file; auto detects it from the first rows, mixed row by row.")
     columns: dict[str, str] = Field(default_factory=dict, description="Key mapping for train_file: {canonical_key: your_key}.")
     system_prompt: str | None = Field(None, description="System message added to every example that has none.")
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)

@@ -225,5 +225,5 @@ def apply_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any
 
 
 def row_to_record(row: dict[str, Any], fmt: str, *, system_prompt: str | None = None) -> tuple[Record, str]:
-    fmt = detect_format(row) if fmt == "auto" else fmt
+    fmt = detect_format(row) if fmt in ("auto", "mixed") else fmt
     return READERS[fmt](row, system_prompt=system_prompt), fmt

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from tunesmith.data.formats import RowError, apply_columns, check_messages, row_to_record
+from tunesmith.data.formats import RowError, check_messages, row_to_record
 from tunesmith.data.readers import ReadWarnings, iter_rows
 from tunesmith.data.records import Record
 from tunesmith.errors import DataError
@@ -71,7 +71,7 @@ def load_general(source: str, base_dir: Path, fmt: str = "auto", system_prompt: 
             bad += 1
             continue
         try:
-            rec, _ = row_to_record(apply_columns(raw.row, {}), fmt, system_prompt=system_prompt)
+            rec, _ = row_to_record(raw.row, "mixed" if fmt == "auto" else fmt, system_prompt=system_prompt)
             if "messages" in rec:
                 check_messages(rec["messages"])
         except RowError:

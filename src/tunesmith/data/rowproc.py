@@ -18,7 +18,7 @@ import numpy as np
 from tunesmith.data.config import DataConfig, InputFile
 from tunesmith.data.consistency import answer_format
 from tunesmith.data.dedup import MinHasher, _hash64, normalise
-from tunesmith.data.formats import RowError, apply_columns, row_to_record
+from tunesmith.data.formats import RowError, apply_columns, detect_format, row_to_record
 from tunesmith.data.pii import PiiScanner
 from tunesmith.data.readers import RawRow, ReadWarnings, parse_jsonl_line
 from tunesmith.data.records import example_text, prompt_text
@@ -68,7 +68,8 @@ class RowProcessor:
             self._reject_scanner = PiiScanner(self.pii_types, phone_region=self.cfg.pii.phone_region)
         return self._reject_scanner.scan(raw, redact=True)[0]
 
-    def process(self, items: list[Any], spec: InputFile, path: str, fname: str) -> ChunkResult:
+    def process(self, items: list[Any], spec: InputFile, path: str, fname: str, detected_at: int | None = None) -> ChunkResult:
+        """``detected_at``: the line the file's format was detected from (format auto), for clearer errors."""
         cfg = self.cfg
         res = ChunkResult()
         pii = PiiScanner(self.pii_types, phone_region=cfg.pii.phone_region) if self.pii_types is not None else None
@@ -90,6 +91,8 @@ class RowProcessor:
                 row = apply_columns(raw.row, spec.columns)
                 record, fmt = row_to_record(row, spec.format, system_prompt=cfg.system_prompt)
             except RowError as e:
+                if detected_at is not None:
+                    e = _format_mismatch(e, row, spec.format, detected_at)
                 res.rejects.append({"file": path, "line": raw.line, "kind": e.kind, "field": e.field, "reason": e.reason, "hint": e.hint,
                                     "raw": self._scrub(raw.raw)})
                 continue
@@ -133,6 +136,21 @@ class RowProcessor:
         return res
 
 
+def _format_mismatch(e: RowError, row: dict[str, Any], file_format: str, detected_at: int) -> RowError:
+    """A row of another format than its file's: say so instead of naming a missing field."""
+    try:
+        own = detect_format(row)
+    except RowError:
+        return e
+    if own == file_format:
+        return e
+    return RowError(
+        f"this row is in {own} format, but the file's format was detected as {file_format} (from line {detected_at})",
+        field=None, kind="format_mismatch",
+        hint="fix the row, or set format: mixed for this file if it mixes formats on purpose",
+    )
+
+
 # ---- worker processes ---------------------------------------------------------------------------
 
 _WORKER: RowProcessor | None = None
@@ -143,9 +161,9 @@ def _init_worker(cfg_json: str) -> None:
     _WORKER = RowProcessor(DataConfig.model_validate_json(cfg_json))
 
 
-def _work(args: tuple[list[Any], str, str, str]) -> ChunkResult:
-    items, spec_json, path, fname = args
-    return _WORKER.process(items, InputFile.model_validate_json(spec_json), path, fname)
+def _work(args: tuple[list[Any], str, str, str, int | None]) -> ChunkResult:
+    items, spec_json, path, fname, detected_at = args
+    return _WORKER.process(items, InputFile.model_validate_json(spec_json), path, fname, detected_at)
 
 
 def _chunks(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
@@ -171,15 +189,15 @@ class ChunkRunner:
             ctx = mp.get_context("spawn")  # no fork: the parent may hold tokenizer threads
             self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=(cfg.model_dump_json(),))
 
-    def run(self, items: Iterable[Any], spec: InputFile, path: str, fname: str) -> Iterator[ChunkResult]:
+    def run(self, items: Iterable[Any], spec: InputFile, path: str, fname: str, detected_at: int | None = None) -> Iterator[ChunkResult]:
         if self.pool is None:
             for chunk in _chunks(items, CHUNK):
-                yield self.local.process(chunk, spec, path, fname)
+                yield self.local.process(chunk, spec, path, fname, detected_at)
             return
         spec_json = spec.model_dump_json()
         pending: deque = deque()
         for chunk in _chunks(items, CHUNK):
-            pending.append(self.pool.apply_async(_work, ((chunk, spec_json, path, fname),)))
+            pending.append(self.pool.apply_async(_work, ((chunk, spec_json, path, fname, detected_at),)))
             if len(pending) >= 2 * self.workers:
                 yield pending.popleft().get()
         while pending:

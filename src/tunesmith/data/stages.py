@@ -60,6 +60,33 @@ def _iter_spool(path: Path) -> Iterator[Record]:
             yield json.loads(line)
 
 
+DETECT_ROWS = 1000
+
+
+def detect_file_format(path: Path, container: str, cfg: DataConfig, columns: dict[str, str]) -> tuple[str, int] | None:
+    """(format, line) of the first row among the first DETECT_ROWS whose format can be told; the
+    whole file is then read in that format, so a stray row of another format is rejected rather
+    than silently becoming another kind of example. None: no row tells (all will be rejected)."""
+    from tunesmith.data.formats import RowError, apply_columns, detect_format
+
+    rows = iter_rows(path, container, max_line_bytes=cfg.max_line_bytes, warnings=ReadWarnings(), fix=cfg.fix_encoding)
+    try:
+        for k, raw in enumerate(rows):
+            if k >= DETECT_ROWS:
+                break
+            if raw.row is None:
+                continue
+            try:
+                return detect_format(apply_columns(raw.row, columns)), raw.line
+            except RowError:
+                continue
+    finally:
+        close = getattr(rows, "close", None)
+        if close:
+            close()
+    return None
+
+
 def n_workers(cfg: DataConfig, inputs: list[tuple[Path, InputFile]]) -> int:
     """Worker processes for the first pass: ``data.workers``, or for inputs over 64 MB one per CPU
     core (at most 4); small inputs run in-process (starting workers costs about a second)."""
@@ -149,12 +176,17 @@ class Preparation:
                 for path, spec in self.inputs:
                     warns = ReadWarnings()
                     container = detect_container(path) if spec.container == "auto" else spec.container
+                    detected = None
+                    if spec.format == "auto":
+                        detected = detect_file_format(path, container, cfg, spec.columns)
+                        if detected is not None:
+                            spec = spec.model_copy(update={"format": detected[0]})
                     if container == "jsonl":  # parsed in the workers
                         items: Any = iter_jsonl_lines(path)
                     else:
                         items = iter_rows(path, container, max_line_bytes=cfg.max_line_bytes, warnings=warns, fix=cfg.fix_encoding)
                     n_file = 0
-                    for res in runner.run(items, spec, str(path), path.name):
+                    for res in runner.run(items, spec, str(path), path.name, detected[1] if detected else None):
                         n_file += res.n_rows
                         for k, v in res.warnings.counts.items():
                             warns.counts[k] = warns.counts.get(k, 0) + v
@@ -187,7 +219,9 @@ class Preparation:
                         for s in self.sig_scopes:
                             self.sig_stores[s].extend(res.sigs[s][keep])
                     self.rows_read += n_file
-                    self.per_file[str(path)] = {"rows": n_file}
+                    self.per_file[str(path)] = {"rows": n_file, "format": spec.format}
+                    if detected is not None:
+                        self.per_file[str(path)]["format_detected_at_line"] = detected[1]
                     if warns.counts:
                         self.read_warnings[str(path)] = {k: {"count": v, "first_line": warns.first_line[k]} for k, v in warns.counts.items()}
             failed = False
