@@ -18,17 +18,13 @@ from __future__ import annotations
 from tunesmith.config import RunConfig
 from tunesmith.console import console
 from tunesmith.data.prepare import PreparedData, load_prepared, prepare_data
-from tunesmith.errors import ConfigError, TunesmithError
+from tunesmith.errors import ConfigError
 from tunesmith.utils.io import write_text
 
 
 def _start(cfg: RunConfig) -> None:
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     write_text(cfg.run_dir / "config.yaml", cfg.to_yaml())
-
-
-def _data_fingerprint_extra(cfg: RunConfig) -> dict:
-    return {"model": cfg.model.name_or_path, "revision": cfg.model.revision}
 
 
 def run_data(cfg: RunConfig) -> PreparedData:
@@ -54,7 +50,7 @@ def run_data(cfg: RunConfig) -> PreparedData:
             tokenizer=tokenizer,
             max_seq_length=cfg.train.max_seq_length,
             truncation=cfg.train.truncation,
-            fingerprint_extra=_data_fingerprint_extra(cfg),
+            fingerprint_extra={"model": cfg.model.name_or_path, "revision": cfg.model.revision},
         )
     except DataError:
         stats_path = data_dir / "stats.json"
@@ -76,6 +72,7 @@ def _prepared(cfg: RunConfig) -> PreparedData:
     import json
 
     from tunesmith.data.prepare import fingerprint, resolve_inputs
+    from tunesmith.errors import TunesmithError
 
     data_dir = cfg.run_dir / "data"
     stats_path = data_dir / "stats.json"
@@ -83,8 +80,9 @@ def _prepared(cfg: RunConfig) -> PreparedData:
         try:
             stats = json.loads(stats_path.read_text())
             inputs = resolve_inputs(cfg.data, cfg.resolve_path("."))
+            # the same settings prepare_data fingerprints (see run_data)
             extra = {"seed": cfg.seed, "max_seq_length": cfg.train.max_seq_length, "truncation": cfg.train.truncation,
-                     **_data_fingerprint_extra(cfg)}
+                     "model": cfg.model.name_or_path, "revision": cfg.model.revision}
             if stats.get("status") == "ok" and stats.get("fingerprint") == fingerprint(cfg.data, inputs, extra):
                 return load_prepared(data_dir)
         except (OSError, ValueError, TunesmithError):
