@@ -86,12 +86,12 @@ def test_exact_near_and_prompt_duplicates_in_prepare(tmp_path):
 
 
 def test_cross_matches_finds_only_similar_rows():
-    ref = MinHasher(64, 3).signatures(_texts(300, seed=5))
-    queries = _texts(50, seed=6)
     src = _texts(300, seed=5)
+    queries = _texts(50, seed=6)
     queries[7] = src[123]
     queries[9] = src[200].replace(src[200].split()[30], "x", 1)
-    m, sim = cross_matches(MinHasher(64, 3).signatures(queries), ref, 0.8)
+    sigs = MinHasher(64, 3).signatures(queries + src)  # queries first, then the reference rows
+    m, sim = cross_matches(sigs, np.arange(50), np.arange(50, 350), 0.8)
     assert {i: int(m[i]) for i in np.nonzero(m >= 0)[0]} == {7: 123, 9: 200}
     assert sim[7] == 1.0
 

@@ -264,30 +264,29 @@ def find_near_duplicates(sigs: np.ndarray, threshold: float, *, chunk: int = 1_0
     return NearDuplicates(rep, sim)
 
 
-def cross_matches(query: np.ndarray, reference: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """For each query row, the index of a reference row with estimated Jaccard >= threshold (-1 if none)
-    and that similarity."""
-    nq = len(query)
+def cross_matches(sigs: np.ndarray, query_idx: np.ndarray, ref_idx: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each query row (``sigs[query_idx]``), the position in ``ref_idx`` of a reference row with
+    estimated Jaccard >= threshold (-1 if none), and that similarity. Signatures are not copied:
+    only band keys (8 bytes x bands per row) and the rows that collide are gathered."""
+    nq = len(query_idx)
     match = np.full(nq, -1, dtype=np.int64)
     best = np.zeros(nq, dtype=np.float32)
-    if nq == 0 or len(reference) == 0:
+    nr = len(ref_idx)
+    if nq == 0 or nr == 0:
         return match, best
-    bands, rows = optimal_bands(threshold, query.shape[1])
-    keys = band_keys(np.concatenate([reference, query]), bands, rows)
-    nr = len(reference)
+    bands, rows = optimal_bands(threshold, sigs.shape[1])
     for b in range(bands):
-        ref_keys = keys[:nr, b]
-        q_keys = keys[nr:, b]
+        ref_keys = band_keys(sigs[ref_idx, b * rows : (b + 1) * rows], 1, rows)[:, 0]
+        q_keys = band_keys(sigs[query_idx, b * rows : (b + 1) * rows], 1, rows)[:, 0]
         order = np.argsort(ref_keys, kind="stable")
         sorted_ref = ref_keys[order]
-        pos = np.searchsorted(sorted_ref, q_keys)
-        pos_c = np.minimum(pos, nr - 1)
-        hit = sorted_ref[pos_c] == q_keys
+        pos = np.minimum(np.searchsorted(sorted_ref, q_keys), nr - 1)
+        hit = sorted_ref[pos] == q_keys
         if not hit.any():
             continue
         qi = np.nonzero(hit)[0]
-        ri = order[pos_c[qi]]
-        s = (query[qi] == reference[ri]).mean(axis=1)
+        ri = order[pos[qi]]
+        s = (sigs[query_idx[qi]] == sigs[ref_idx[ri]]).mean(axis=1)
         better = (s >= threshold) & (s > best[qi])
         match[qi[better]] = ri[better]
         best[qi[better]] = s[better]

@@ -17,6 +17,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -52,6 +53,11 @@ class _Sink:
 
     def close(self) -> None:
         self.f.close()
+
+
+def _intern(s: str | None) -> str | None:
+    """Labels and label-like answers repeat: keep one copy of each string."""
+    return None if s is None else sys.intern(s)
 
 
 def _iter_spool(path: Path) -> Iterator[Record]:
@@ -213,7 +219,7 @@ class Preparation:
                             for scope, key in ok.keys.items():
                                 exact_seen[scope][key] = idx
                             self.ids.append(ok.rid)
-                            self.spool_meta.append((ok.label, ok.answer_format, ok.short_answer))
+                            self.spool_meta.append((_intern(ok.label), _intern(ok.answer_format), _intern(ok.short_answer)))
                             self.formats[ok.fmt] += 1
                             spool.write(ok.line)
                         for s in self.sig_scopes:
@@ -354,8 +360,7 @@ class Preparation:
         partner = np.full(len(held_rows), -1, dtype=np.int64)
         sim = np.zeros(len(held_rows), dtype=np.float32)
         for scope in self.sig_scopes:
-            sigs = self.sig_stores[scope].array
-            m, s = cross_matches(sigs[surv[held_rows]], sigs[surv[train_rows]], dd.threshold)
+            m, s = cross_matches(self.sig_stores[scope].array, surv[held_rows], surv[train_rows], dd.threshold)
             new = (m >= 0) & ~leak
             partner[new] = m[new]
             sim[new] = s[new]
