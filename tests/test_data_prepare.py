@@ -58,9 +58,13 @@ def test_classification_like_answers_report_their_label_set(tmp_path):
 
 def test_max_examples_is_accounted(tmp_path):
     p = write_lines(tmp_path / "t.jsonl", _tickets(100))
-    data = prepare(p, max_examples=40, validation_fraction=0.25)
+    data = prepare(p, tmp_path / "out", max_examples=40, validation_fraction=0.25)
     assert data.stats["kept"] == 40 and data.stats["unused_by_max_examples"] == 60
     assert data.stats["rows_read"] == accounted(data.stats) == 100
+    removed = [json.loads(x) for x in (tmp_path / "out" / "removed.jsonl").read_text().splitlines()]
+    unused = {r["id"] for r in removed if r["kind"] == "unused"}
+    kept = {r["id"] for r in data.train + data.validation + data.test}
+    assert len(unused) == 60 and not (unused & kept) and len(unused | kept) == 100
 
 
 def test_mixing_ratio_marker_and_no_leak_into_eval(tmp_path):

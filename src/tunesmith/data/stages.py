@@ -342,6 +342,8 @@ class Preparation:
             use[:] = False
             use[random.Random(self.seed).sample(range(n), cfg.max_examples)] = True
             self.unused = n - cfg.max_examples
+            for i in np.nonzero(~use)[0].tolist():
+                self.removed.write({"id": self.ids[self.survivors[i]], "kind": "unused", "reason": f"over data.max_examples={cfg.max_examples}"})
         used_idx = np.nonzero(use)[0]
         self.assign = np.full(n, -1, dtype=np.int8)  # -1 unused, -2 removed as leakage, else the split
         self.assign[used_idx] = assign_splits([self.labels[i] for i in used_idx.tolist()], cfg.validation_fraction, cfg.test_fraction, self.seed)
