@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -149,14 +150,22 @@ def _word_hashes(norm_texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SignatureStore:
-    """A growable (rows, num_perm) uint32 array."""
+    """A growable (rows, num_perm) uint32 array: in memory, or appended to a file and read back
+    memory-mapped (``path``), so that the signatures of a huge input need not fit in RAM."""
 
-    def __init__(self, num_perm: int):
+    def __init__(self, num_perm: int, path: Path | None = None):
         self.num_perm = num_perm
-        self._arr = np.zeros((1024, num_perm), dtype=np.uint32)
         self.n = 0
+        self.path = path
+        self._file = open(path, "wb") if path is not None else None  # noqa: SIM115 - closed in array
+        self._arr = np.zeros((1024, num_perm), dtype=np.uint32) if path is None else None
+        self._map: np.ndarray | None = None
 
     def extend(self, sigs: np.ndarray) -> None:
+        if self._file is not None:
+            self._file.write(np.ascontiguousarray(sigs, dtype=np.uint32).tobytes())
+            self.n += len(sigs)
+            return
         need = self.n + len(sigs)
         if need > len(self._arr):
             new = np.zeros((max(need, 2 * len(self._arr)), self.num_perm), dtype=np.uint32)
@@ -167,7 +176,17 @@ class SignatureStore:
 
     @property
     def array(self) -> np.ndarray:
-        return self._arr[: self.n]
+        if self.path is None:
+            return self._arr[: self.n]
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._map is None:
+            if self.n == 0:
+                self._map = np.zeros((0, self.num_perm), dtype=np.uint32)
+            else:
+                self._map = np.memmap(self.path, dtype=np.uint32, mode="r", shape=(self.n, self.num_perm))
+        return self._map
 
 
 def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:

@@ -121,6 +121,7 @@ class Preparation:
         self.cfg, self.inputs, self.out, self.seed, self.base_dir = cfg, inputs, out, seed, base_dir
         self.tokenizer, self.max_seq_length, self.truncation, self.fingerprint = tokenizer, max_seq_length, truncation, fingerprint
         self.work = out / ".work"
+        self.work.mkdir()
         self.timings: dict[str, float] = {}
         self.rejected = _Sink(out / "rejected.jsonl")
         self.removed = _Sink(out / "removed.jsonl")
@@ -130,12 +131,11 @@ class Preparation:
         dd = cfg.dedup
         # scopes with MinHash signatures: they serve near dedup and the leakage check
         self.sig_scopes = list(dict.fromkeys(dd.near_scope)) if (dd.near or dd.cross_split) else []
-        self.sig_stores = {s: SignatureStore(dd.num_perm) for s in self.sig_scopes}
+        self.sig_stores = {s: SignatureStore(dd.num_perm, self.work / f"signatures-{s}.u32") for s in self.sig_scopes}
         self.workers = n_workers(cfg, inputs)
 
     def run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
-        self.work.mkdir()
         try:
             for name, stage in (
                 ("read_validate_pii_exact", self.read),
