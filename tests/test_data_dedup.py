@@ -137,3 +137,11 @@ def test_prompt_side_near_dedup(tmp_path):
     assert only_example.stats["duplicates"] == 0  # whole examples differ (the answers)
     with_prompt = prepare(p, dedup={"threshold": 0.7, "near_scope": ["example", "prompt"]})
     assert with_prompt.stats["duplicates_by_kind"]["near_prompt"] == 1
+
+
+def test_raw_text_records_and_prompt_only_scope(tmp_path):
+    rows = [{"text": t} for t in _texts(30, 30, seed=21)] + [{"text": _texts(30, 30, seed=21)[4]}]
+    p = write_lines(tmp_path / "t.jsonl", rows)
+    for scope in (["prompt"], ["example"], ["example", "prompt"]):
+        data = prepare(p, dedup={"exact_scope": scope, "near": False})
+        assert data.stats["kept"] == 30 and data.stats["duplicates"] == 1, scope

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import re
+from array import array
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from tunesmith.data.records import Record, is_text_record, reference_answer
 from tunesmith.errors import ConfigError
 
 _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.M)
+ANSWER_FORMATS = ("json", "code", "list", "short", "prose")
 MAX_LISTED = 50
 MAX_ANSWER_LABELS = 50  # more distinct short answers than this: not classification-like
 
@@ -38,7 +43,8 @@ class ConsistencyChecker:
     def __init__(self, json_schema: dict[str, Any] | None = None):
         self.labels: Counter[str] = Counter()
         self.formats: Counter[str] = Counter()
-        self._format_of: list[tuple[str, str]] = []  # (id, format) for chat records
+        self._fmt_idx = array("q")  # row index of each chat record counted, and its answer format code
+        self._fmt_code = array("b")
         self.schema_checked = 0
         self.schema_failed: list[dict[str, str]] = []
         self.n_schema_failed = 0
@@ -77,22 +83,24 @@ class ConsistencyChecker:
             self.schema_failed.append({"id": record["id"], "error": err})
         return err
 
-    def add(self, record: Record) -> None:
+    def add(self, record: Record, idx: int) -> None:
+        """Count one kept record; ``idx`` identifies it for :meth:`summary` (see ``id_of`` there)."""
         if record.get("label") is not None:
             self.labels[str(record["label"])] += 1
         if is_text_record(record):
             return
         answer = reference_answer(record)
         fmt = answer_format(answer)
-        self.add_known(record["id"], None, fmt, answer.strip() if fmt == "short" else None)
+        self.add_known(idx, None, fmt, answer.strip() if fmt == "short" else None)
 
-    def add_known(self, rid: str, label: str | None, fmt: str | None, short_answer: str | None = None) -> None:
+    def add_known(self, idx: int, label: str | None, fmt: str | None, short_answer: str | None = None) -> None:
         """Like :meth:`add` with the label, answer format and label-like answer already known (no parsing)."""
         if label is not None:
             self.labels[label] += 1
         if fmt is not None:
             self.formats[fmt] += 1
-            self._format_of.append((rid, fmt))
+            self._fmt_idx.append(idx)
+            self._fmt_code.append(ANSWER_FORMATS.index(fmt))
         if short_answer is not None and (short_answer in self.short_answers or len(self.short_answers) < MAX_ANSWER_LABELS):
             self.short_answers[short_answer] += 1
 
@@ -100,18 +108,20 @@ class ConsistencyChecker:
     def needs_records(self) -> bool:
         return self._validator is not None
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, id_of: Callable[[int], str] = str) -> dict[str, Any]:
+        """``id_of`` turns the ``idx`` given to :meth:`add` into a record id (for the outlier list)."""
         out: dict[str, Any] = {}
         if self.labels:
             total = sum(self.labels.values())
             out["labels"] = {k: {"count": v, "share": round(v / total, 4)} for k, v in self.labels.most_common()}
         if self.formats:
-            majority, n_major = self.formats.most_common(1)[0]
-            odd = [i for i, f in self._format_of if f != majority]
+            majority = self.formats.most_common(1)[0][0]
+            odd_mask = np.frombuffer(self._fmt_code, dtype=np.int8) != ANSWER_FORMATS.index(majority)
+            odd = np.frombuffer(self._fmt_idx, dtype=np.int64)[odd_mask]
             out["answer_formats"] = dict(self.formats.most_common())
             out["majority_format"] = majority
-            out["format_outliers"] = len(odd)
-            out["format_outlier_ids"] = odd[:MAX_LISTED]
+            out["format_outliers"] = int(len(odd))
+            out["format_outlier_ids"] = [id_of(int(i)) for i in odd[:MAX_LISTED]]
             out["json_answers"] = self.formats.get("json", 0)
             # classification-like: most answers are label-like and there are few distinct ones
             if majority == "short" and len(self.short_answers) < MAX_ANSWER_LABELS:

@@ -108,9 +108,10 @@ class RowProcessor:
             pr_norm = normalise(prompt_text(record)) if "messages" in record else None
             keys = {}
             for s in self.exact_scopes:
-                text = ex_norm if s == "example" else pr_norm
-                if text is not None:
-                    keys[s] = _hash64(text.encode("utf-8"))
+                # a raw-text record has no prompt side: its whole text stands in, marked so that it
+                # cannot meet the prompt of a chat record
+                text = ex_norm if s == "example" else (pr_norm if pr_norm is not None else "\x00text " + ex_norm)
+                keys[s] = _hash64(text.encode("utf-8"))
             for s in self.near_scopes:
                 near_texts[s].append(ex_norm if s == "example" or pr_norm is None else pr_norm)
             afmt = short = None

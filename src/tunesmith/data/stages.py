@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 import random
 import shutil
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from tunesmith.data.config import DataConfig, InputFile
-from tunesmith.data.consistency import ConsistencyChecker
+from tunesmith.data.compact import Codes, IdTable
+from tunesmith.data.consistency import ANSWER_FORMATS, ConsistencyChecker
 from tunesmith.data.dedup import SignatureStore, cross_matches, find_near_duplicates
 from tunesmith.data.readers import ReadWarnings, detect_container, iter_jsonl_lines, iter_rows
 from tunesmith.data.records import Record
@@ -53,11 +54,6 @@ class _Sink:
 
     def close(self) -> None:
         self.f.close()
-
-
-def _intern(s: str | None) -> str | None:
-    """Labels and label-like answers repeat: keep one copy of each string."""
-    return None if s is None else sys.intern(s)
 
 
 def _iter_spool(path: Path) -> Iterator[Record]:
@@ -165,9 +161,11 @@ class Preparation:
 
     def read(self) -> None:
         cfg = self.cfg
-        exact_seen: dict[str, dict[int, int]] = {s: {} for s in (cfg.dedup.exact_scope if cfg.dedup.exact else [])}
-        self.ids: list[str] = []  # spool index -> record id
-        self.spool_meta: list[tuple[str | None, str | None, str | None]] = []  # spool index -> (label, answer format, short answer)
+        self.exact_scopes = list(dict.fromkeys(cfg.dedup.exact_scope)) if cfg.dedup.exact else []
+        self.exact_keys = {s: array("Q") for s in self.exact_scopes}  # row -> 64-bit hash of the normalised text
+        self.ids = IdTable()  # row (spool index) -> record id
+        self.label_tab, self.short_tab = Codes(), Codes(cap=1000)
+        self.label_codes, self.fmt_codes, self.short_codes = array("i"), array("b"), array("i")
         self.formats: Counter[str] = Counter()
         self.pii_counts: Counter[str] = Counter(dict.fromkeys(cfg.pii.types, 0) if cfg.pii.mode != "off" else {})
         self.rows_with_pii = 0
@@ -180,59 +178,71 @@ class Preparation:
         try:
             with open(self.spool_path, "wb") as spool:
                 for path, spec in self.inputs:
-                    warns = ReadWarnings()
-                    container = detect_container(path) if spec.container == "auto" else spec.container
-                    detected = None
-                    if spec.format == "auto":
-                        detected = detect_file_format(path, container, cfg, spec.columns)
-                        if detected is not None:
-                            spec = spec.model_copy(update={"format": detected[0]})
-                    if container == "jsonl":  # parsed in the workers
-                        items: Any = iter_jsonl_lines(path)
-                    else:
-                        items = iter_rows(path, container, max_line_bytes=cfg.max_line_bytes, warnings=warns, fix=cfg.fix_encoding)
-                    n_file = 0
-                    for res in runner.run(items, spec, str(path), path.name, detected[1] if detected else None):
-                        n_file += res.n_rows
-                        for k, v in res.warnings.counts.items():
-                            warns.counts[k] = warns.counts.get(k, 0) + v
-                            warns.first_line.setdefault(k, res.warnings.first_line[k])
-                        for r in res.rejects:
-                            self.rejected_kinds[r["kind"]] += 1
-                            self.rejected.write(r)
-                        self.pii_counts.update(res.pii_counts)
-                        self.rows_with_pii += res.rows_with_pii
-                        keep = np.ones(len(res.oks), dtype=bool)
-                        for j, ok in enumerate(res.oks):
-                            dup_of = None
-                            for scope, key in ok.keys.items():
-                                first = exact_seen[scope].get(key)
-                                if first is not None:
-                                    dup_of = (scope, first)
-                                    break
-                            if dup_of is not None:
-                                keep[j] = False
-                                self.dup_counts[f"exact_{dup_of[0]}"] += 1
-                                self.removed.write({"id": ok.rid, "kind": "exact_duplicate", "scope": dup_of[0], "duplicate_of": self.ids[dup_of[1]]})
-                                continue
-                            idx = len(self.ids)
-                            for scope, key in ok.keys.items():
-                                exact_seen[scope][key] = idx
-                            self.ids.append(ok.rid)
-                            self.spool_meta.append((_intern(ok.label), _intern(ok.answer_format), _intern(ok.short_answer)))
-                            self.formats[ok.fmt] += 1
-                            spool.write(ok.line)
-                        for s in self.sig_scopes:
-                            self.sig_stores[s].extend(res.sigs[s][keep])
-                    self.rows_read += n_file
-                    self.per_file[str(path)] = {"rows": n_file, "format": spec.format}
-                    if detected is not None:
-                        self.per_file[str(path)]["format_detected_at_line"] = detected[1]
-                    if warns.counts:
-                        self.read_warnings[str(path)] = {k: {"count": v, "first_line": warns.first_line[k]} for k, v in warns.counts.items()}
+                    self._read_file(path, spec, runner, spool)
             failed = False
         finally:
             runner.close(failed=failed)
+        self._mark_exact_duplicates()
+
+    def _read_file(self, path: Path, spec: InputFile, runner: ChunkRunner, spool) -> None:
+        cfg = self.cfg
+        warns = ReadWarnings()
+        container = detect_container(path) if spec.container == "auto" else spec.container
+        detected = None
+        if spec.format == "auto":
+            detected = detect_file_format(path, container, cfg, spec.columns)
+            if detected is not None:
+                spec = spec.model_copy(update={"format": detected[0]})
+        if container == "jsonl":  # parsed in the workers
+            items: Any = iter_jsonl_lines(path)
+        else:
+            items = iter_rows(path, container, max_line_bytes=cfg.max_line_bytes, warnings=warns, fix=cfg.fix_encoding)
+        n_file = 0
+        for res in runner.run(items, spec, str(path), path.name, detected[1] if detected else None):
+            n_file += res.n_rows
+            for k, v in res.warnings.counts.items():
+                warns.counts[k] = warns.counts.get(k, 0) + v
+                warns.first_line.setdefault(k, res.warnings.first_line[k])
+            for r in res.rejects:
+                self.rejected_kinds[r["kind"]] += 1
+                self.rejected.write(r)
+            self.pii_counts.update(res.pii_counts)
+            self.rows_with_pii += res.rows_with_pii
+            for ok in res.oks:
+                for scope in self.exact_scopes:
+                    self.exact_keys[scope].append(ok.keys[scope])
+                self.ids.append(ok.rid)
+                self.label_codes.append(self.label_tab.code(ok.label))
+                self.fmt_codes.append(-1 if ok.answer_format is None else ANSWER_FORMATS.index(ok.answer_format))
+                self.short_codes.append(self.short_tab.code(ok.short_answer))
+                self.formats[ok.fmt] += 1
+                spool.write(ok.line)
+            for s in self.sig_scopes:
+                self.sig_stores[s].extend(res.sigs[s])
+        self.rows_read += n_file
+        self.per_file[str(path)] = {"rows": n_file, "format": spec.format}
+        if detected is not None:
+            self.per_file[str(path)]["format_detected_at_line"] = detected[1]
+        if warns.counts:
+            self.read_warnings[str(path)] = {k: {"count": v, "first_line": warns.first_line[k]} for k, v in warns.counts.items()}
+
+    def _mark_exact_duplicates(self) -> None:
+        """First occurrence wins: a row whose normalised text (per scope, in the configured order)
+        appeared on an earlier row is an exact duplicate of that row. Equal examples have equal
+        prompts, so the earliest row with a prompt is never itself a duplicate."""
+        n = len(self.ids)
+        self.exact_dup = np.zeros(n, dtype=bool)
+        rows = np.arange(n)
+        for scope in self.exact_scopes:
+            keys = np.frombuffer(self.exact_keys[scope], dtype=np.uint64) if n else np.zeros(0, dtype=np.uint64)
+            _, first_idx, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            first = first_idx[inverse.reshape(-1)]
+            new = (first != rows) & ~self.exact_dup
+            for i in np.nonzero(new)[0].tolist():
+                self.removed.write({"id": self.ids[i], "kind": "exact_duplicate", "scope": scope, "duplicate_of": self.ids[int(first[i])]})
+            self.dup_counts[f"exact_{scope}"] += int(new.sum())
+            self.exact_dup |= new
+        self.exact_keys.clear()
 
     # ---- 2. near duplicates -------------------------------------------------------------------------
 
@@ -240,8 +250,10 @@ class Preparation:
         dd = self.cfg.dedup
         self.near_dup = np.zeros(len(self.ids), dtype=bool)
         for scope in self.sig_scopes if dd.near else []:
+            # exact duplicates are clustered too (with their originals, which come first and so
+            # represent the cluster), but they are already counted as exact
             nd = find_near_duplicates(self.sig_stores[scope].array, dd.threshold)
-            new = nd.is_duplicate & ~self.near_dup
+            new = nd.is_duplicate & ~self.near_dup & ~self.exact_dup
             for i in np.nonzero(new)[0].tolist():
                 self.removed.write({"id": self.ids[i], "kind": "near_duplicate", "scope": scope, "duplicate_of": self.ids[int(nd.rep[i])],
                                     "similarity": round(float(nd.similarity[i]), 3)})
@@ -258,27 +270,29 @@ class Preparation:
 
             self.counter = TokenCounter(self.tokenizer, self.max_seq_length, self.truncation)
         self.checker = ConsistencyChecker(self._load_schema())
-        self.survivors: list[int] = []  # spool index of each row of spool2
-        self.labels: list[str | None] = []
-        self.token_lengths: list[int] = []
+        self.survivors = array("q")  # spool index of each row of spool2
+        self.labels = array("i")  # label code of each row of spool2
+        self.token_lengths = array("i")
         self.truncated = 0
         self.spool2_path = self.work / "spool2.jsonl"
         with open(self.spool2_path, "w", encoding="utf-8") as spool2:
+            removed = self.near_dup | self.exact_dup
             if self.counter is None and not self.checker.needs_records:
                 # nothing needs the records themselves: copy the lines through
                 with open(self.spool_path, encoding="utf-8") as src:
                     for i, line in enumerate(src):
-                        if self.near_dup[i]:
+                        if removed[i]:
                             continue
-                        label, fmt, short = self.spool_meta[i]
-                        self.checker.add_known(self.ids[i], label, fmt, short)
+                        fc = self.fmt_codes[i]
+                        self.checker.add_known(i, self.label_tab.value(self.label_codes[i]), None if fc < 0 else ANSWER_FORMATS[fc],
+                                               self.short_tab.value(self.short_codes[i]))
                         self.survivors.append(i)
-                        self.labels.append(label)
+                        self.labels.append(self.label_codes[i])
                         spool2.write(line)
             else:
                 batch: list[tuple[int, Record]] = []
                 for i, rec in enumerate(_iter_spool(self.spool_path)):
-                    if self.near_dup[i]:
+                    if removed[i]:
                         continue
                     batch.append((i, rec))
                     if len(batch) >= LENGTH_BATCH:
@@ -307,11 +321,11 @@ class Preparation:
             if err is not None and self.cfg.consistency.json_schema_action == "reject":
                 self._reject_record(rec, "schema", err, "fix the answer so it matches data.consistency.json_schema")
                 continue
-            self.checker.add(rec)
+            self.checker.add(rec, i)
             if n_tok is not None:
                 self.token_lengths.append(n_tok)
             self.survivors.append(i)
-            self.labels.append(rec.get("label"))
+            self.labels.append(self.label_tab.code(rec.get("label")))
             spool2.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
     def _reject_record(self, rec: Record, kind: str, reason: str, hint: str) -> None:
@@ -346,7 +360,8 @@ class Preparation:
                 self.removed.write({"id": self.ids[self.survivors[i]], "kind": "unused", "reason": f"over data.max_examples={cfg.max_examples}"})
         used_idx = np.nonzero(use)[0]
         self.assign = np.full(n, -1, dtype=np.int8)  # -1 unused, -2 removed as leakage, else the split
-        self.assign[used_idx] = assign_splits([self.labels[i] for i in used_idx.tolist()], cfg.validation_fraction, cfg.test_fraction, self.seed)
+        labels = [self.label_tab.value(self.labels[i]) for i in used_idx.tolist()]
+        self.assign[used_idx] = assign_splits(labels, cfg.validation_fraction, cfg.test_fraction, self.seed)
         self.leak_removed = 0
         self.leakage: dict[str, Any] = {"checked": bool(dd.cross_split and self.sig_scopes), "found": 0, "action": dd.cross_split_action}
         if dd.cross_split and self.sig_scopes:
@@ -355,7 +370,7 @@ class Preparation:
 
     def _check_leakage(self) -> None:
         dd, assign = self.cfg.dedup, self.assign
-        surv = np.asarray(self.survivors, dtype=np.int64)
+        surv = np.frombuffer(self.survivors, dtype=np.int64) if len(self.survivors) else np.zeros(0, dtype=np.int64)
         train_rows = np.nonzero(assign == TRAIN)[0]
         held_rows = np.nonzero((assign == VALIDATION) | (assign == TEST))[0]
         leak = np.zeros(len(held_rows), dtype=bool)
@@ -458,10 +473,11 @@ class Preparation:
             raise RuntimeError(f"row accounting does not add up: {self.rows_read} read vs "
                                f"{self.kept}+{n_rej}+{n_dups}+{self.leak_removed}+{self.unused}")
         label_by_split: dict[str, dict[str, int]] = {}
-        if any(lbl is not None for lbl in self.labels):
+        if self.label_tab.values:
+            codes = np.frombuffer(self.labels, dtype=np.int32) if len(self.labels) else np.zeros(0, dtype=np.int32)
             for k, name in enumerate(SPLITS):
-                c = Counter(self.labels[i] for i in np.nonzero(self.assign == k)[0].tolist())
-                label_by_split[name] = {str(a): b for a, b in sorted(c.items(), key=lambda x: str(x[0]))}
+                c = Counter(codes[self.assign == k].tolist())
+                label_by_split[name] = {str(self.label_tab.value(a)): b for a, b in sorted(c.items(), key=lambda x: str(self.label_tab.value(x[0])))}
         return {
             "status": "failed" if self.failure else "ok",
             "failure": self.failure,
@@ -490,8 +506,8 @@ class Preparation:
             "leakage": self.leakage,
             "mix": self.mix_stats,
             "labels_by_split": label_by_split,
-            "consistency": self.checker.summary(),
-            "token_lengths": length_summary(self.token_lengths, self.max_seq_length) if self.counter else None,
+            "consistency": self.checker.summary(lambda i: self.ids[i]),
+            "token_lengths": length_summary(list(self.token_lengths), self.max_seq_length) if self.counter else None,
             "seconds": {k: round(v, 2) for k, v in self.timings.items()},
             "workers": self.workers,
         }
