@@ -9,10 +9,10 @@ Every input row ends up in exactly one place and ``stats.json`` counts them::
 ``rejected.jsonl`` holds each rejected row with its file, line, field, reason, hint and original
 text; ``removed.jsonl`` names each duplicate or leaking row and the row it duplicates.
 
-Streaming: rows are read one at a time and spooled to disk as canonical records; what stays in
-memory per row is a few integers (hashes, label index) plus the MinHash signature (4 bytes x
-``dedup.num_perm``) for near-duplicate detection. Only the split files are shuffled through
-bounded in-memory buckets. The stages themselves are in :mod:`tunesmith.data.stages`.
+Streaming: rows are read one at a time and spooled to disk as canonical records; MinHash
+signatures go to a memory-mapped file; what stays in memory per row is a few bytes in compact
+arrays (id, hashes, label code). Only the split files are shuffled through bounded in-memory
+buckets. The stages themselves are in :mod:`tunesmith.data.stages`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The stages of one preparation, run in order by :meth:`Preparation.run` into a folder.
 
-1. ``read``: stream every input row through validation, PII and hashing (:mod:`.rowproc`); drop
-   exact duplicates; spool the records to disk; keep MinHash signatures.
+1. ``read``: stream every input row through validation, PII and hashing (:mod:`.rowproc`); spool
+   the records and their MinHash signatures to disk; then mark exact duplicates (sorted hashes).
 2. ``remove_near_duplicates``: cluster the signatures (:mod:`.dedup`).
 3. ``check``: token lengths (reject/truncate) and answer consistency, second pass over the spool.
 4. ``split``: ``max_examples``, seeded stratified splits, leakage of held-out rows into train.
