@@ -86,6 +86,11 @@ def test_mixing_ratio_marker_and_no_leak_into_eval(tmp_path):
     data = prepare(p, mix={"ratio": 0.5, "source": str(own)})
     g = [r for r in data.train if r.get("source") == "general"]
     assert len(g) == 30 and data.stats["mix"]["shortfall"] == 370  # asked for 400, the file has 30: reported
+    # general rows get PII redaction like task rows
+    write_lines(own, [{"prompt": f"mail me at g{i}@x.org", "completion": "ok"} for i in range(5)])
+    data = prepare(p, mix={"ratio": 0.5, "source": str(own)})
+    g = [r for r in data.train if r.get("source") == "general"]
+    assert data.stats["mix"]["pii_found"] == 5 and all(r["messages"][0]["content"] == "mail me at <EMAIL>" for r in g)
 
 
 def test_length_check_with_the_real_tokenizer(tmp_path, tokenizer):
@@ -106,6 +111,12 @@ def test_length_check_with_the_real_tokenizer(tmp_path, tokenizer):
     assert tl["count"] == 6 and tl["max"] <= 256 and sum(tl["histogram"]["counts"]) == 6
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Token lengths" in html and "<svg" in html
+    # general rows over the limit are dropped from the mixing pool and counted
+    own = write_lines(tmp_path / "g.jsonl", [{"prompt": "hi", "completion": "hello"}, {"prompt": long_input, "completion": "x"}])
+    mix_cfg = DataConfig(train_file=str(p), validation_fraction=0, test_fraction=0, report=False, max_rejected_fraction=0.5,
+                         mix={"ratio": 0.5, "source": str(own)})
+    mixed = prepare_data(mix_cfg, None, None, seed=0, base_dir=tmp_path, tokenizer=tokenizer, max_seq_length=256, truncation="reject")
+    assert mixed.stats["mix"]["too_long_dropped"] == 1 and mixed.stats["general_train_examples"] == 1
     # truncate: the example is kept, cut at the start of the prompt, and counted
     data = prepare_data(cfg, None, None, seed=0, base_dir=tmp_path, tokenizer=tokenizer, max_seq_length=256, truncation="truncate")
     assert data.stats["truncated"] == 1 and data.stats["rejected"] == 0

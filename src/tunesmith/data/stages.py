@@ -412,6 +412,8 @@ class Preparation:
         from tunesmith.data.mix import general_count, load_general, sample_general
 
         pool, bad = load_general(cfg.mix.source, self.base_dir, cfg.mix.format, cfg.system_prompt)
+        pool, too_long, pii_found = self._clean_general(pool)
+        self.mix_stats.update(too_long_dropped=too_long, pii_found=pii_found)
         n_task = self.split_counts["train"]
         self.general_train, general_eval, s = sample_general(pool, general_count(n_task, cfg.mix.ratio), cfg.mix.eval_fraction, self.seed)
         self.mix_stats.update(s, source=cfg.mix.source, unreadable_rows=bad)
@@ -419,6 +421,24 @@ class Preparation:
         if general_eval:
             with open(self.out / "general_eval.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in general_eval)
+
+    def _clean_general(self, pool: list[Record]) -> tuple[list[Record], int, int]:
+        """General rows get the same PII treatment and length limit as task rows (they are not input
+        rows, so the ones that do not fit are dropped from the pool and counted, not rejected)."""
+        pii_found = 0
+        if self.cfg.pii.mode != "off":
+            from tunesmith.data.pii import PiiScanner
+
+            scanner = PiiScanner(self.cfg.pii.types, phone_region=self.cfg.pii.phone_region)
+            for r in pool:
+                pii_found += scanner.apply(r, redact=self.cfg.pii.mode == "redact")
+        if self.counter is None:
+            return pool, 0, pii_found
+        kept: list[Record] = []
+        for start in range(0, len(pool), LENGTH_BATCH):
+            batch = pool[start : start + LENGTH_BATCH]
+            kept += [r for r, n in zip(batch, self.counter.count(batch), strict=True) if n <= self.max_seq_length]
+        return kept, len(pool) - len(kept), pii_found
 
     # ---- 6. write -----------------------------------------------------------------------------------
 
