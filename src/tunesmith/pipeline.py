@@ -28,26 +28,65 @@ def _start(cfg: RunConfig) -> None:
 
 
 def run_data(cfg: RunConfig) -> PreparedData:
+    from tunesmith.data.report import print_summary
+    from tunesmith.errors import DataError
+
     _start(cfg)
-    path = cfg.resolve_path(cfg.data.train_file)
-    if path is None:
-        raise ConfigError("data.train_file is not set", hint="point it at your JSONL file")
-    prepared = prepare_data(cfg.data, path, cfg.run_dir / "data", seed=cfg.seed)
-    s = prepared.stats
-    console.print(
-        f"[bold]data[/]: {s['rows_read']} rows read, {s['kept']} kept, {s['rejected']} rejected -> "
-        f"train {s['train_examples']}, validation {s['validation_examples']}, test {s['test_examples']}"
-        f"  ({cfg.run_dir / 'data'})"
-    )
-    if s["rejected"]:
-        console.print(f"  rejected rows with line numbers and reasons: {cfg.run_dir / 'data' / 'rejected.jsonl'}")
+    if not cfg.data.train_file and not cfg.data.files:
+        raise ConfigError("data.train_file is not set", hint="point it at your data file (or list files under data.files)")
+    tokenizer = None
+    if cfg.data.check_length:
+        from tunesmith.models import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.model)
+    data_dir = cfg.run_dir / "data"
+    try:
+        prepared = prepare_data(
+            cfg.data,
+            None,
+            data_dir,
+            seed=cfg.seed,
+            base_dir=cfg.resolve_path("."),
+            tokenizer=tokenizer,
+            max_seq_length=cfg.train.max_seq_length,
+            truncation=cfg.train.truncation,
+            fingerprint_extra={"model": cfg.model.name_or_path, "revision": cfg.model.revision},
+        )
+    except DataError:
+        stats_path = data_dir / "stats.json"
+        if stats_path.is_file():
+            import json
+
+            print_summary(json.loads(stats_path.read_text()), data_dir, console)
+        raise
+    print_summary(prepared.stats, data_dir, console)
+    if prepared.stats["rejected"]:
+        console.print(f"  rejected rows with line numbers and reasons: {data_dir / 'rejected.jsonl'}")
+    console.print(f"  report: {data_dir / 'report.md'} and report.html")
     return prepared
 
 
 def _prepared(cfg: RunConfig) -> PreparedData:
+    """The prepared data of this run; prepared again when missing, failed or made from another
+    config/input (stats.json keeps a fingerprint of both)."""
+    import json
+
+    from tunesmith.data.prepare import fingerprint, resolve_inputs
+    from tunesmith.errors import TunesmithError
+
     data_dir = cfg.run_dir / "data"
-    if (data_dir / "train.jsonl").is_file():
-        return load_prepared(data_dir)
+    stats_path = data_dir / "stats.json"
+    if (data_dir / "train.jsonl").is_file() and stats_path.is_file():
+        try:
+            stats = json.loads(stats_path.read_text())
+            inputs = resolve_inputs(cfg.data, cfg.resolve_path("."))
+            # the same settings prepare_data fingerprints (see run_data)
+            extra = {"seed": cfg.seed, "max_seq_length": cfg.train.max_seq_length, "truncation": cfg.train.truncation,
+                     "model": cfg.model.name_or_path, "revision": cfg.model.revision}
+            if stats.get("status") == "ok" and stats.get("fingerprint") == fingerprint(cfg.data, inputs, extra):
+                return load_prepared(data_dir)
+        except (OSError, ValueError, TunesmithError):
+            pass
     return run_data(cfg)
 
 

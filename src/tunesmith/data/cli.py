@@ -15,7 +15,10 @@ def prepare(
     config: Annotated[Path, typer.Argument(help="Run config YAML file.", show_default=False)],
     overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides.", show_default=False)] = None,
 ) -> None:
-    """Read and validate the input file, quarantine bad rows to rejected.jsonl, split train/validation/test."""
+    """Read every input file (alpaca, OpenAI chat, ShareGPT, prompt/completion, raw text; JSONL/JSON/CSV/Parquet, gzip'd too),
+    validate each row, redact PII, remove exact and near duplicates, check token lengths and answer consistency,
+    split train/validation/test (stratified, seeded), check leakage, mix general data, and write the prepared folder
+    with rejected.jsonl, removed.jsonl, stats.json and report.md/html. See docs/data.md."""
     from tunesmith.config import load_config
     from tunesmith.pipeline import run_data
 

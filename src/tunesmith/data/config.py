@@ -1,17 +1,92 @@
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from tunesmith.schema import Section
 
+FORMATS = ("auto", "mixed", "alpaca", "openai", "sharegpt", "completion", "text")
+# auto: the file's format is detected from its first rows and every row must have it;
+# mixed: detected row by row (for files that mix formats on purpose)
+FormatName = Literal["auto", "mixed", "alpaca", "openai", "sharegpt", "completion", "text"]
+ContainerName = Literal["auto", "jsonl", "json", "csv", "parquet"]
+
+
+class InputFile(Section):
+    """One input file; several may be listed under ``data.files``."""
+
+    path: str = Field(description="File path (.jsonl/.json/.csv/.parquet, optionally .gz); relative to the config file.")
+    format: FormatName = Field("auto", description="Row format; auto detects it from the file's first rows, mixed row by row.")
+    container: ContainerName = Field("auto", description="File type; auto uses the extension.")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rename keys before reading: {canonical_key: key_in_your_file}, e.g. {instruction: question, output: answer}.",
+    )
+
+
+class DedupConfig(Section):
+    """Exact (normalised-text hash) and near-duplicate (MinHash/LSH) removal; first occurrence wins."""
+
+    exact: bool = True
+    near: bool = True
+    threshold: float = Field(0.85, gt=0.0, le=1.0, description="Estimated Jaccard similarity of word shingles at which two texts are near-duplicates.")
+    exact_scope: list[Literal["example", "prompt"]] = Field(
+        default_factory=lambda: ["example", "prompt"],
+        description="What exact dedup compares: the whole example and/or only the prompt side (same prompt = conflicting answers).",
+    )
+    near_scope: list[Literal["example", "prompt"]] = Field(
+        default_factory=lambda: ["example"], description="What near dedup compares (prompt side is aggressive on templated data)."
+    )
+    num_perm: int = Field(64, ge=16, le=512, description="MinHash permutations.")
+    shingle: int = Field(3, ge=1, le=10, description="Words per shingle.")
+    cross_split: bool = Field(True, description="Check that no test/validation example has a near-duplicate in train (leakage).")
+    cross_split_action: Literal["remove", "report"] = Field(
+        "remove", description="remove: drop leaking test/validation examples (counted); report: only count them."
+    )
+
+
+class PiiConfig(Section):
+    """Find personal data and secrets; replace them with typed placeholders such as <EMAIL>."""
+
+    mode: Literal["redact", "report", "off"] = Field("redact", description="redact: replace; report: count only; off: skip.")
+    types: list[str] = Field(
+        default_factory=lambda: ["EMAIL", "PHONE", "CREDIT_CARD", "SSN", "IBAN", "IP_ADDRESS", "SECRET", "PERSON"],
+        description="Which kinds to look for.",
+    )
+    phone_region: str = Field("US", description="Default region for phone numbers written without +country code.")
+
+
+class ConsistencyConfig(Section):
+    label_field: str | None = Field(
+        None, description="Input key with a class label (defaults to stratify_field); its set and distribution are reported."
+    )
+    json_schema: dict[str, Any] | str | None = Field(
+        None, description="JSON Schema (inline, or a path to a .json file) the assistant answers must satisfy."
+    )
+    json_schema_action: Literal["report", "reject"] = Field("report", description="What to do with answers failing the schema.")
+
+
+class MixConfig(Section):
+    """Add general instruction data to train against catastrophic forgetting (never to validation/test)."""
+
+    ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of the final train split that is general data (0 = off).")
+    source: str = Field(
+        "chatterbot", description="'chatterbot' (the bundled English chatterbot-corpus pairs) or a path to your own file."
+    )
+    format: FormatName = "auto"
+    eval_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of the general examples kept apart in general_eval.jsonl (never in test)."
+    )
+
 
 class DataConfig(Section):
-    """Where the examples come from and how they are split."""
+    """Where the examples come from, how they are checked, cleaned, split and mixed."""
 
-    train_file: str | None = Field(None, description="Input file (JSONL); relative paths are relative to the config file.")
-    format: Literal["auto", "alpaca"] = Field("auto", description="Input format; auto detects it from the keys.")
+    train_file: str | None = Field(None, description="Input file; relative paths are relative to the config file.")
+    files: list[InputFile] = Field(default_factory=list, description="More input files (each with its own format/columns).")
+    format: FormatName = Field("auto", description="Row format of train_file; auto detects it from the first rows, mixed row by row.")
+    columns: dict[str, str] = Field(default_factory=dict, description="Key mapping for train_file: {canonical_key: your_key}.")
     system_prompt: str | None = Field(None, description="System message added to every example that has none.")
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
@@ -19,6 +94,22 @@ class DataConfig(Section):
         None, description="Key of each input row holding a label; splits keep each label's share."
     )
     max_examples: int | None = Field(None, gt=0, description="Use at most this many rows (after shuffling).")
+    max_rejected_fraction: float = Field(
+        0.1, ge=0.0, le=1.0, description="Fail the run when more than this share of input rows is rejected."
+    )
+    max_line_bytes: int = Field(1_000_000, gt=0, description="Rows longer than this (bytes) are rejected.")
+    fix_encoding: bool = Field(
+        True, description="Remove a UTF-8 byte-order mark and convert Windows line endings (reported as warnings); false rejects those rows."
+    )
+    workers: int | None = Field(
+        None, ge=1, le=64, description="Processes for reading/validating/PII/hashing; default: 1 for inputs under 64 MB, else one per core (max 4)."
+    )
+    check_length: bool = Field(True, description="Count tokens with the model's tokenizer and chat template.")
+    report: bool = Field(True, description="Write report.md and report.html next to the prepared files.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
@@ -28,3 +119,10 @@ class DataConfig(Section):
                 "must be below 1, or nothing is left to train on"
             )
         return self
+
+    def inputs(self) -> list[InputFile]:
+        """train_file (with the top-level format/columns) followed by ``files``."""
+        out = []
+        if self.train_file:
+            out.append(InputFile(path=self.train_file, format=self.format, columns=self.columns))
+        return out + list(self.files)
