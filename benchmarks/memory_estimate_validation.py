@@ -52,11 +52,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # name -> LlamaConfig overrides; vocab 49152 = the SmolLM2 tokenizer every tiny model shares
 MODELS = {
-    "tiny-s": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=688),
-    "tiny-m": dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4, intermediate_size=1376),
+    "tiny-s": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 688},
+    "tiny-m": {"hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 4, "intermediate_size": 1376},
     "smollm2-135m": None,
     # calibration only (not validated): so small that the measured peak is mostly framework overhead
-    "calib": dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128),  # the embedded SmolLM2-135M-Instruct config (random weights: same memory)
+    "calib": {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128},  # the embedded SmolLM2-135M-Instruct config (random weights: same memory)
 }
 
 CALIBRATION = ("calib", "full", 1, 32)
@@ -83,10 +83,10 @@ def _status_kb(field: str) -> int:
 
 
 def model_config_dict(name: str) -> dict:
-    base = dict(
-        vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True, model_type="llama",
-        architectures=["LlamaForCausalLM"], rms_norm_eps=1e-5, hidden_act="silu",
-    )
+    base = {
+        "vocab_size": 49152, "max_position_embeddings": 2048, "tie_word_embeddings": True, "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"], "rms_norm_eps": 1e-5, "hidden_act": "silu",
+    }
     if MODELS[name] is None:
         from tunesmith.models.embedded import materialise
 
@@ -112,9 +112,9 @@ def save_checkpoint(name: str, folder: Path) -> Path:
 def worker(spec: dict) -> dict:
     import gc
 
+    import peft  # noqa: F401
     import torch
     import transformers  # noqa: F401
-    import peft  # noqa: F401
 
     if spec["method"] == "qlora":
         import bitsandbytes  # noqa: F401
@@ -174,7 +174,7 @@ def measure(ckpt: Path, method: str, batch: int, seq_len: int, *, neutral: bool)
     env.pop("MALLOC_MMAP_THRESHOLD_", None)
     if neutral:
         env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         print(proc.stdout, proc.stderr[-4000:], file=sys.stderr)

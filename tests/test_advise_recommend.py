@@ -15,7 +15,7 @@ from tunesmith.advise.hardware import load_gpu_catalog
 from tunesmith.advise.recommend import advise, plan_options
 
 LABELS = ["billing", "bug", "account", "feature_request"]
-WORDS = "invoice charged twice login password crash app error refund export csv dark mode slow page upgrade plan".split()
+WORDS = ["invoice", "charged", "twice", "login", "password", "crash", "app", "error", "refund", "export", "csv", "dark", "mode", "slow", "page", "upgrade", "plan"]
 
 
 def write_tickets(path: Path, n: int, *, duplicates: int = 0, weights=(1, 1, 1, 1), seed: int = 0) -> Path:

@@ -129,10 +129,11 @@ def _count_tokens(records: list[Record], tokenizer: Any | None) -> tuple[list[in
             msgs = [{"role": m["role"], "content": m["content"]} for m in r["messages"]]
             try:
                 text = tokenizer.apply_chat_template(msgs, tokenize=False)
-            except Exception:  # no chat template: plain concatenation
+            except (ValueError, TypeError, KeyError):  # no chat template: plain concatenation
                 text = "\n".join(m["content"] for m in msgs)
             lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
-        return lengths, f"tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__}"
+        name = Path(str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)).name
+        return lengths, f"tokenizer {name}"
     # ~4 characters per token for English text, plus a few template tokens per message
     return [sum(math.ceil(len(m["content"]) / 4) + 4 for m in r["messages"]) for r in records], "approx. 4 characters/token"
 

@@ -205,8 +205,8 @@ def estimate_memory(
         per_param = 0.5 + (1 / 64 + 4 / (64 * 256) if double_quant else 4 / 64)
         comps["weights"] = (
             int(q * per_param + (N - q) * c),
-            f"NF4 decoder linears ({per_param:.4f} B/param incl. block constants"
-            f"{', double-quantised' if double_quant else ''}); embeddings, head, norms in {dtype}",
+            (f"NF4 decoder linears ({per_param:.4f} B/param incl. block constants"
+            f"{', double-quantised' if double_quant else ''}); embeddings, head, norms in {dtype}"),
         )
     else:
         comps["weights"] = (c * N, f"frozen base in {dtype}")

@@ -107,7 +107,13 @@ def _days(d: float) -> str:
     return f"{d:.1f} days" if d < 60 else f"{d / DAYS_PER_MONTH:.1f} months"
 
 
+def _usd(x: float) -> str:
+    return "<$0.01" if 0 < x < 0.005 else f"${x:,.2f}"
+
+
 def _hours(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f} s"
     if s < 3600:
         return f"{s / 60:.0f} min"
     return f"{s / 3600:.1f} h"
@@ -332,13 +338,13 @@ def advise(
             lead = "Method" if verdict in ("fine-tune", "both") else "If you fine-tune later, the method"
             reasons.append(
                 f"{lead}: {why}. It needs {_gib(p.memory.total_bytes)} on one {p.gpu.name} ({p.gpu.memory_gib:g} GiB){gc}{bs}, "
-                f"and takes ~{_hours(p.time.seconds)} for ${p.time.usd:,.2f} at {p.time.mfu:.0%} MFU."
+                f"and takes ~{_hours(p.time.seconds)} for {_usd(p.time.usd)} at {p.time.mfu:.0%} MFU."
             )
             others = [o for o in options if o is not p]
             for o in others:
                 if o.fits:
                     reasons.append(f"Alternative: {o.method.upper()} on {o.gpu.name} needs {_gib(o.memory.total_bytes)}, "
-                                   f"~{_hours(o.time.seconds)}, ${o.time.usd:,.2f}.")
+                                   f"~{_hours(o.time.seconds)}, {_usd(o.time.usd)}.")
                 else:
                     reasons.append(f"{o.method.upper()} does not fit: it needs {_gib(o.memory.total_bytes)} even at batch 1 with "
                                    f"checkpointing, more than a {o.gpu.name} ({o.gpu.memory_gib:g} GiB).")
@@ -363,7 +369,7 @@ def advise(
                     reasons.append(
                         f"Break-even: {_fmt_int(be.monthly_tokens)} tokens/month cost ${be.api_monthly_usd:,.2f} on the API at "
                         f"${be.api_usd_per_m:g}/M and ${be.serve_monthly_usd:,.2f} served as a fine-tune ({be.serve_basis}); "
-                        f"the ${be.one_off_usd:,.2f} of training and evaluation pays for itself in {_days(be.days)}."
+                        f"the {_usd(be.one_off_usd)} of training and evaluation pays for itself in {_days(be.days)}."
                     )
                 else:
                     reasons.append(
@@ -392,4 +398,4 @@ def serving_gpu(arch: Architecture, gpus: dict[str, GPU]) -> GPU:
     return min(fitting, key=lambda g: g.usd_per_hour)
 
 
-__all__ = ["Advice", "MethodOption", "advise", "plan_options", "choose_plan", "serving_gpu", "DEFAULT_MFU", "VERDICTS"]
+__all__ = ["DEFAULT_MFU", "VERDICTS", "Advice", "MethodOption", "advise", "choose_plan", "plan_options", "serving_gpu"]

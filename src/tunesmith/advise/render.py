@@ -43,7 +43,7 @@ def options_table(advice: Advice) -> Table:
         t.add_row(
             f"{mark}{o.method}{extra}", f"{o.memory.trainable_params / 1e6:,.1f}M ({o.memory.trainable_fraction:.2%})",
             _gib(o.memory.total_bytes), f"{o.gpu.name} ({o.gpu.memory_gib:g} GiB)", "yes" if o.fits else "[red]no[/]",
-            f"{o.time.hours:.2f} h", f"${o.time.usd:,.2f}",
+            f"{o.time.hours:.2f} h", "<$0.01" if 0 < o.time.usd < 0.005 else f"${o.time.usd:,.2f}",
         )
     return t
 
