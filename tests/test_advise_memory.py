@@ -192,6 +192,15 @@ def test_breakdown_sums_to_total_and_fits_boundary():
     assert not fits(est, est.total_bytes, headroom=0.1)
 
 
+def test_accepts_torch_dtype_and_device_objects():
+    import torch
+
+    arch = llama("smollm2-135m")
+    a = estimate_memory(arch, method="lora", dtype=torch.float32, device=torch.device("cpu"))
+    b = estimate_memory(arch, method="lora", dtype="float32", device="cpu")
+    assert a.total_bytes == b.total_bytes and a.dtype == "float32" and a.device == "cpu"
+
+
 def test_bad_inputs_are_user_errors():
     arch = llama("llama-3.1-8b")
     with pytest.raises(TunesmithError, match="unknown method"):

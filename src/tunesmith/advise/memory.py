@@ -8,7 +8,7 @@ API (also used by the training pre-flight check)::
         method: "full" | "lora" | "dora" | "qlora" = "lora",
         batch_size: int = 4,                # rows per micro-batch
         seq_len: int = 1024,                # tokens per row (packed rows are full)
-        dtype: "float32" | "bfloat16" | "float16" = "bfloat16",   # compute dtype (and frozen-weight dtype)
+        dtype: "float32" | "bfloat16" | "float16" | torch.dtype = "bfloat16",  # compute (and frozen-weight) dtype
         optimizer: "adamw" | "adamw_8bit" | "sgd" = "adamw",
         gradient_checkpointing: bool = False,
         lora_r: int = 16,
@@ -16,7 +16,7 @@ API (also used by the training pre-flight check)::
         lora_dropout: float = 0.05,
         double_quant: bool = True,          # QLoRA: NF4 with double-quantised block constants
         attention: "sdpa" | "eager" = "sdpa",
-        device: "cuda" | "cpu" = "cuda",
+        device: "cuda" | "cpu" | torch.device = "cuda",
     ) -> MemoryEstimate                    # .total_bytes, .components, .peak_phase, .trainable_params
 
     fits(estimate: MemoryEstimate, device_bytes: int, *, headroom: float = 0.0) -> bool
@@ -178,7 +178,12 @@ def estimate_memory(
     attention: str = "sdpa",
     device: str = "cuda",
 ) -> MemoryEstimate:
-    """Estimate peak training memory; see the module docstring for every term."""
+    """Estimate peak training memory; see the module docstring for every term.
+
+    ``dtype`` and ``device`` also accept ``torch.dtype`` / ``torch.device`` objects.
+    """
+    dtype = str(dtype).removeprefix("torch.")
+    device = str(getattr(device, "type", device))
     _check(method, dtype, optimizer, attention, device, batch_size, seq_len)
     targets = DEFAULT_LORA_TARGETS if lora_targets is None else lora_targets
     c = DTYPE_BYTES[dtype]
