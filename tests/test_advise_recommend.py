@@ -157,3 +157,11 @@ def test_no_saving_never_breaks_even(gpus):
                arch=Architecture.from_catalog("llama-3.1-8b"), gpus=gpus)
     assert a.breakeven is not None and a.breakeven.days is None
     assert any("never at this volume" in r for r in a.reasons)
+
+
+def test_no_signal_and_no_saving_falls_back_to_prompt_engineering(gpus):
+    a = advise(AdviseConfig(examples=1000, monthly_inference_tokens=1e6, api_price_per_m=0.5),
+               arch=Architecture.from_catalog("llama-3.1-8b"), gpus=gpus)
+    assert a.verdict == "prompt-engineer-first"
+    assert any("rests on the data count alone" in r for r in a.reasons)
+    assert any("nothing argues for fine-tuning yet" in r for r in a.reasons)

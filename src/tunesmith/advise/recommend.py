@@ -288,6 +288,9 @@ def advise(
         verdict = "both" if rag else "fine-tune"
         if ft:
             reasons.append(f"Fine-tune: {'; '.join(ft)}.")
+        else:
+            reasons.append("Nothing says the task is narrow, the format consistent or the volume high (answer --narrow/--broad, "
+                           "give --data or --monthly-tokens): the verdict rests on the data count alone.")
         if a.prompt_engineering_tried is None:
             reasons.append("Check first that prompt engineering (few-shot, chain-of-thought, structured output) "
                            "falls short: it is the baseline the fine-tune must beat.")
@@ -378,6 +381,8 @@ def advise(
                     )
                     if verdict == "fine-tune" and not (a.narrow_task or consistent or a.latency_sensitive):
                         advice.verdict = "prompt-engineer-first"
+                        reasons.append("With no narrow task, consistent format or latency need, and no saving, nothing argues "
+                                       "for fine-tuning yet: prompt-engineer first.")
     advice.assumptions = assumptions
     return advice
 
