@@ -95,3 +95,12 @@ def test_interactive_prompts_fill_the_missing_answers():
     assert r.exit_code == 0, r.output
     assert "How many high-quality examples" in r.output
     assert "(verdict: fine-tune)" in r.output and "1,200 examples meet the 500 minimum" in r.output
+
+
+def test_misspelt_advise_key_is_named_with_a_suggestion(tmp_path):
+    from tunesmith.errors import ConfigError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("advise:\n  examplez: 3\n")
+    with pytest.raises(ConfigError, match=r"advise.examplez: unknown key \(did you mean 'examples'\?\)"):
+        load_config(bad)

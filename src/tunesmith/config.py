@@ -33,7 +33,7 @@ class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    advise: AdviseConfig | None = Field(None, description="Answers for `tunesmith advise` (optional).")
+    advise: AdviseConfig = Field(default_factory=AdviseConfig, description="Answers for `tunesmith advise` (optional).")
 
     # Not part of the YAML: the folder relative paths are resolved against.
     base_dir: str = Field(".", exclude=True, description="(internal) folder of the config file")

@@ -98,7 +98,7 @@ def advise(
     from tunesmith.config import format_validation_error, load_config
 
     cfg = load_config(config)
-    base = cfg.advise.model_dump(exclude_unset=True) if getattr(cfg, "advise", None) is not None else {}
+    base = cfg.advise.model_dump(exclude_unset=True)
     flags = _flags_to_answers(
         model=model, gpu=gpu, num_gpus=num_gpus, examples=examples, data_kind=kind,
         prompt_engineering_tried=prompt_engineering, narrow_task=narrow, consistent_format=consistent_format,
