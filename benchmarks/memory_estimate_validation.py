@@ -7,9 +7,12 @@ For each configuration a fresh subprocess (``--worker``) does:
 2. load the model from a saved safetensors checkpoint with ``from_pretrained`` (fp32, or 4-bit NF4
    with double quantisation for QLoRA), wrap it with peft LoRA (r=16, alpha=32, dropout 0.05 on
    q/k/v/o) unless the method is full, then ``gc.collect()``;
-3. resets the kernel's peak-RSS counter (``echo 5 > /proc/self/clear_refs``), so the transient
-   peak of *loading* (file pages, de-serialisation buffers) is excluded: the estimator models the
-   steady training peak, not the loader;
+3. pages out the checkpoint file's mappings (``madvise(MADV_PAGEOUT)``) and resets the kernel's
+   peak-RSS counter (``echo 5 > /proc/self/clear_refs``), so what *loading* leaves behind does not
+   count: transformers keeps the safetensors file memory-mapped after loading, and for QLoRA the
+   fp32 pages it read to quantise stay resident as clean, reclaimable page cache (~400 MiB for
+   SmolLM2-135M) that training never touches again. Weights that do live in the mapping (full and
+   LoRA models are views of it) fault back in when training touches them and are counted then;
 4. runs 3 training steps (forward + backward + AdamW step, ``zero_grad(set_to_none=True)``) on
    random token ids of the configured batch x length, causal attention without a padding mask
    (SDPA), no gradient checkpointing, fp32;
@@ -109,6 +112,23 @@ def save_checkpoint(name: str, folder: Path) -> Path:
     return target
 
 
+def page_out(path_prefix: str) -> int:
+    """Ask the kernel to drop the resident pages of every mapping of files under ``path_prefix``."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madv_pageout = 21  # Linux >= 5.4; clean file pages are dropped, anonymous ones kept (no swap)
+    total = 0
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[5].startswith(path_prefix):
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            if libc.madvise(start, end - start, madv_pageout) == 0:
+                total += end - start
+    return total
+
+
 def worker(spec: dict) -> dict:
     import gc
 
@@ -142,6 +162,7 @@ def worker(spec: dict) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     gc.collect()
+    page_out(spec["checkpoint"])
     loaded_kb = _status_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
 
