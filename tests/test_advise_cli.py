@@ -104,3 +104,13 @@ def test_misspelt_advise_key_is_named_with_a_suggestion(tmp_path):
     bad.write_text("advise:\n  examplez: 3\n")
     with pytest.raises(ConfigError, match=r"advise.examplez: unknown key \(did you mean 'examples'\?\)"):
         load_config(bad)
+
+
+def test_unknown_config_model_still_advises_without_estimates(tmp_path):
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump({"model": {"name_or_path": "some-org/unknown-model"}}))
+    r = invoke("-c", str(cfg_path), "--examples", "300", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["verdict"] == "not-yet" and d["options"] == [] and "plan" not in d
+    assert any("not estimated: unknown model architecture 'some-org/unknown-model'" in x for x in d["reasons"])

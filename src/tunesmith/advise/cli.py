@@ -138,12 +138,20 @@ def advise(
     if answers.gpu:
         get_gpu(answers.gpu, gpus)  # unknown name -> error with the known ones
     arch_spec = answers.model or cfg.model.name_or_path
-    arch = Architecture.resolve(arch_spec)
+    try:
+        arch = Architecture.resolve(arch_spec)
+    except TunesmithError as err:
+        if answers.model:  # asked for explicitly: a typo deserves an error
+            raise
+        arch, unresolved = None, err.message
+    else:
+        unresolved = None
 
     facts = None
     field = stratify_field or cfg.data.stratify_field
     if data_path is not None:
-        facts = measure_dataset(data_path, tokenizer=_tokenizer_for(arch_spec, cfg), stratify_field=field)
+        tokenizer = _tokenizer_for(arch_spec, cfg) if arch is not None else None
+        facts = measure_dataset(data_path, tokenizer=tokenizer, stratify_field=field)
 
     seq_len = recommended_seq_len(facts, cfg.train.max_seq_length)
     advice = make_advice(
@@ -151,6 +159,9 @@ def advise(
         epochs=cfg.train.epochs, lora_r=cfg.train.lora.r, lora_targets=cfg.train.lora.target_modules,
         eval_fraction=cfg.data.test_fraction, eval_new_tokens=cfg.eval.max_new_tokens,
     )
+    if unresolved:
+        advice.reasons.append(f"Memory, time and cost are not estimated: {unresolved}. Pass --model with a catalogue "
+                              "architecture (tunesmith advise --list-models) or a folder holding the model's config.json.")
     if as_json:
         typer.echo(json.dumps(advice_to_dict(advice), indent=2))
     else:
