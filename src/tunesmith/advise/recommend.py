@@ -335,7 +335,7 @@ def advise(
                 "full": f"full fine-tuning (domain adaptation with {_fmt_int(examples or 0)} examples benefits from updating every weight)",
                 "lora": f"LoRA (trains {p.memory.trainable_fraction:.2%} of {arch.name}'s {arch.total_params / 1e9:.2f}B parameters; "
                         "close to full fine-tuning in quality for a fraction of the memory)",
-                "qlora": f"QLoRA (the base in 4-bit NF4 so {arch.name} fits a {p.gpu.memory_gib:g} GiB GPU; "
+                "qlora": f"QLoRA (the base in 4-bit NF4 so {arch.name} fits one {p.gpu.name}; "
                          f"trains {p.memory.trainable_fraction:.2%} of the parameters)",
             }[p.method]
             lead = "Method" if verdict in ("fine-tune", "both") else "If you fine-tune later, the method"
@@ -350,7 +350,7 @@ def advise(
                                    f"~{_hours(o.time.seconds)}, {_usd(o.time.usd)}.")
                 else:
                     reasons.append(f"{o.method.upper()} does not fit: it needs {_gib(o.memory.total_bytes)} even at batch 1 with "
-                                   f"checkpointing, more than a {o.gpu.name} ({o.gpu.memory_gib:g} GiB).")
+                                   f"checkpointing, more than one {o.gpu.name} has ({o.gpu.memory_gib:g} GiB).")
             n_eval = max(1, int(n_examples * eval_fraction))
             advice.eval_seconds = estimate_eval_seconds(arch, p.gpu, examples=n_eval, prompt_tokens=tokens_per_example,
                                                         new_tokens=eval_new_tokens)
