@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from tunesmith.advise.config import AdviseConfig
 from tunesmith.data.config import DataConfig
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate.config import EvalConfig
@@ -32,6 +33,7 @@ class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    advise: AdviseConfig = Field(default_factory=AdviseConfig, description="Answers for `tunesmith advise` (optional).")
 
     # Not part of the YAML: the folder relative paths are resolved against.
     base_dir: str = Field(".", exclude=True, description="(internal) folder of the config file")

@@ -1,0 +1,184 @@
+"""Dataset facts measured for the recommendation: count after dedup, format consistency, label
+balance, token lengths.
+
+Accepts a raw JSONL input file (any format `tunesmith data` reads, or rows that already hold
+``messages``) or a prepared-data folder (train/validation/test.jsonl).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunesmith.data.records import Record
+from tunesmith.errors import DataError
+
+LABEL_MAX_WORDS = 4
+LABEL_MAX_CHARS = 40
+
+
+@dataclass
+class DatasetFacts:
+    source: str
+    rows: int
+    rejected: int
+    unique: int
+    answer_shapes: dict[str, int]
+    dominant_shape: str
+    format_consistency: float  # share of answers with the dominant shape
+    labels: dict[str, int] | None
+    label_source: str | None
+    token_counter: str
+    token_mean: float
+    token_p50: int
+    token_p95: int
+    token_max: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def duplicates(self) -> int:
+        return self.rows - self.unique
+
+    @property
+    def imbalance(self) -> float | None:
+        """Largest label count / smallest (1.0 = balanced)."""
+        if not self.labels or len(self.labels) < 2:
+            return None
+        return max(self.labels.values()) / min(self.labels.values())
+
+    @property
+    def majority_share(self) -> float | None:
+        if not self.labels:
+            return None
+        return max(self.labels.values()) / sum(self.labels.values())
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def answer_shape(text: str) -> str:
+    """json | label (one line, <= 4 words) | line (one longer line) | multiline."""
+    t = text.strip()
+    if t[:1] in "{[":
+        try:
+            json.loads(t)
+            return "json"
+        except ValueError:
+            pass
+    if "\n" in t:
+        return "multiline"
+    if len(t.split()) <= LABEL_MAX_WORDS and len(t) <= LABEL_MAX_CHARS:
+        return "label"
+    return "line"
+
+
+def _last_answer(record: Record) -> str:
+    return next((m["content"] for m in reversed(record["messages"]) if m["role"] == "assistant"), "")
+
+
+def read_any(path: Path, *, stratify_field: str | None = None) -> tuple[list[Record], int]:
+    """Records and the number of rejected rows from a JSONL file or a prepared-data folder."""
+    if path.is_dir():
+        from tunesmith.data.prepare import load_prepared
+
+        prepared = load_prepared(path)
+        return prepared.train + prepared.validation + prepared.test, int(prepared.stats.get("rejected", 0))
+    if not path.is_file():
+        raise DataError(f"dataset {path} does not exist", hint="give a JSONL file or a prepared data folder (runs/<name>/data)")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = next((ln for ln in f if ln.strip()), "")
+    try:
+        head = json.loads(first) if first else {}
+    except json.JSONDecodeError:
+        head = {}
+    if isinstance(head, dict) and isinstance(head.get("messages"), list):
+        records, rejected = [], 0
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    msgs = row["messages"]
+                    if not any(m.get("role") == "assistant" for m in msgs):
+                        raise ValueError("no assistant turn")
+                    rec: Record = {"messages": msgs}
+                    if stratify_field and isinstance(row.get(stratify_field), str):
+                        rec["label"] = row[stratify_field]
+                    records.append(rec)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    rejected += 1
+        return records, rejected
+    from tunesmith.data.config import DataConfig
+    from tunesmith.data.prepare import read_records
+
+    records, rejected_rows = read_records(path, DataConfig(stratify_field=stratify_field))
+    return records, len(rejected_rows)
+
+
+def _count_tokens(records: list[Record], tokenizer: Any | None) -> tuple[list[int], str]:
+    if tokenizer is not None:
+        lengths = []
+        for r in records:
+            msgs = [{"role": m["role"], "content": m["content"]} for m in r["messages"]]
+            try:
+                text = tokenizer.apply_chat_template(msgs, tokenize=False)
+            except (ValueError, TypeError, KeyError):  # no chat template: plain concatenation
+                text = "\n".join(m["content"] for m in msgs)
+            lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        name = Path(str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)).name
+        return lengths, f"tokenizer {name}"
+    # ~4 characters per token for English text, plus a few template tokens per message
+    return [sum(math.ceil(len(m["content"]) / 4) + 4 for m in r["messages"]) for r in records], "approx. 4 characters/token"
+
+
+def _percentile(sorted_values: list[int], q: float) -> int:
+    if not sorted_values:
+        return 0
+    k = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def measure_dataset(path: str | Path, *, tokenizer: Any | None = None, stratify_field: str | None = None) -> DatasetFacts:
+    path = Path(path)
+    records, rejected = read_any(path, stratify_field=stratify_field)
+    if not records:
+        raise DataError(f"dataset {path} has no usable examples ({rejected} rejected)", hint="run `tunesmith data prepare` to see why")
+    seen: set[str] = set()
+    unique: list[Record] = []
+    for r in records:
+        key = "\x1f".join(f"{m['role']}:{_norm(m['content'])}" for m in r["messages"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    answers = [_last_answer(r) for r in unique]
+    shapes = Counter(answer_shape(a) for a in answers)
+    dominant, dom_n = shapes.most_common(1)[0]
+    notes = []
+    labels: dict[str, int] | None = None
+    label_source = None
+    given = [r.get("label") for r in unique if r.get("label") is not None]
+    if given:
+        labels = dict(Counter(given).most_common())
+        label_source = f"field '{stratify_field}'" if stratify_field else "record labels"
+    elif dominant == "label":
+        counts = Counter(_norm(a) for a in answers if answer_shape(a) == "label")
+        if len(counts) <= max(20, len(unique) // 10):
+            labels = dict(counts.most_common())
+            label_source = "short answers"
+    lengths, counter = _count_tokens(unique, tokenizer)
+    lengths_sorted = sorted(lengths)
+    if len(unique) < len(records):
+        notes.append(f"{len(records) - len(unique)} duplicate examples removed before counting")
+    return DatasetFacts(
+        source=str(path), rows=len(records), rejected=rejected, unique=len(unique), answer_shapes=dict(shapes),
+        dominant_shape=dominant, format_consistency=dom_n / len(unique), labels=labels, label_source=label_source,
+        token_counter=counter, token_mean=sum(lengths) / len(lengths), token_p50=_percentile(lengths_sorted, 0.5),
+        token_p95=_percentile(lengths_sorted, 0.95), token_max=lengths_sorted[-1], notes=notes,
+    )

@@ -1,0 +1,299 @@
+"""Peak training memory of a Llama-style decoder, per method, with a breakdown.
+
+API (also used by the training pre-flight check)::
+
+    estimate_memory(
+        arch: Architecture,                 # Architecture.resolve(name|folder) or .from_transformers_config(model.config)
+        *,
+        method: "full" | "lora" | "dora" | "qlora" = "lora",
+        batch_size: int = 4,                # rows per micro-batch
+        seq_len: int = 1024,                # tokens per row (packed rows are full)
+        dtype: "float32" | "bfloat16" | "float16" | torch.dtype = "bfloat16",  # compute (and frozen-weight) dtype
+        optimizer: "adamw" | "adamw_8bit" | "sgd" = "adamw",
+        gradient_checkpointing: bool = False,
+        lora_r: int = 16,
+        lora_targets: list[str] | "all-linear" = ["q_proj", "k_proj", "v_proj", "o_proj"],
+        lora_dropout: float = 0.05,
+        double_quant: bool = True,          # QLoRA: NF4 with double-quantised block constants
+        attention: "sdpa" | "eager" = "sdpa",
+        device: "cuda" | "cpu" | torch.device = "cuda",
+    ) -> MemoryEstimate                    # .total_bytes, .components, .peak_phase, .trainable_params
+
+    fits(estimate: MemoryEstimate, device_bytes: int, *, headroom: float = 0.0) -> bool
+
+The model (documented in docs/advise.md, validated by benchmarks/memory_estimate_validation.py)
+-------------------------------------------------------------------------------------------
+N = parameters, P = trainable parameters, T = batch_size x seq_len tokens, c = bytes of the
+compute dtype (4 fp32, 2 bf16/fp16), h hidden, i intermediate, kv = kv_heads x head_dim, a heads.
+
+* **weights**: full: 4N (fp32 master weights; with bf16/fp16 compute, autocast also keeps a c-byte
+  copy of each weight from forward to the end of backward: + cN, freed before the optimizer step). lora/dora: cN frozen base. qlora: every decoder
+  linear in NF4 = 0.5 byte/param + block constants (1 byte per 64 weights with double
+  quantisation, plus 4 bytes per 256 blocks; 4 bytes per 64 without), embeddings/LM head/norms c.
+* **adapter weights**: 4P (peft keeps LoRA A/B in fp32).
+* **gradients**: 4P (fp32, same dtype as the trained weights).
+* **optimizer states**: AdamW 8P (two fp32 moments), 8-bit AdamW 2P, plain SGD 0.
+* **activations saved for backward, per layer and token** (counted with autograd's saved-tensor
+  hooks on transformers' Llama, SDPA attention, see docs/advise.md):
+  attention block with both RMSNorms ``8h + 2kv + a + 2`` elements; MLP ``3i`` with a frozen
+  down projection, ``4i`` when it is trained (full); each LoRA-adapted linear adds its dropout
+  output (in_features) and its A output (r); eager attention adds the a x seq_len probability
+  matrix (fp32 softmax + c-byte copy). Gradient checkpointing keeps only each layer's input (h)
+  and recomputes one layer at a time during backward.
+* **loss buffers**: T x vocab logits in c bytes, the fp32 upcast (half precision only), the fp32
+  log-softmax saved by cross-entropy and two fp32 gradients of the same size: 16 (fp32) or 18
+  (half) bytes per token x vocab, plus the final norm (3h per token).
+* **optimizer step temporaries**: CUDA foreach AdamW allocates one fp32 tensor the size of all
+  trainable parameters (4P); CPU's per-tensor AdamW two temporaries of the largest parameter.
+* **framework overhead**: CUDA context and cuBLAS workspace (0.75 GiB) + 5% allocator
+  fragmentation on a GPU; on CPU a constant measured on a calibration run (CPU_OVERHEAD_BYTES).
+
+The peak is the largest of three moments: start of backward (weights + states + all saved
+activations + loss buffers), mid-backward under gradient checkpointing (weights + states +
+checkpoints + one recomputed layer + gradients), and the optimizer step (weights + states +
+gradients + step temporaries).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tunesmith.advise.arch import Architecture
+from tunesmith.errors import TunesmithError
+
+Method = Literal["full", "lora", "dora", "qlora"]
+METHODS: tuple[str, ...] = ("full", "lora", "dora", "qlora")
+OPTIMIZERS = {"adamw": 8.0, "adamw_8bit": 2.0, "sgd": 0.0}
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+GIB = 2**30
+MIB = 2**20
+CUDA_CONTEXT_BYTES = int(0.75 * GIB)
+CUDA_FRAGMENTATION = 0.05
+# Measured once on this project's CPU runners with a 1-layer hidden-64 calibration model (not one
+# of the validated configurations): peak RSS above the post-import baseline minus everything the
+# model above predicts; it is what autograd, oneDNN scratch and glibc arenas add. See docs/advise.md.
+CPU_OVERHEAD_BYTES = 26 * MIB
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    bytes: int
+    at_peak: bool
+    note: str = ""
+
+
+@dataclass
+class MemoryEstimate:
+    arch_name: str
+    method: str
+    batch_size: int
+    seq_len: int
+    dtype: str
+    optimizer: str
+    gradient_checkpointing: bool
+    device: str
+    total_params: int
+    trainable_params: int
+    components: list[Component] = field(default_factory=list)
+    peak_phase: str = ""
+    total_bytes: int = 0
+
+    @property
+    def trainable_fraction(self) -> float:
+        return self.trainable_params / self.total_params
+
+    @property
+    def total_gib(self) -> float:
+        return self.total_bytes / GIB
+
+    def component(self, name: str) -> Component:
+        return next(c for c in self.components if c.name == name)
+
+    def as_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "total_bytes": self.total_bytes,
+            "peak_phase": self.peak_phase,
+            "trainable_params": self.trainable_params,
+            "components": {c.name: {"bytes": c.bytes, "at_peak": c.at_peak, "note": c.note} for c in self.components},
+        }
+
+
+def fits(estimate: MemoryEstimate, device_bytes: int, *, headroom: float = 0.0) -> bool:
+    """True when the estimated peak fits in ``device_bytes`` keeping ``headroom`` (a fraction) free."""
+    return estimate.total_bytes <= device_bytes * (1.0 - headroom)
+
+
+def _check(method: str, dtype: str, optimizer: str, attention: str, device: str, batch_size: int, seq_len: int) -> None:
+    if method not in METHODS:
+        raise TunesmithError(f"unknown method '{method}'", hint=f"one of {', '.join(METHODS)}")
+    if dtype not in DTYPE_BYTES:
+        raise TunesmithError(f"unknown dtype '{dtype}'", hint=f"one of {', '.join(DTYPE_BYTES)}")
+    if optimizer not in OPTIMIZERS:
+        raise TunesmithError(f"unknown optimizer '{optimizer}'", hint=f"one of {', '.join(OPTIMIZERS)}")
+    if attention not in ("sdpa", "eager"):
+        raise TunesmithError(f"unknown attention '{attention}'", hint="sdpa or eager")
+    if device not in ("cuda", "cpu"):
+        raise TunesmithError(f"unknown device '{device}'", hint="cuda or cpu")
+    if batch_size < 1 or seq_len < 1:
+        raise TunesmithError("batch size and sequence length must be positive")
+
+
+def activation_elements_per_token_layer(
+    arch: Architecture, *, method: str, lora_r: int, lora_targets: list[str] | str, lora_dropout: float
+) -> int:
+    """Elements autograd keeps per token per decoder layer (no checkpointing, SDPA attention)."""
+    h, i = arch.hidden_size, arch.intermediate_size
+    n = 8 * h + 2 * arch.kv_dim + arch.num_heads + 2  # attention block incl. both RMSNorms
+    n += 3 * i  # gate and up outputs, SiLU output
+    if method == "full":
+        n += i  # the down projection's input, needed for its weight gradient
+    else:
+        shapes = arch.linear_shapes()
+        for t in arch.lora_targets(lora_targets):
+            fan_in = shapes[t][0]
+            n += lora_r + (fan_in if lora_dropout > 0 else 0)
+            if t == "down_proj" and lora_dropout == 0:
+                n += i  # without dropout the adapter saves the (otherwise unsaved) MLP product
+    return n
+
+
+def estimate_memory(
+    arch: Architecture,
+    *,
+    method: str = "lora",
+    batch_size: int = 4,
+    seq_len: int = 1024,
+    dtype: str = "bfloat16",
+    optimizer: str = "adamw",
+    gradient_checkpointing: bool = False,
+    lora_r: int = 16,
+    lora_targets: list[str] | str | None = None,
+    lora_dropout: float = 0.05,
+    double_quant: bool = True,
+    attention: str = "sdpa",
+    device: str = "cuda",
+) -> MemoryEstimate:
+    """Estimate peak training memory; see the module docstring for every term.
+
+    ``dtype`` and ``device`` also accept ``torch.dtype`` / ``torch.device`` objects.
+    """
+    dtype = str(dtype).removeprefix("torch.")
+    device = str(getattr(device, "type", device))
+    _check(method, dtype, optimizer, attention, device, batch_size, seq_len)
+    targets = DEFAULT_LORA_TARGETS if lora_targets is None else lora_targets
+    c = DTYPE_BYTES[dtype]
+    half = c < 4
+    N = arch.total_params
+    T = batch_size * seq_len
+    h, V = arch.hidden_size, arch.vocab_size
+    adapters = method != "full"
+    lora_p = arch.lora_params(lora_r, targets) if adapters else 0
+    if method == "dora":
+        # DoRA adds a magnitude vector (out_features) per adapted linear
+        shapes = arch.linear_shapes()
+        lora_p += arch.num_layers * sum(shapes[t][1] for t in arch.lora_targets(targets))
+    P = lora_p if adapters else N
+
+    # --- static: weights, adapters, optimizer states
+    comps: dict[str, tuple[int, str]] = {}
+    # autocast's half-precision weight copies live from forward to the end of backward, not in the step
+    copies = c * N if (method == "full" and half) else 0
+    if method == "full":
+        comps["weights"] = (4 * N, "fp32 master weights")
+    elif method == "qlora":
+        q = arch.quantisable_params
+        per_param = 0.5 + (1 / 64 + 4 / (64 * 256) if double_quant else 4 / 64)
+        comps["weights"] = (
+            int(q * per_param + (N - q) * c),
+            (f"NF4 decoder linears ({per_param:.4f} B/param incl. block constants"
+            f"{', double-quantised' if double_quant else ''}); embeddings, head, norms in {dtype}"),
+        )
+    else:
+        comps["weights"] = (c * N, f"frozen base in {dtype}")
+    if adapters:
+        comps["adapter weights"] = (4 * lora_p, f"LoRA r={lora_r} on {', '.join(arch.lora_targets(targets))} (fp32)")
+    comps["optimizer states"] = (int(OPTIMIZERS[optimizer] * P), f"{optimizer}: {OPTIMIZERS[optimizer]:g} B/trainable param")
+
+    # --- dynamic
+    grads = 4 * P
+    per_layer = activation_elements_per_token_layer(
+        arch, method=method, lora_r=lora_r, lora_targets=targets, lora_dropout=lora_dropout
+    ) * c * T
+    if attention == "eager":
+        per_layer += T * arch.num_heads * seq_len * (4 + (c if half else 0))
+    if method == "qlora":
+        # bitsandbytes de-quantises one weight at a time for the matmul (forward and backward)
+        per_layer_transient = max(a * b for a, b in arch.linear_shapes().values()) * c
+    else:
+        per_layer_transient = 0
+    if gradient_checkpointing:
+        saved_acts = arch.num_layers * h * c * T
+        recompute = per_layer + per_layer_transient
+    else:
+        saved_acts = arch.num_layers * per_layer + per_layer_transient
+        recompute = 0
+    loss_buffers = T * V * (2 + 4 * 4 if half else 16) + 3 * h * c * T  # see docstring: 16 or 18 B per logit
+    if device == "cuda" and optimizer != "sgd":
+        step_tmp = 4 * P
+        step_note = "foreach AdamW: one fp32 tensor of all trainable params"
+    elif optimizer != "sgd":
+        largest = max(arch.embedding_params, max(a * b for a, b in arch.linear_shapes().values())) if not adapters else (
+            max(lora_r * max(s) for s in arch.linear_shapes().values())
+        )
+        step_tmp = 2 * 4 * largest
+        step_note = "per-tensor AdamW: two temporaries of the largest parameter"
+    else:
+        step_tmp, step_note = 0, "plain SGD"
+
+    static = sum(b for b, _ in comps.values())
+    phases = {
+        "start of backward": static + copies + saved_acts + loss_buffers,
+        "optimizer step": static + grads + step_tmp,
+    }
+    if gradient_checkpointing:
+        phases["backward (recomputing a layer)"] = static + copies + saved_acts + recompute + grads
+    peak_phase = max(phases, key=phases.get)
+
+    at_peak = {
+        "start of backward": {"weight copies", "activations", "loss buffers"},
+        "optimizer step": {"gradients", "optimizer step temporaries"},
+        "backward (recomputing a layer)": {"weight copies", "activations", "recomputed layer", "gradients"},
+    }[peak_phase]
+    components = [Component(k, int(b), True, note) for k, (b, note) in comps.items()]
+    if copies:
+        components.append(Component("weight copies", int(copies), "weight copies" in at_peak,
+                                    f"{dtype} copies autocast keeps from forward to the end of backward"))
+    act_note = (
+        f"layer inputs only (gradient checkpointing), {arch.num_layers} layers" if gradient_checkpointing
+        else f"{arch.num_layers} layers x {T} tokens, {attention} attention"
+    )
+    components += [
+        Component("gradients", int(grads), "gradients" in at_peak, "fp32, trainable params"),
+        Component("activations", int(saved_acts), "activations" in at_peak, act_note),
+    ]
+    if gradient_checkpointing:
+        components.append(Component("recomputed layer", int(recompute), "recomputed layer" in at_peak, "one layer's activations during backward"))
+    components += [
+        Component("loss buffers", int(loss_buffers), "loss buffers" in at_peak, f"{T} tokens x {V} vocab logits, log-softmax, 2 gradients"),
+        Component("optimizer step temporaries", int(step_tmp), "optimizer step temporaries" in at_peak, step_note),
+    ]
+    subtotal = phases[peak_phase]
+    if device == "cuda":
+        overhead = CUDA_CONTEXT_BYTES + int(CUDA_FRAGMENTATION * subtotal)
+        o_note = "CUDA context + cuBLAS workspace 0.75 GiB, 5% allocator fragmentation"
+    else:
+        overhead = CPU_OVERHEAD_BYTES
+        o_note = "autograd/oneDNN/allocator, measured on a calibration run"
+    components.append(Component("framework overhead", overhead, True, o_note))
+    total = subtotal + overhead
+    assert total == sum(x.bytes for x in components if x.at_peak)
+    return MemoryEstimate(
+        arch_name=arch.name, method=method, batch_size=batch_size, seq_len=seq_len, dtype=dtype, optimizer=optimizer,
+        gradient_checkpointing=gradient_checkpointing, device=device, total_params=N, trainable_params=P,
+        components=components, peak_phase=peak_phase, total_bytes=int(total),
+    )

@@ -1,0 +1,167 @@
+"""Dataset facts and the recommendation: the seed's own scenarios give the seed's answers."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from tunesmith.advise.arch import Architecture
+from tunesmith.advise.config import AdviseConfig
+from tunesmith.advise.dataset import answer_shape, measure_dataset
+from tunesmith.advise.hardware import load_gpu_catalog
+from tunesmith.advise.recommend import advise, plan_options
+
+LABELS = ["billing", "bug", "account", "feature_request"]
+WORDS = ["invoice", "charged", "twice", "login", "password", "crash", "app", "error", "refund", "export", "csv", "dark", "mode", "slow", "page", "upgrade", "plan"]
+
+
+def write_tickets(path: Path, n: int, *, duplicates: int = 0, weights=(1, 1, 1, 1), seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = rng.choices(LABELS, weights=weights)[0]
+        text = f"Ticket {i}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 40)))
+        rows.append({"instruction": "Classify this support ticket.", "input": text, "output": label, "category": label})
+    rows += rows[:duplicates]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def gpus():
+    return load_gpu_catalog()
+
+
+# ---------------------------------------------------------------------------- dataset facts
+
+
+def test_dataset_facts_dedup_labels_and_lengths(tmp_path, tokenizer):
+    path = write_tickets(tmp_path / "t.jsonl", 200, duplicates=15, weights=(6, 1, 1, 1))
+    with open(path, "a") as f:
+        f.write("{not json\n")
+    facts = measure_dataset(path, tokenizer=tokenizer)
+    assert (facts.rows, facts.unique, facts.duplicates, facts.rejected) == (215, 200, 15, 1)
+    assert facts.dominant_shape == "label" and facts.format_consistency == 1.0
+    assert set(facts.labels) == set(LABELS) and sum(facts.labels.values()) == 200
+    assert facts.labels["billing"] > 100 and facts.imbalance > 4
+    assert facts.label_source == "short answers"
+    assert facts.token_counter.startswith("tokenizer")
+    assert 20 < facts.token_p50 <= facts.token_p95 <= facts.token_max < 200
+    approx = measure_dataset(path)  # no tokenizer: ~4 characters per token
+    assert approx.token_counter.startswith("approx")
+    assert approx.token_p50 == pytest.approx(facts.token_p50, rel=0.6)
+
+
+def test_dataset_facts_label_field_and_prepared_folder(tmp_path):
+    path = write_tickets(tmp_path / "t.jsonl", 60)
+    facts = measure_dataset(path, stratify_field="category")
+    assert facts.label_source == "field 'category'" and sum(facts.labels.values()) == 60
+    from tunesmith.data.config import DataConfig
+    from tunesmith.data.prepare import prepare_data
+
+    prepare_data(DataConfig(), path, tmp_path / "prepared", seed=0)
+    assert measure_dataset(tmp_path / "prepared").unique == 60
+
+
+def test_dataset_answer_shapes_measure_inconsistency(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"},
+                          {"role": "assistant", "content": ['{"a": 1}', "yes", "a long free-form sentence that goes on", "two\nlines"][i % 4]}]}
+            for i in range(40)]
+    p = tmp_path / "chat.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    facts = measure_dataset(p)
+    assert facts.answer_shapes == {"json": 10, "label": 10, "line": 10, "multiline": 10}
+    assert facts.format_consistency == 0.25
+    assert answer_shape('[1, 2]') == "json" and answer_shape("{broken") == "label"
+
+
+# ---------------------------------------------------------------------------- the seed's scenarios
+
+
+def test_support_ticket_classification_1200_examples_fine_tunes_with_lora_or_qlora(tmp_path, gpus):
+    facts = measure_dataset(write_tickets(tmp_path / "t.jsonl", 1200, duplicates=30))
+    answers = AdviseConfig(prompt_engineering_tried=True, narrow_task=True, data_kind="task", model="llama-3.1-8b",
+                           monthly_inference_tokens=20e6, api_price_per_m=30, ft_price_per_m=0.10)
+    a = advise(answers, arch=Architecture.from_catalog("llama-3.1-8b"), gpus=gpus, facts=facts, seq_len=512)
+    assert a.verdict == "fine-tune"
+    assert a.method in ("lora", "qlora")
+    assert a.examples == 1200  # measured after dedup
+    text = " ".join(a.reasons)
+    assert "1,200 unique examples after removing 30 duplicates" in text
+    assert "100% of answers share one shape (label)" in text
+    assert a.plan.fits and a.plan.memory.total_bytes <= a.plan.gpu.memory_bytes
+    assert a.breakeven is not None and a.breakeven.days is not None and a.breakeven.days < 30
+    assert a.breakeven.api_monthly_usd == pytest.approx(600)
+
+
+def test_knowledge_base_that_changes_weekly_gets_rag(gpus):
+    answers = AdviseConfig(prompt_engineering_tried=True, knowledge_changes_often=True, needs_citations=True)
+    a = advise(answers, arch=Architecture.from_catalog("llama-3.1-8b"), gpus=gpus)
+    assert a.verdict == "rag"
+    assert any("changes often" in r for r in a.reasons)
+    # with enough consistent data for a narrow task as well: both
+    both = advise(answers.model_copy(update={"examples": 2000, "narrow_task": True, "consistent_format": True}),
+                  arch=None, gpus=gpus)
+    assert both.verdict == "both"
+
+
+def test_300_examples_is_not_yet(gpus):
+    a = advise(AdviseConfig(examples=300, narrow_task=True, prompt_engineering_tried=True), arch=None, gpus=gpus)
+    assert a.verdict == "not-yet"
+    assert any("300 examples are fewer than the 500" in r and "collect 200+ more" in r for r in a.reasons)
+    assert any("prompt-engineer" in r for r in a.reasons)
+
+
+def test_prompt_engineering_not_tried_comes_first(gpus):
+    a = advise(AdviseConfig(examples=5000, narrow_task=True, prompt_engineering_tried=False), arch=None, gpus=gpus)
+    assert a.verdict == "prompt-engineer-first"
+    assert a.reasons[0].startswith("Prompt engineering")
+
+
+@pytest.mark.parametrize("kind,n,verdict", [("domain", 5000, "not-yet"), ("domain", 12000, "fine-tune"),
+                                             ("instruction", 499, "not-yet"), ("instruction", 500, "fine-tune")])
+def test_minimum_examples_per_kind(gpus, kind, n, verdict):
+    a = advise(AdviseConfig(examples=n, data_kind=kind, narrow_task=True), arch=None, gpus=gpus)
+    assert a.verdict == verdict
+
+
+def test_broad_inconsistent_task_is_not_fine_tuned(gpus):
+    a = advise(AdviseConfig(examples=3000, narrow_task=False, consistent_format=False, prompt_engineering_tried=True),
+               arch=None, gpus=gpus)
+    assert a.verdict == "prompt-engineer-first"
+
+
+def test_domain_adaptation_prefers_full_when_it_fits(gpus):
+    arch = Architecture.from_catalog("smollm2-360m")
+    a = advise(AdviseConfig(examples=20000, data_kind="domain", narrow_task=True), arch=arch, gpus=gpus, seq_len=1024)
+    assert a.method == "full"
+    small = advise(AdviseConfig(examples=20000, data_kind="domain", narrow_task=True, gpu="T4"),
+                   arch=Architecture.from_catalog("llama-3.1-8b"), gpus=gpus)
+    assert small.method == "qlora" and small.plan.gpu.name == "T4"  # full and bf16 LoRA cannot fit 15 GiB
+
+
+def test_plan_falls_back_to_checkpointing_then_batch_one(gpus):
+    arch = Architecture.from_catalog("llama-3.1-8b")
+    [opt] = plan_options(arch, [gpus["a10g"]], methods=("lora",), batch_size=4, seq_len=1024, tokens=1e6)
+    assert opt.fits and opt.gradient_checkpointing and opt.batch_size == 1
+    [no] = plan_options(Architecture.from_catalog("llama-3.1-70b"), [gpus["a100-80gb"]], methods=("lora",),
+                        batch_size=4, seq_len=1024, tokens=1e6)
+    assert not no.fits
+
+
+def test_no_saving_never_breaks_even(gpus):
+    a = advise(AdviseConfig(examples=1000, narrow_task=True, monthly_inference_tokens=1e6, api_price_per_m=0.5),
+               arch=Architecture.from_catalog("llama-3.1-8b"), gpus=gpus)
+    assert a.breakeven is not None and a.breakeven.days is None
+    assert any("never at this volume" in r for r in a.reasons)
+
+
+def test_no_signal_and_no_saving_falls_back_to_prompt_engineering(gpus):
+    a = advise(AdviseConfig(examples=1000, monthly_inference_tokens=1e6, api_price_per_m=0.5),
+               arch=Architecture.from_catalog("llama-3.1-8b"), gpus=gpus)
+    assert a.verdict == "prompt-engineer-first"
+    assert any("rests on the data count alone" in r for r in a.reasons)
+    assert any("nothing argues for fine-tuning yet" in r for r in a.reasons)
