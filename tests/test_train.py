@@ -130,3 +130,16 @@ def test_epoch_batches_are_seeded(tokenizer):
     assert order(1, 0) == order(1, 0)
     assert order(1, 0) != order(1, 1)
     assert sorted(map(tuple, order(1, 0))) == sorted(map(tuple, order(1, 1)))  # same examples, new order
+
+
+def test_preflight_refuses_a_run_that_cannot_fit(tiny_model_dir, monkeypatch):
+    from tunesmith.train import preflight
+    from tunesmith.train.run import _preflight
+
+    cfg = _cfg(tiny_model_dir, method="full", batch_size=8)
+    _preflight(cfg)  # fits in this machine's memory
+    monkeypatch.setattr(preflight, "device_memory_bytes", lambda device: 10 * 2**20)  # a 10 MiB device
+    with pytest.raises(preflight.DoesNotFitError) as e:
+        _preflight(cfg)
+    assert "GiB at its peak" in e.value.message
+    assert "train.method: lora" in e.value.hint and "gradient_checkpointing" in e.value.hint

@@ -62,6 +62,7 @@ class TrainConfig(Section):
         "ddp", description="Data-parallel strategy when launched on several processes (torchrun / "
         "`tunesmith train --nproc N`): ddp replicates the model, fsdp (FSDP2) shards it."
     )
+    preflight: bool = Field(True, description="Estimate peak memory before loading and refuse runs that cannot fit.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% slower.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(
         default_factory=list, description="Extra trackers; metrics always go to train_metrics.jsonl."

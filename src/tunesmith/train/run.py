@@ -55,6 +55,20 @@ def save_trained(model, tokenizer, cfg: RunConfig) -> Path:
     return target
 
 
+def _preflight(cfg: RunConfig) -> None:
+    """Estimate peak memory from the model's config (no weights loaded) and refuse what cannot fit."""
+    from transformers import AutoConfig
+
+    from tunesmith.models.loading import resolve_device, resolve_dtype, resolve_model_path
+    from tunesmith.train.preflight import check_memory
+
+    device = resolve_device(cfg.model.device)
+    model_config = AutoConfig.from_pretrained(resolve_model_path(cfg.model), trust_remote_code=cfg.model.trust_remote_code)
+    pf = check_memory(cfg, model_config, device, resolve_dtype(cfg.model.dtype, device))
+    avail = f" of {pf.device_bytes / 2**30:.1f} GiB available" if pf.device_bytes else ""
+    console.print(f"[bold]pre-flight[/]: estimated peak memory {pf.estimate_bytes / 2**30:.2f} GiB{avail}")
+
+
 def unshard_trainable(model) -> None:
     """Replace FSDP2-sharded trainable parameters by their full tensors so standard saving works."""
     from torch.distributed.tensor import DTensor
@@ -102,6 +116,8 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
         raise DataError("no training example fits train.max_seq_length",
                         hint="raise train.max_seq_length or set train.truncation: truncate")
 
+    if tc.preflight:
+        _preflight(cfg)
     model, device = build_trainable_model(cfg)
     if tc.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
