@@ -91,35 +91,15 @@ def read_any(path: Path, *, stratify_field: str | None = None) -> tuple[list[Rec
         return prepared.train + prepared.validation + prepared.test, int(prepared.stats.get("rejected", 0))
     if not path.is_file():
         raise DataError(f"dataset {path} does not exist", hint="give a JSONL file or a prepared data folder (runs/<name>/data)")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        first = next((ln for ln in f if ln.strip()), "")
-    try:
-        head = json.loads(first) if first else {}
-    except json.JSONDecodeError:
-        head = {}
-    if isinstance(head, dict) and isinstance(head.get("messages"), list):
-        records, rejected = [], 0
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    msgs = row["messages"]
-                    if not any(m.get("role") == "assistant" for m in msgs):
-                        raise ValueError("no assistant turn")
-                    rec: Record = {"messages": msgs}
-                    if stratify_field and isinstance(row.get(stratify_field), str):
-                        rec["label"] = row[stratify_field]
-                    records.append(rec)
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    rejected += 1
-        return records, rejected
-    from tunesmith.data.config import DataConfig
-    from tunesmith.data.prepare import read_records
+    # The data stage's own readers and validation (every format it knows); dedup is measured below.
+    from tunesmith.data.config import DataConfig, DedupConfig, PiiConfig
+    from tunesmith.data.prepare import prepare_data
 
-    records, rejected_rows = read_records(path, DataConfig(stratify_field=stratify_field))
-    return records, len(rejected_rows)
+    cfg = DataConfig(train_file=str(path), stratify_field=stratify_field, validation_fraction=0.0, test_fraction=0.0,
+                     max_rejected_fraction=1.0, check_length=False, report=False,
+                     dedup=DedupConfig(exact=False, near=False, cross_split=False), pii=PiiConfig(mode="off"))
+    prepared = prepare_data(cfg, None, None, seed=0, base_dir=path.parent)
+    return prepared.train + prepared.validation + prepared.test, int(prepared.stats.get("rejected", 0))
 
 
 def _count_tokens(records: list[Record], tokenizer: Any | None) -> tuple[list[int], str]:
