@@ -327,14 +327,14 @@ def worker(side: str, cfg_path: str, out_path: str) -> None:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = load_fresh_model(cfg["model_dir"])
+    # FLOPs of the plain model (before LoRA is added, which adds ~nothing): the same number for every side
+    fpt = flops_per_token(model, method="lora", seq_len=cfg["mean_example_tokens"])
+    head_fpt = 4 * model.get_output_embeddings().weight.numel()  # LM head share of fpt (frozen: fwd 2 + bwd 2)
     peak_wall, peak_cpu = matmul_peaks()
     if side == "tunesmith":
         res = run_tunesmith(cfg, records, tokenizer, model)
     else:
         res = run_trl(cfg, records, tokenizer, model, best=side == "trl_best")
-    base = load_fresh_model(cfg["model_dir"])  # FLOPs of the same model for every side (LoRA adds ~nothing)
-    fpt = flops_per_token(base, method="lora", seq_len=cfg["mean_example_tokens"])
-    head_fpt = 4 * base.get_output_embeddings().weight.numel()  # LM head share of fpt (frozen: fwd 2 + bwd 2)
     res["flops_per_token"] = fpt
     # "strict" model FLOPs: the LM head only where the side's own loss needs it (positions with a label)
     res["strict_flops"] = (fpt - head_fpt) * res["tokens"] + head_fpt * res["label_tokens"]
