@@ -291,6 +291,17 @@ def run_trl(cfg: dict, records: list[dict], tokenizer, model, best: bool) -> dic
         "trl_optim": str(args.optim),
         "attn_implementation": trainer.model.config._attn_implementation,
     }
+    from trl.kernels.chunked_logprob import _use_triton
+
+    # TRL's fused LM head scores only label positions where Triton runs (CUDA/XPU); elsewhere every position
+    info["trl_lm_head_on_all_positions"] = not _use_triton(next(trainer.model.parameters()).device)
+    try:
+        from trl.chat_template_utils import get_training_chat_template
+
+        get_training_chat_template(tokenizer)
+        info["trl_assistant_only_loss"] = "available for this chat template"
+    except Exception as e:  # noqa: BLE001 - report TRL's own reason
+        info["trl_assistant_only_loss"] = f"not available: {e}"
     ds = trainer.train_dataset
     dataset_tokens = sum(len(x) for x in ds["input_ids"])
     trainer.train()
@@ -457,7 +468,12 @@ def print_report(res: dict) -> None:
             print(f"{side}: packing={s['trl_packing']} padding_free={s['trl_padding_free']} "
                   f"completion_only_loss={s['trl_completion_only_loss']} bf16={s['trl_bf16']} "
                   f"gradient_checkpointing={s['trl_gradient_checkpointing']} optim={s['trl_optim']} "
-                  f"attn={s['attn_implementation']} dataset tokens={s['dataset_tokens']}")
+                  f"attn={s['attn_implementation']} LM head on all positions={s.get('trl_lm_head_on_all_positions')} "
+                  f"dataset tokens={s['dataset_tokens']}")
+    trl = [s for k, s in res["sides"].items() if k.startswith("trl")]
+    if trl and "trl_assistant_only_loss" in trl[0]:
+        print(f"TRL assistant_only_loss=True: {trl[0]['trl_assistant_only_loss']} -> trl_best gets completion-only "
+              "loss from the prompt/completion conversational format instead")
     if "tunesmith" in res["sides"]:
         print(f"tunesmith: dataset tokens={res['sides']['tunesmith']['dataset_tokens']}")
     print("(tok/s and MFU are medians over repeats; MFU = flops_per_token x non-pad tok/s / matmul peak; MFU(cpu) = "
@@ -480,7 +496,7 @@ def print_report(res: dict) -> None:
         v = res["sides"]["tunesmith"]["mfu"] if k == "mfu" and "tunesmith" in res["sides"] else r.get(k)
         if v is not None:
             checks.append(f"{k} {'>=' if v >= target else '<'} {target:g}: {'met' if v >= target else 'NOT met'}")
-    print("targets: " + "; ".join(checks))
+    print(("targets (not meaningful in --quick): " if c.get("quick") else "targets: ") + "; ".join(checks))
     if c.get("quick"):
         print("NOTE --quick is a smoke test of the harness, not a measurement: the tiny model's cost is dominated by its "
               "LM head (hidden 128 x vocab 49,152), so ratios are inflated and MFU (which credits the LM head on every "
