@@ -391,7 +391,7 @@ def prepare(args, tmp: Path) -> dict:
         "batch_size": args.batch_size, "grad_accum": args.grad_accum, "max_seq_length": args.max_seq_length,
         "warmup_steps": args.warmup, "steps": args.steps, "lr": 1e-4, "max_grad_norm": 1.0, "seed": args.seed,
         "threads": args.threads, "examples": len(records),
-        "mean_example_tokens": int(round(sum(lengths) / len(lengths))),
+        "mean_example_tokens": round(sum(lengths) / len(lengths)),
         "example_tokens_p10_p50_p90_max": [lengths[len(lengths) // 10], lengths[len(lengths) // 2],
                                            lengths[9 * len(lengths) // 10], lengths[-1]],
         "label_share": sum(e.n_label_tokens for e in examples) / sum(lengths),
@@ -400,7 +400,7 @@ def prepare(args, tmp: Path) -> dict:
 
 def run_side(side: str, cfg_path: Path, out: Path, env: dict) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--cfg", str(cfg_path), "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
         raise SystemExit(f"side {side} failed (exit {proc.returncode})")
@@ -534,7 +534,7 @@ def main() -> None:
     import torch
 
     if args.threads is None:
-        args.threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or torch.get_num_threads()
+        args.threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
     torch.set_num_threads(args.threads)
     sides = [s for s in args.sides.split(",") if s]
     assert all(s in SIDES for s in sides), f"unknown side in {sides}"
