@@ -61,6 +61,10 @@ def build_trainable_model(cfg: RunConfig):
         model = load_model(cfg.model, device=device, dtype=dtype)
     model.config.use_cache = False
 
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # frozen embeddings: checkpointed layers still need input grads
+
     torch.manual_seed(cfg.seed)  # adapter initialisation is part of the run's seed
     if method == "full":
         for p in model.parameters():

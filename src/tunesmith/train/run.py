@@ -119,10 +119,6 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
     if tc.preflight:
         _preflight(cfg)
     model, device = build_trainable_model(cfg)
-    if tc.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(model, "enable_input_require_grads"):
-            model.enable_input_require_grads()
     dist = _init_distributed(device)
     main = dist.rank == 0
     if dist.world_size > 1:
