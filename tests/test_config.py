@@ -82,3 +82,13 @@ def test_cli_reports_bad_key_without_traceback(tmp_path):
     assert r.returncode == 2
     assert "train.lora.rnak: unknown key" in r.stderr
     assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_shipped_presets_and_example_configs_validate():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "configs" / "presets").glob("*.yaml")) + sorted((root / "examples").glob("*/config.yaml"))
+    assert len(files) >= 5
+    methods = {load_config(f).train.method for f in files}
+    assert methods >= {"lora", "qlora", "dora", "full"}
