@@ -26,6 +26,11 @@ class ModelConfig(Section):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
         None, description="Attention kernel; default lets transformers choose (sdpa)."
     )
+    add_special_tokens: list[str] = Field(
+        default_factory=list,
+        description="New special tokens (e.g. tool-call markers). The embedding matrix grows to fit them and, with "
+        "adapters, only their new rows train (PEFT trainable tokens); the adapter folder keeps the tokenizer.",
+    )
     cache_dir: str | None = Field(
         None, description="Where the embedded model is materialised (default: $TUNESMITH_CACHE or ~/.cache/tunesmith)."
     )

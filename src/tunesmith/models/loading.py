@@ -56,6 +56,9 @@ def load_tokenizer(cfg: ModelConfig):
             f"cannot load a tokenizer from '{cfg.name_or_path}': {e}",
             hint="check model.name_or_path (a local folder, a hub id with network access, or the embedded default)",
         ) from None
+    if cfg.add_special_tokens:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(cfg.add_special_tokens)},
+                                     replace_extra_special_tokens=False)
     if tokenizer.pad_token_id is None:
         # Padding positions are masked by the attention mask and labels; the pad id itself never
         # decides what is masked, so reusing EOS here does not hide the real EOS from the loss.
@@ -86,9 +89,19 @@ def load_model(cfg: ModelConfig, *, device: torch.device | None = None, dtype: t
             f"cannot load a model from '{cfg.name_or_path}': {e}",
             hint="check model.name_or_path (a local folder, a hub id with network access, or the embedded default)",
         ) from None
+    if cfg.add_special_tokens:
+        # every stage loads the base the same way, so an adapter trained with new tokens fits it
+        n = len(load_tokenizer(cfg))
+        if model.get_input_embeddings().weight.shape[0] < n:
+            model.resize_token_embeddings(n, mean_resizing=True)
     if "quantization_config" not in kwargs:
         model.to(device)
     return model
+
+
+def added_token_ids(cfg: ModelConfig, tokenizer) -> list[int]:
+    """Ids of the tokens ``model.add_special_tokens`` added (the embedding rows that must train)."""
+    return [int(i) for i in tokenizer.convert_tokens_to_ids(list(cfg.add_special_tokens))]
 
 
 def model_dir_or_id(cfg: ModelConfig) -> str:

@@ -13,7 +13,14 @@ def lora_config(cfg: RunConfig):
     from peft import LoraConfig
 
     lc = cfg.train.lora
+    extra = {}
+    if cfg.model.add_special_tokens:
+        from tunesmith.models.loading import added_token_ids, load_tokenizer
+
+        # only the new tokens' embedding rows train (and save with the adapter), not the whole matrix
+        extra["trainable_token_indices"] = added_token_ids(cfg.model, load_tokenizer(cfg.model))
     return LoraConfig(
+        **extra,
         r=lc.r,
         lora_alpha=lc.alpha,
         lora_dropout=lc.dropout,

@@ -52,6 +52,8 @@ def save_trained(model, tokenizer, cfg: RunConfig) -> Path:
     model.peft_config["default"].base_model_name_or_path = model_dir_or_id(cfg.model)
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
+        if cfg.model.add_special_tokens:
+            tokenizer.save_pretrained(tmp)  # the base's tokenizer lacks the added tokens
     return target
 
 
