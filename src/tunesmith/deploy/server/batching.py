@@ -24,6 +24,9 @@ import torch
 log = logging.getLogger(__name__)
 
 
+MIN_TEMPERATURE = 1e-4  # below this, sampling is greedy (dividing by ~0 would overflow to inf/nan)
+
+
 class QueueFull(Exception):
     pass
 
@@ -164,13 +167,15 @@ class BatchEngine:
         out = []
         greedy = logits.argmax(-1).tolist()
         for i, r in enumerate(batch):
-            if r.temperature <= 0 or r.finish_reason is not None:
+            if r.temperature < MIN_TEMPERATURE or r.finish_reason is not None:
                 out.append(greedy[i])
                 continue
-            probs = torch.softmax(logits[i].float() / r.temperature, dim=-1)
+            row = logits[i].float()
+            probs = torch.softmax((row - row.max()) / r.temperature, dim=-1)
             if r.top_p < 1.0:
                 p_sorted, idx = probs.sort(descending=True)
                 drop = (p_sorted.cumsum(-1) - p_sorted) >= r.top_p  # keep the smallest set reaching top_p
+                drop[0] = False  # the most likely token always stays (a top_p below fp32's range rounds to 0)
                 p_sorted[drop] = 0.0
                 choice = torch.multinomial(p_sorted / p_sorted.sum(), 1, generator=gens[i])
                 out.append(int(idx[choice]))
