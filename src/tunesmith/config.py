@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from tunesmith.data.config import DataConfig
+from tunesmith.deploy.config import ServeConfig
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate.config import EvalConfig
 from tunesmith.models.config import ModelConfig
@@ -32,6 +33,7 @@ class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     # Not part of the YAML: the folder relative paths are resolved against.
     base_dir: str = Field(".", exclude=True, description="(internal) folder of the config file")

@@ -1,11 +1,15 @@
-"""Dynamic batching: concurrent requests share forward passes.
+"""Dynamic (continuous) batching: concurrent requests share forward passes.
 
-A worker thread takes the requests waiting in the queue (up to ``max_batch_size``, waiting at most
-``batch_wait_ms`` for more after the first), left-pads their prompts and decodes them together with
-a KV cache. Requests for different adapters go into the same batch: PEFT's ``adapter_names=``
-routes each row through its own LoRA/DoRA weights (``__base__`` = no adapter). Each row has its own
-sampling settings, random generator (``seed``), stop strings and token budget; a row that finishes
-stops emitting while the others go on, and the batch ends when every row has finished.
+One worker thread owns the model. Between two decode steps it admits the requests that arrived
+(up to ``max_batch_size`` rows in flight), prefills their left-padded prompts in one forward, and
+splices their KV cache into the running batch (both sides left-padded to a common length; padding
+is masked). Every decode step then advances all rows at once; a finished row is dropped from the
+batch (and from the cache) at once, so a long request never blocks short ones behind it.
+
+Adapters: rows for different LoRA adapters (and the base, ``__base__``) share one *lane* — PEFT's
+``adapter_names=`` routes each row through its own weights. PEFT refuses ``adapter_names`` for DoRA,
+so each DoRA adapter gets a lane of its own, run with that adapter active; lanes step in turn.
+Each row keeps its own sampling settings, random generator (``seed``), stop strings and budget.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from dataclasses import dataclass, field
 import torch
 
 log = logging.getLogger(__name__)
-
 
 MIN_TEMPERATURE = 1e-4  # below this, sampling is greedy (dividing by ~0 would overflow to inf/nan)
 
@@ -48,7 +51,28 @@ class GenRequest:
     error: str | None = None
     cancelled: bool = False
     emitted: int = 0
-    batch_size: int = 0
+    max_batch: int = 0  # most rows in one forward pass this request took part in
+
+
+@dataclass(eq=False)
+class Lane:
+    """Rows decoded together: their KV cache, attention mask, positions and next-token logits."""
+
+    active: str | None  # adapter to activate (a DoRA lane), or None: mixed rows via adapter_names
+    rows: list[GenRequest]
+    gens: list[torch.Generator]
+    cache: object
+    attn: torch.Tensor  # [B, T] 1 = real token
+    pos: torch.Tensor  # [B, 1] position id of the last token fed
+    logits: torch.Tensor  # [B, V] logits for each row's next token
+
+
+def _pad_left(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    if n == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = n
+    return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
 
 
 class BatchEngine:
@@ -68,6 +92,7 @@ class BatchEngine:
         base = registry.model.get_base_model() if hasattr(registry.model, "get_base_model") else registry.model
         # transformers >= 5.2x renamed past_key_values -> cache
         self._cache_kw = "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+        self.lanes: dict[str | None, Lane] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tunesmith-batcher", daemon=True)
 
@@ -86,48 +111,77 @@ class BatchEngine:
         except queue.Full:
             raise QueueFull from None
 
+    @property
+    def in_flight(self) -> int:
+        return sum(len(lane.rows) for lane in self.lanes.values())
+
     # -- worker ---------------------------------------------------------------------------------
 
-    def _collect(self) -> list[GenRequest]:
-        try:
-            first = self.queue.get(timeout=0.05)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self.batch_wait
-        while len(batch) < self.max_batch_size:
-            remaining = deadline - time.monotonic()
+    def _admit(self) -> list[GenRequest]:
+        """Requests to start now: blocks briefly only when nothing is running (then waits to fill a batch)."""
+        room = self.max_batch_size - self.in_flight
+        out: list[GenRequest] = []
+        if room <= 0:
+            return out
+        if not self.lanes:
             try:
-                batch.append(self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait())
+                out.append(self.queue.get(timeout=0.05))
+            except queue.Empty:
+                return out
+            deadline = time.monotonic() + self.batch_wait
+            while len(out) < room:
+                remaining = deadline - time.monotonic()
+                try:
+                    out.append(self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            return out
+        while len(out) < room:
+            try:
+                out.append(self.queue.get_nowait())
             except queue.Empty:
                 break
-        return batch
+        return out
+
+    def _fail(self, rows: list[GenRequest], e: Exception) -> None:
+        log.exception("generation of %d rows failed", len(rows))
+        for r in rows:
+            if r.finish_reason is None:
+                r.error = f"generation failed: {type(e).__name__}"
+                self._finish(r, "error")
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            batch = self._collect()
-            live = []
-            for r in batch:
+            new = []
+            for r in self._admit():
                 if r.cancelled:
                     self._finish(r, "cancelled")
                 else:
-                    live.append(r)
-            if not live:
-                continue
-            groups = self.registry.groups([r.adapter for r in live]) if self.registry.is_peft else [
-                (list(range(len(live))), None)]
-            for rows, active in groups:
-                group = [live[i] for i in rows]
+                    new.append(r)
+            if new:
                 try:
-                    self.run_batch(group, active=active)
-                except Exception as e:  # a bug must fail these requests, never kill the worker
-                    log.exception("batch of %d failed", len(group))
-                    for r in group:
-                        if r.finish_reason is None:
-                            r.error = f"generation failed: {type(e).__name__}"
-                            self._finish(r, "error")
+                    with self.registry.lock:
+                        lanes = self.registry.lanes([r.adapter for r in new]) if self.registry.is_peft else {
+                            None: list(range(len(new)))}
+                except Exception as e:  # pragma: no cover - registry bug
+                    self._fail(new, e)
+                    lanes = {}
+                for key, idx in lanes.items():
+                    rows = [new[i] for i in idx]
+                    try:
+                        self._add(self._prefill(key, rows))
+                    except Exception as e:  # a bug must fail these requests, never kill the worker
+                        self._fail(rows, e)
+            for key, lane in list(self.lanes.items()):
+                try:
+                    self._step(lane)
+                except Exception as e:
+                    self._fail(lane.rows, e)
+                    lane.rows = []
+                if not lane.rows:
+                    del self.lanes[key]
 
-    # -- one batch ------------------------------------------------------------------------------
+    # -- text and sampling ----------------------------------------------------------------------
 
     def _finish(self, r: GenRequest, reason: str) -> None:
         if r.finish_reason is not None:
@@ -183,54 +237,95 @@ class BatchEngine:
                 out.append(int(torch.multinomial(probs, 1, generator=gens[i])))
         return out
 
+    # -- model calls ----------------------------------------------------------------------------
+
     @staticmethod
     def _cache(out):
         cache = getattr(out, "cache", None)
         return cache if cache is not None else out.past_key_values
 
-    def run_batch(self, batch: list[GenRequest], active: str | None = None) -> None:
-        """Decode ``batch`` together: mixed adapters via ``adapter_names``, or all rows on adapter ``active``."""
-        n = len(batch)
-        for r in batch:
-            r.batch_size = n
+    def _forward(self, lane_active: str | None, rows: list[GenRequest], **kw):
+        model = self.registry.model
+        extra = {}
+        if lane_active is not None:
+            model.set_adapter(lane_active)
+        elif self.registry.is_peft:
+            extra["adapter_names"] = [r.adapter for r in rows]
         if self.observe_batch:
-            self.observe_batch(n)
-        width = max(len(r.prompt_ids) for r in batch)
+            self.observe_batch(len(rows))
+        for r in rows:
+            r.max_batch = max(r.max_batch, len(rows))
+        with torch.inference_mode():
+            return model(use_cache=True, **kw, **extra)
+
+    def _prefill(self, active: str | None, rows: list[GenRequest]) -> Lane:
+        n = len(rows)
+        width = max(len(r.prompt_ids) for r in rows)
         input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
         attn = torch.zeros((n, width), dtype=torch.long)
-        for i, r in enumerate(batch):
+        for i, r in enumerate(rows):
             input_ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids, dtype=torch.long)
             attn[i, width - len(r.prompt_ids) :] = 1
         position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
         gens = [
             torch.Generator().manual_seed((r.seed if r.seed is not None else random.getrandbits(62)) % (1 << 63))
-            for r in batch
+            for r in rows
         ]
-        with self.registry.lock, torch.inference_mode():
-            model = self.registry.model
-            extra = {}
-            if active is not None:
-                model.set_adapter(active)
-            elif self.registry.is_peft:
-                extra = {"adapter_names": [r.adapter for r in batch]}
-            device = next(model.parameters()).device
-            out = model(input_ids=input_ids.to(device), attention_mask=attn.to(device),
-                        position_ids=position_ids.to(device), use_cache=True, logits_to_keep=1, **extra)
-            for _step in range(max(r.max_new_tokens for r in batch)):
-                tokens = self._sample(out.logits[:, -1, :], batch, gens)
-                for i, r in enumerate(batch):
-                    if r.finish_reason is not None:
-                        continue
-                    if r.cancelled:
-                        self._finish(r, "cancelled")
-                        continue
-                    self._append(r, tokens[i])
-                if all(r.finish_reason is not None for r in batch):
-                    break
-                step_ids = torch.tensor([[t] for t in tokens], dtype=torch.long, device=device)
-                attn = torch.cat([attn, torch.ones((n, 1), dtype=torch.long)], dim=1)
-                position_ids = position_ids[:, -1:] + 1
-                out = model(input_ids=step_ids, attention_mask=attn.to(device), position_ids=position_ids.to(device),
-                            use_cache=True, **{self._cache_kw: self._cache(out)}, **extra)
-        for r in batch:  # a zero-step budget or a bug: nobody is left waiting
-            self._finish(r, "length")
+        device = next(self.registry.model.parameters()).device
+        with self.registry.lock:
+            out = self._forward(active, rows, input_ids=input_ids.to(device), attention_mask=attn.to(device),
+                                position_ids=position_ids.to(device), logits_to_keep=1)
+        return Lane(active, list(rows), gens, self._cache(out), attn, position_ids[:, -1:], out.logits[:, -1, :])
+
+    def _add(self, new: Lane) -> None:
+        """Splice ``new`` into the running lane of the same adapter (or start that lane)."""
+        lane = self.lanes.get(new.active)
+        if lane is None:
+            self.lanes[new.active] = new
+            return
+        ta, tb = lane.attn.shape[1], new.attn.shape[1]
+        t = max(ta, tb)
+        for la, lb in zip(lane.cache.layers, new.cache.layers, strict=True):
+            la.keys = torch.cat([_pad_left(la.keys, t - ta, 2), _pad_left(lb.keys, t - tb, 2)], dim=0)
+            la.values = torch.cat([_pad_left(la.values, t - ta, 2), _pad_left(lb.values, t - tb, 2)], dim=0)
+        lane.attn = torch.cat([_pad_left(lane.attn, t - ta, 1), _pad_left(new.attn, t - tb, 1)], dim=0)
+        lane.pos = torch.cat([lane.pos, new.pos], dim=0)
+        lane.logits = torch.cat([lane.logits, new.logits], dim=0)
+        lane.rows += new.rows
+        lane.gens += new.gens
+
+    def _step(self, lane: Lane) -> None:
+        """Sample each row's next token; drop finished rows; advance the rest by one forward."""
+        tokens = self._sample(lane.logits, lane.rows, lane.gens)
+        for r, t in zip(lane.rows, tokens, strict=True):
+            if r.cancelled:
+                self._finish(r, "cancelled")
+            elif r.finish_reason is None:
+                self._append(r, t)
+        keep = [i for i, r in enumerate(lane.rows) if r.finish_reason is None]
+        if not keep:
+            lane.rows = []
+            return
+        if len(keep) < len(lane.rows):
+            idx = torch.tensor(keep, dtype=torch.long)
+            for layer in lane.cache.layers:
+                layer.keys, layer.values = layer.keys[idx], layer.values[idx]
+            lane.attn, lane.pos = lane.attn[idx], lane.pos[idx]
+            lane.rows = [lane.rows[i] for i in keep]
+            lane.gens = [lane.gens[i] for i in keep]
+            tokens = [tokens[i] for i in keep]
+            first = int(lane.attn.any(dim=0).float().argmax())  # drop columns that are padding for every row
+            if first > 0:
+                for layer in lane.cache.layers:
+                    layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+                lane.attn = lane.attn[:, first:]
+        n = len(lane.rows)
+        lane.attn = torch.cat([lane.attn, torch.ones((n, 1), dtype=torch.long)], dim=1)
+        lane.pos = lane.pos + 1
+        device = next(self.registry.model.parameters()).device
+        step_ids = torch.tensor([[t] for t in tokens], dtype=torch.long, device=device)
+        with self.registry.lock:
+            out = self._forward(lane.active, lane.rows, input_ids=step_ids, attention_mask=lane.attn.to(device),
+                                position_ids=lane.pos.to(device), **{self._cache_kw: lane.cache})
+        lane.cache = self._cache(out)
+        lane.logits = out.logits[:, -1, :]

@@ -15,7 +15,7 @@ class ServerMetrics:
         self.prompt_tokens = Counter("tunesmith_prompt_tokens_total", "Prompt tokens", ["model"], registry=r)
         self.completion_tokens = Counter("tunesmith_completion_tokens_total", "Generated tokens", ["model"],
                                          registry=r)
-        self.batch_size = Histogram("tunesmith_batch_size", "Requests per forward batch", registry=r,
+        self.batch_size = Histogram("tunesmith_batch_size", "Rows per forward pass (prefill or decode step)", registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64))
         self.queue_depth = Gauge("tunesmith_queue_depth", "Requests waiting for the model", registry=r)
 

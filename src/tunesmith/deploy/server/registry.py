@@ -80,16 +80,16 @@ class AdapterRegistry:
             log.info("loaded adapter %s from %s (rank %d)", name, info.path, info.rank)
             return entry
 
-    def groups(self, adapters: list[str]) -> list[tuple[list[int], str | None]]:
-        """Split a batch's rows into forward groups: (row indices, adapter to activate or None for mixed).
+    def lanes(self, adapters: list[str]) -> dict[str | None, list[int]]:
+        """Split rows into forward lanes: adapter to activate (None = mixed) -> row indices.
 
         PEFT mixes LoRA adapters (and the base) in one forward via ``adapter_names``; it refuses that for
-        DoRA, so each DoRA adapter's rows run as their own group with that adapter active.
+        DoRA, so each DoRA adapter's rows run as a lane of their own with that adapter active.
         """
-        mixed = [i for i, a in enumerate(adapters) if a == BASE or not self.adapters[a].use_dora]
-        out: list[tuple[list[int], str | None]] = [(mixed, None)] if mixed else []
-        for name in dict.fromkeys(a for a in adapters if a != BASE and self.adapters[a].use_dora):
-            out.append(([i for i, a in enumerate(adapters) if a == name], name))
+        out: dict[str | None, list[int]] = {}
+        for i, a in enumerate(adapters):
+            key = a if a != BASE and self.adapters[a].use_dora else None
+            out.setdefault(key, []).append(i)
         return out
 
     def _path_in_adapter_dir(self, name: str) -> Path | None:

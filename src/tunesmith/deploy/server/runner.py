@@ -33,8 +33,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def build_state(cfg: ServeConfig, model_cfg: ModelConfig, *, base_dir: str | Path = ".") -> ServerState:
-    """Load the base model, the configured adapters and the keys; start the batching worker."""
+def build_state(cfg: ServeConfig, model_cfg: ModelConfig, *, base_dir: str | Path = ".", method: str = "lora",
+                adapters: dict[str, Path] | None = None) -> ServerState:
+    """Load the base model, the adapters (``cfg.adapters`` or ``adapters``) and the keys; start the batcher.
+
+    For a qlora run the base is the de-quantised NF4 base the adapter was trained on (see deploy.merge).
+    """
 
     def resolve(p: str) -> Path:
         path = Path(p).expanduser()
@@ -50,13 +54,18 @@ def build_state(cfg: ServeConfig, model_cfg: ModelConfig, *, base_dir: str | Pat
     if not cfg.auth and not _is_loopback(cfg.host):
         raise ConfigError(f"serve.auth: false is only allowed on a loopback host, not {cfg.host}")
     tokenizer = load_tokenizer(model_cfg)
-    model = load_model(model_cfg).eval()
+    if method == "qlora":
+        from tunesmith.deploy.merge import load_base
+
+        model = load_base(model_cfg, "qlora", torch.float32).eval()
+    else:
+        model = load_model(model_cfg).eval()
     registry = AdapterRegistry(
         model, base_name=cfg.base_name, adapter_dir=resolve(cfg.adapter_dir) if cfg.adapter_dir else None,
         max_adapters=cfg.max_adapters,
     )
-    for name, path in cfg.adapters.items():
-        registry.add(name, resolve(path))
+    for name, path in (adapters if adapters is not None else cfg.adapters).items():
+        registry.add(name, resolve(str(path)))
     metrics = ServerMetrics()
     engine = BatchEngine(registry, tokenizer, max_batch_size=cfg.max_batch_size, batch_wait_ms=cfg.batch_wait_ms,
                          max_queue=cfg.max_queue, observe_batch=metrics.batch_size.observe)
