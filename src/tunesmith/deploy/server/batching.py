@@ -152,34 +152,38 @@ class BatchEngine:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            new = []
-            for r in self._admit():
-                if r.cancelled:
-                    self._finish(r, "cancelled")
-                else:
-                    new.append(r)
-            if new:
+            self.tick()
+
+    def tick(self) -> None:
+        """Admit waiting requests (prefill + splice), then advance every lane by one token."""
+        new = []
+        for r in self._admit():
+            if r.cancelled:
+                self._finish(r, "cancelled")
+            else:
+                new.append(r)
+        if new:
+            try:
+                with self.registry.lock:
+                    lanes = self.registry.lanes([r.adapter for r in new]) if self.registry.is_peft else {
+                        None: list(range(len(new)))}
+            except Exception as e:  # pragma: no cover - registry bug
+                self._fail(new, e)
+                lanes = {}
+            for key, idx in lanes.items():
+                rows = [new[i] for i in idx]
                 try:
-                    with self.registry.lock:
-                        lanes = self.registry.lanes([r.adapter for r in new]) if self.registry.is_peft else {
-                            None: list(range(len(new)))}
-                except Exception as e:  # pragma: no cover - registry bug
-                    self._fail(new, e)
-                    lanes = {}
-                for key, idx in lanes.items():
-                    rows = [new[i] for i in idx]
-                    try:
-                        self._add(self._prefill(key, rows))
-                    except Exception as e:  # a bug must fail these requests, never kill the worker
-                        self._fail(rows, e)
-            for key, lane in list(self.lanes.items()):
-                try:
-                    self._step(lane)
-                except Exception as e:
-                    self._fail(lane.rows, e)
-                    lane.rows = []
-                if not lane.rows:
-                    del self.lanes[key]
+                    self._add(self._prefill(key, rows))
+                except Exception as e:  # a bug must fail these requests, never kill the worker
+                    self._fail(rows, e)
+        for key, lane in list(self.lanes.items()):
+            try:
+                self._step(lane)
+            except Exception as e:
+                self._fail(lane.rows, e)
+                lane.rows = []
+            if not lane.rows:
+                del self.lanes[key]
 
     # -- text and sampling ----------------------------------------------------------------------
 

@@ -53,6 +53,8 @@ def build_state(cfg: ServeConfig, model_cfg: ModelConfig, *, base_dir: str | Pat
         )
     if not cfg.auth and not _is_loopback(cfg.host):
         raise ConfigError(f"serve.auth: false is only allowed on a loopback host, not {cfg.host}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     tokenizer = load_tokenizer(model_cfg)
     if method == "qlora":
         from tunesmith.deploy.merge import load_base
