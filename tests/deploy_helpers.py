@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -41,3 +42,13 @@ def make_adapter(
                 p.mul_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
     peft_model.save_pretrained(str(out_dir))
     return Path(out_dir)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Deploy/serve tests use tiny models: on the shared 2-core CI box one torch thread is several times
+    faster than two (no thread waiting on a descheduled sibling). Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,9 +6,9 @@ import re
 
 import pytest
 import yaml
+from deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 from typer.testing import CliRunner
 
-from deploy_helpers import make_adapter
 from tunesmith.cli import app
 from tunesmith.deploy.server.auth import KeyChecker, hash_key, load_key_hashes
 from tunesmith.errors import ConfigError, TunesmithError
@@ -31,6 +31,12 @@ def test_export_merge_and_vllm_commands(run_config, tmp_path):
     assert r.exit_code == 0, r.output
     merged = tmp_path / "runs" / "tickets" / "merged"
     assert (merged / "model.safetensors").is_file() and (merged / "README.md").is_file()
+
+    r = runner.invoke(app, ["export", "gguf", str(run_config), "--type", "q8_0"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    gguf_file = tmp_path / "runs" / "tickets" / "gguf" / "tickets-q8_0.gguf"
+    assert gguf_file.read_bytes()[:4] == b"GGUF" and gguf_file.stat().st_size > 1_000_000  # vocab + tensors
+    assert f"FROM ./{gguf_file.name}" in (gguf_file.parent / "Modelfile").read_text()
 
     r = runner.invoke(app, ["serve", str(run_config), "--engine", "vllm"], catch_exceptions=False)
     assert r.exit_code == 0, r.output

@@ -7,9 +7,15 @@ import json
 import pytest
 import torch
 import yaml
+from deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
-from deploy_helpers import make_adapter
-from tunesmith.deploy.merge import attach_adapter, bnb_nf4_config, load_base, merge_adapter, read_adapter
+from tunesmith.deploy.merge import (
+    attach_adapter,
+    bnb_nf4_config,
+    load_base,
+    merge_adapter,
+    read_adapter,
+)
 from tunesmith.errors import TunesmithError
 from tunesmith.models.config import ModelConfig
 

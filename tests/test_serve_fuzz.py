@@ -8,20 +8,19 @@ import urllib.request
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, Phase, settings  # noqa: E402
+from deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
+from hypothesis import HealthCheck, Phase, settings
 
-from tunesmith.deploy.config import ServeConfig  # noqa: E402
-from tunesmith.deploy.server.auth import hash_key  # noqa: E402
-from tunesmith.deploy.server.runner import ServerThread, build_state  # noqa: E402
-from tunesmith.models.config import ModelConfig  # noqa: E402
+from tunesmith.deploy.config import ServeConfig
+from tunesmith.deploy.server.auth import hash_key
+from tunesmith.deploy.server.runner import ServerThread, build_state
+from tunesmith.models.config import ModelConfig
 
 KEY = "tsk-fuzz"
 
 
 @pytest.fixture(scope="module")
 def fuzz_server(tiny_model_dir, tmp_path_factory):
-    from deploy_helpers import make_adapter
-
     adapter = make_adapter(tiny_model_dir, tmp_path_factory.mktemp("fuzz") / "a", seed=1)
     cfg = ServeConfig(adapters={"a": str(adapter)}, api_key_hashes=[hash_key(KEY)], max_total_tokens=64,
                       default_max_tokens=4, max_request_bytes=50_000, request_timeout_s=30)

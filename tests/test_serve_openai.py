@@ -10,8 +10,8 @@ import urllib.request
 import openai
 import pytest
 import torch
+from deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
-from deploy_helpers import make_adapter
 from tunesmith.deploy.config import ServeConfig
 from tunesmith.deploy.server.auth import hash_key
 from tunesmith.deploy.server.runner import ServerThread, build_state
@@ -263,3 +263,16 @@ def test_sampling_extremes_never_fail(temperature, top_p):
     assert all(0 <= t < 100 for t in out)
     if temperature < 1e-3 or top_p < 1e-3:
         assert out == logits.argmax(-1).tolist()
+
+
+@pytest.mark.slow
+def test_real_embedded_model_answers_through_the_server(embedded_model_dir):
+    """The one test on the real SmolLM2-135M-Instruct: its chat template and EOS handling give a real answer."""
+    cfg = ServeConfig(api_key_hashes=[hash_key(KEY)], max_total_tokens=512)
+    state = build_state(cfg, ModelConfig(name_or_path=str(embedded_model_dir), device="cpu"))
+    with ServerThread(state) as s:
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key=KEY, max_retries=0, timeout=120)
+        r = c.chat.completions.create(model="base", max_tokens=24, temperature=0,
+                                      messages=[{"role": "user", "content": "What is the capital of France?"}])
+    assert "Paris" in r.choices[0].message.content
+    assert "<|im_end|>" not in r.choices[0].message.content

@@ -304,16 +304,16 @@ def create_app(state: ServerState) -> BodyLimit:
 
     @app.post("/v1/chat/completions", responses=ERROR_RESPONSES)
     async def chat_completions(body: ChatCompletionRequest, key: str = Depends(require_key)):
-        if body.response_format and body.response_format.type == "json_object":
-            if not any("json" in msg.text().lower() for msg in body.messages):
-                raise APIError(400, "'messages' must contain the word 'json' in some form, to use "
-                               "'response_format' of type 'json_object'.", param="response_format")
+        wants_json = body.response_format is not None and body.response_format.type == "json_object"
+        if wants_json and not any("json" in msg.text().lower() for msg in body.messages):
+            raise APIError(400, "'messages' must contain the word 'json' in some form, to use "
+                           "'response_format' of type 'json_object'.", param="response_format")
         messages = [{"role": "system" if msg.role == "developer" else msg.role, "content": msg.text()}
                     for msg in body.messages]
         try:
             prompt_ids = state.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                              return_dict=False)
-        except Exception as e:  # the template rejects this conversation (e.g. role order)
+        except Exception as e:  # noqa: BLE001 - the template rejects this conversation (e.g. role order)
             raise APIError(400, f"the chat template cannot render these messages: {e}", param="messages") from None
         if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "input_ids"):
             prompt_ids = prompt_ids["input_ids"]

@@ -167,19 +167,19 @@ class BatchEngine:
                 with self.registry.lock:
                     lanes = self.registry.lanes([r.adapter for r in new]) if self.registry.is_peft else {
                         None: list(range(len(new)))}
-            except Exception as e:  # pragma: no cover - registry bug
+            except Exception as e:  # noqa: BLE001  # pragma: no cover - registry bug
                 self._fail(new, e)
                 lanes = {}
             for key, idx in lanes.items():
                 rows = [new[i] for i in idx]
                 try:
                     self._add(self._prefill(key, rows))
-                except Exception as e:  # a bug must fail these requests, never kill the worker
+                except Exception as e:  # noqa: BLE001 - a bug must fail these requests, never kill the worker
                     self._fail(rows, e)
         for key, lane in list(self.lanes.items()):
             try:
                 self._step(lane)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - as above
                 self._fail(lane.rows, e)
                 lane.rows = []
             if not lane.rows:

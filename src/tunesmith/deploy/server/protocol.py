@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Float = dict(allow_inf_nan=False)
+Float = {"allow_inf_nan": False}
 
 
 class APIError(Exception):
