@@ -199,20 +199,34 @@ def create_app(state: ServerState) -> BodyLimit:
         if not state.limiter.acquire(key):
             raise APIError(429, f"more than {cfg.max_concurrent_per_key} requests in flight for this API key",
                            type="rate_limit_error", code="rate_limit_exceeded")
+        released = False
+
+        def release() -> None:  # idempotent: on the response's end, or when generation ends, whichever is first
+            nonlocal released
+            if not released:
+                released = True
+                state.limiter.release(key)
+
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
+
+        def on_done(r: GenRequest) -> None:  # worker thread
+            loop.call_soon_threadsafe(events.put_nowait, ("done", r))
+            if stream:  # a stream whose body never started (client gone at once) must not hold the slot
+                loop.call_soon_threadsafe(release)
+
         stream = bool(body.stream)
         req = GenRequest(
             prompt_ids=prompt_ids, adapter=adapter, max_new_tokens=budget,
             temperature=1.0 if body.temperature is None else body.temperature,
             top_p=1.0 if body.top_p is None else body.top_p, stop=body.stop_list(), seed=body.seed,
             on_delta=(lambda t: loop.call_soon_threadsafe(events.put_nowait, ("delta", t))) if stream else None,
-            on_done=lambda r: loop.call_soon_threadsafe(events.put_nowait, ("done", r)),
+            on_done=on_done,
         )
         try:
             state.engine.submit(req)
         except QueueFull:
-            state.limiter.release(key)
+            release()
             raise APIError(429, "the server is busy; retry shortly", type="rate_limit_error",
                            code="server_overloaded") from None
         m.prompt_tokens.labels(body.model).inc(len(prompt_ids))
@@ -238,7 +252,7 @@ def create_app(state: ServerState) -> BodyLimit:
                 raise APIError(504, f"generation took longer than {cfg.request_timeout_s}s", type="timeout",
                                code="timeout") from None
             finally:
-                state.limiter.release(key)
+                release()
             r = val
             done_accounting(r)
             if r.error:
@@ -297,7 +311,7 @@ def create_app(state: ServerState) -> BodyLimit:
                 yield "data: [DONE]\n\n"
             finally:
                 req.cancelled = True  # client went away: the batcher drops the row
-                state.limiter.release(key)
+                release()
 
         return StreamingResponse(events_stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
