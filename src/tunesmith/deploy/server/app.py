@@ -251,6 +251,9 @@ def create_app(state: ServerState) -> BodyLimit:
                 req.cancelled = True
                 raise APIError(504, f"generation took longer than {cfg.request_timeout_s}s", type="timeout",
                                code="timeout") from None
+            except asyncio.CancelledError:  # the client went away: stop decoding its row
+                req.cancelled = True
+                raise
             finally:
                 release()
             r = val
