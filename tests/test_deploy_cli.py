@@ -6,7 +6,7 @@ import re
 
 import pytest
 import yaml
-from deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
+from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 from typer.testing import CliRunner
 
 from tunesmith.cli import app

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
+from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.gguf_export import export_gguf, write_modelfile
 from tunesmith.deploy.merge import merge_adapter

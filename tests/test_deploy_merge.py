@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import yaml
-from deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
+from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.merge import (
     attach_adapter,

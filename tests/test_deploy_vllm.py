@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
+from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.config import ServeConfig
 from tunesmith.deploy.vllm import format_command, max_lora_rank, vllm_command

@@ -6,7 +6,7 @@ import threading
 import time
 
 import torch
-from deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
+from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.server.batching import BatchEngine, GenRequest
 from tunesmith.deploy.server.registry import BASE, AdapterRegistry

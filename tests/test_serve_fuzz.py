@@ -8,8 +8,8 @@ import urllib.request
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 from hypothesis import HealthCheck, Phase, settings
+from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.config import ServeConfig
 from tunesmith.deploy.server.auth import hash_key

@@ -6,7 +6,7 @@ import time
 
 import openai
 import pytest
-from deploy_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
+from test_deploy_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.config import ServeConfig
 from tunesmith.deploy.server.auth import hash_key

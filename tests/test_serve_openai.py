@@ -10,7 +10,7 @@ import urllib.request
 import openai
 import pytest
 import torch
-from deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
+from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.config import ServeConfig
 from tunesmith.deploy.server.auth import hash_key
@@ -21,8 +21,14 @@ KEY, OTHER_KEY = "tsk-test-key-1", "tsk-test-key-2"
 MSGS = [{"role": "user", "content": "Summarise ticket 42: the printer is on fire."}]
 
 
+def _adapter_for_other_base(tokenizer, base_dir, out):
+    from tunesmith.models.tiny import save_tiny_llama
+
+    return make_adapter(save_tiny_llama(base_dir, tokenizer, hidden_size=32, num_heads=2, num_kv_heads=1), out)
+
+
 @pytest.fixture(scope="module")
-def adapters(tiny_model_dir, tmp_path_factory):
+def adapters(tiny_model_dir, tokenizer, tmp_path_factory):
     root = tmp_path_factory.mktemp("adapters")
     allowed = root / "allowed"
     return {
@@ -31,6 +37,7 @@ def adapters(tiny_model_dir, tmp_path_factory):
         "late-dora": make_adapter(tiny_model_dir, allowed / "late-dora", seed=3, scale=2.0, method="dora"),
         "late-lora": make_adapter(tiny_model_dir, allowed / "late-lora", seed=4, scale=2.0),
         "outside": make_adapter(tiny_model_dir, root / "outside", seed=5, scale=2.0),
+        "wrong-base": _adapter_for_other_base(tokenizer, root / "other-base", allowed / "wrong-base"),
         "allowed": allowed,
     }
 
@@ -153,6 +160,11 @@ def test_runtime_adapters_only_from_the_allowed_folder(client, server, tiny_mode
         with pytest.raises((openai.NotFoundError, openai.BadRequestError)):
             chat(client, name)
     assert "outside" not in server.state.registry.adapters
+    with pytest.raises(openai.BadRequestError, match="cannot be loaded onto this base model"):
+        chat(client, "wrong-base")  # an adapter trained on another base: 400, nothing half-loaded
+    assert "wrong-base" not in server.state.registry.adapters
+    assert chat(client, "late-lora").choices[0].message.content == reference_answer(
+        tiny_model_dir, tokenizer, adapters["late-lora"])
 
 
 def test_concurrent_mixed_adapters_are_batched_and_correct(client, server):

@@ -69,11 +69,19 @@ class AdapterRegistry:
                 raise TunesmithError(f"already serving {self.max_adapters} adapters", hint="raise serve.max_adapters")
             from peft import PeftModel
 
-            if not self.adapters:
-                self.model = PeftModel.from_pretrained(self.model, str(info.path), adapter_name=name,
-                                                       is_trainable=False)
-            else:
-                self.model.load_adapter(str(info.path), adapter_name=name, is_trainable=False)
+            try:
+                if not self.adapters:
+                    self.model = PeftModel.from_pretrained(self.model, str(info.path), adapter_name=name,
+                                                           is_trainable=False)
+                else:
+                    self.model.load_adapter(str(info.path), adapter_name=name, is_trainable=False)
+            except Exception as e:  # noqa: BLE001 - wrong base, missing weights, ...: the user's adapter, not a bug
+                if self.adapters and name in getattr(self.model, "peft_config", {}):
+                    self.model.delete_adapter(name)  # no half-loaded adapter stays behind
+                raise TunesmithError(
+                    f"adapter '{name}' cannot be loaded onto this base model: {type(e).__name__}: {str(e)[:300]}",
+                    hint="was it trained on a different base model?",
+                ) from None
             self.model.eval()
             entry = AdapterEntry(name, info.path, info.rank, info.use_dora)
             self.adapters[name] = entry

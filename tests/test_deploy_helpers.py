@@ -1,4 +1,4 @@
-"""Helpers for deploy/serve tests: PEFT adapters with non-zero B matrices on tiny models."""
+"""Helpers for deploy/serve tests (no tests here): PEFT adapters with non-zero B matrices on tiny models."""
 
 from __future__ import annotations
 
