@@ -156,7 +156,8 @@ def test_runtime_adapters_only_from_the_allowed_folder(client, server, tiny_mode
     assert dora == reference_answer(tiny_model_dir, tokenizer, adapters["late-dora"])
     assert chat(client, "late-lora").choices[0].message.content == reference_answer(
         tiny_model_dir, tokenizer, adapters["late-lora"])
-    for name in ("outside", "../outside", "..", "a/b", "/etc", "support-tickets/../legal", "x" * 200):
+    (adapters["allowed"] / "sneaky").symlink_to(adapters["outside"], target_is_directory=True)
+    for name in ("outside", "../outside", "..", "a/b", "/etc", "support-tickets/../legal", "x" * 200, "sneaky"):
         with pytest.raises((openai.NotFoundError, openai.BadRequestError)):
             chat(client, name)
     assert "outside" not in server.state.registry.adapters
