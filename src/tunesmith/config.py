@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from tunesmith.advise.config import AdviseConfig
 from tunesmith.data.config import DataConfig
+from tunesmith.deploy.config import ServeConfig
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate.config import EvalConfig
 from tunesmith.models.config import ModelConfig
@@ -34,6 +35,7 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     advise: AdviseConfig = Field(default_factory=AdviseConfig, description="Answers for `tunesmith advise` (optional).")
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     # Not part of the YAML: the folder relative paths are resolved against.
     base_dir: str = Field(".", exclude=True, description="(internal) folder of the config file")

@@ -1,0 +1,136 @@
+"""Merge a PEFT adapter (LoRA, DoRA or QLoRA) into its base model and save a standalone checkpoint.
+
+A QLoRA adapter was trained against the NF4-quantised base, so the model it is "right" for is
+``dequant(nf4(W)) + BA``, not ``W + BA``. We therefore load the base the way training saw it
+(bitsandbytes 4-bit), de-quantise it to the chosen dtype and merge there: the merged model then
+reproduces what was evaluated, instead of silently shifting every output by the quantisation error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tunesmith.deploy.model_card import write_model_card
+from tunesmith.errors import ModelError, TunesmithError
+from tunesmith.models.config import ModelConfig
+from tunesmith.models.loading import DTYPES, load_model, load_tokenizer
+from tunesmith.utils.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+METHODS = ("lora", "dora", "qlora")
+
+
+@dataclass
+class AdapterInfo:
+    path: Path
+    config: dict
+    base: str | None
+    rank: int
+    use_dora: bool
+
+
+def read_adapter(path: str | Path) -> AdapterInfo:
+    """Read and check ``adapter_config.json`` of a PEFT adapter folder."""
+    path = Path(path)
+    cfg_file = path / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise TunesmithError(
+            f"{path} is not a PEFT adapter folder (no adapter_config.json)",
+            hint="point at <run_dir>/adapter, written by `tunesmith train` with a lora/dora/qlora method",
+        )
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise TunesmithError(f"{cfg_file} is not valid JSON: {e}") from None
+    if cfg.get("peft_type", "LORA") != "LORA":
+        raise TunesmithError(f"{path}: only LoRA-family adapters can be merged (peft_type={cfg.get('peft_type')})")
+    if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise TunesmithError(f"{path} has no adapter weights (adapter_model.safetensors)")
+    ranks = [int(cfg.get("r", 8)), *(int(v) for v in (cfg.get("rank_pattern") or {}).values())]
+    return AdapterInfo(path, cfg, cfg.get("base_model_name_or_path"), max(ranks), bool(cfg.get("use_dora")))
+
+
+def bnb_nf4_config(compute_dtype: torch.dtype = torch.float32):
+    """The quantisation QLoRA training uses (NF4, double quantisation)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def load_base(base: ModelConfig, method: str, dtype: torch.dtype):
+    """The base model in ``dtype`` exactly as the adapter saw it in training (de-quantised NF4 for qlora)."""
+    if method != "qlora":
+        return load_model(base, device=torch.device("cpu"), dtype=dtype)
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelError(
+            "merging a qlora adapter needs bitsandbytes (the base is re-quantised exactly as in training)",
+            hint="pip install 'tunesmith[gpu]'",
+        ) from None
+    model = load_model(base, dtype=torch.float32, quantization_config=bnb_nf4_config(torch.float32))
+    model = model.dequantize()
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+    model.hf_quantizer = None
+    return model.to(dtype)
+
+
+def attach_adapter(model, adapter_dir: str | Path, adapter_name: str = "default"):
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name, is_trainable=False)
+
+
+def merge_adapter(
+    adapter_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    base: ModelConfig | None = None,
+    method: str | None = None,
+    dtype: str = "float32",
+    run_dir: str | Path | None = None,
+) -> Path:
+    """Merge ``adapter_dir`` into its base and write safetensors, tokenizer, generation config and a model card."""
+    info = read_adapter(adapter_dir)
+    if base is None:
+        if not info.base:
+            raise TunesmithError(f"{adapter_dir}: adapter_config.json names no base model", hint="pass --base")
+        base = ModelConfig(name_or_path=info.base)
+    method = method or ("dora" if info.use_dora else "lora")
+    if method not in METHODS:
+        raise TunesmithError(f"cannot merge an adapter of method '{method}'", hint=f"one of {', '.join(METHODS)}")
+    if dtype not in DTYPES:
+        raise TunesmithError(f"unknown dtype '{dtype}'", hint=f"one of {', '.join(DTYPES)}")
+    torch_dtype = DTYPES[dtype]
+
+    model = load_base(base, method, torch.float32)  # merge in fp32, cast once at the end
+    tokenizer = load_tokenizer(base)
+    peft_model = attach_adapter(model, info.path)
+    merged = peft_model.merge_and_unload(safe_merge=True)
+    merged = merged.to(torch_dtype)
+    merged.config.dtype = torch_dtype
+    merged.config._name_or_path = str(out_dir)
+    if merged.generation_config.pad_token_id is None:
+        merged.generation_config.pad_token_id = tokenizer.pad_token_id
+
+    out = Path(out_dir)
+    with atomic_dir(out) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        merged.generation_config.save_pretrained(tmp)
+        write_model_card(tmp, base=base.name_or_path, adapter=info, method=method, dtype=dtype, run_dir=run_dir)
+    log.info("merged %s into %s -> %s", info.path, base.name_or_path, out)
+    return out

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible server: app (routes), auth (keys, limits), registry (adapters), batching (engine)."""
