@@ -73,7 +73,6 @@ def build_state(cfg: ServeConfig, model_cfg: ModelConfig, *, base_dir: str | Pat
     engine = BatchEngine(registry, tokenizer, max_batch_size=cfg.max_batch_size, batch_wait_ms=cfg.batch_wait_ms,
                          max_queue=cfg.max_queue, observe_batch=metrics.batch_size.observe)
     engine.start()
-    torch.set_grad_enabled(False)
     return ServerState(cfg=cfg, registry=registry, tokenizer=tokenizer, engine=engine,
                        keys=KeyChecker(digests) if cfg.auth else None,
                        limiter=ConcurrencyLimiter(cfg.max_concurrent_per_key), metrics=metrics)
