@@ -5,6 +5,7 @@ The server's behaviour is chosen by the request's model name:
   flaky  - the first request for each prompt gets 429 (Retry-After: 0), the next succeeds
   broken - always 500
   denied - always 401 (not retryable)
+  judge  - an LLM judge: PASS when the graded answer says "unknown", else FAIL
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class FakeOpenAI:
                 if model == "flaky" and first:
                     return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
                 text = outer.answers.get(prompt, "unknown")
+                if model == "judge":
+                    graded = prompt.split("[Assistant's answer]", 1)[-1]
+                    text = "PASS" if "unknown" in graded.lower() else "FAIL"
                 return self._send(200, {"id": "x", "object": "chat.completion", "model": model,
                                         "choices": [{"index": 0, "finish_reason": "stop",
                                                      "message": {"role": "assistant", "content": text}}]})

@@ -63,8 +63,9 @@ def _cfg(tmp_path, tiny_model_dir, server, models, name="t", **eval_extra):
         "eval": {"models": models, "max_new_tokens": 6, "batch_size": 4, "label_pattern": LABEL_RE,
                  "format_pattern": FORMAT_RE, "few_shot_k": 2, "bootstrap_samples": 200,
                  "endpoints": [{"name": "api", "base_url": server.base_url, "model": "echo", "api_key_env": None,
-                                "max_retries": 1, "backoff_s": 0}],
-                 "adversarial": {"max_prompts": 5},
+                                "max_retries": 1, "backoff_s": 0},
+                               {"name": "judge", "base_url": server.base_url, "model": "judge", "api_key_env": None}],
+                 "adversarial": {"max_prompts": 5, "judge": "judge"},
                  "regression": {"prompts_file": str(tmp_path / "general.jsonl"), "max_text_chars": 600,
                                 "max_new_tokens": 6},
                  **eval_extra},
@@ -80,11 +81,13 @@ def test_full_eval_base_fewshot_tuned_api(tmp_path, tiny_model_dir):
         cfg = _cfg(tmp_path, tiny_model_dir, server, ["base", "few_shot", "tuned", "api"])
         _save_adapter(tiny_model_dir, cfg.run_dir / "adapter")
         m = evaluate_from_config(cfg, _prepared())
-        n_requests = len(server.requests)
+        n_api = sum(r["model"] == "echo" for r in server.requests)
+        n_judge = sum(r["model"] == "judge" for r in server.requests)
         # a re-run: every endpoint answer comes from the on-disk cache, except the failed request
         server.requests.clear()
         evaluate_from_config(_cfg(tmp_path, tiny_model_dir, server, ["api"], name="rerun"), _prepared())
         assert len(server.requests) == 2  # ticket 3 again: one attempt + one retry, still reported
+        # (the judge's verdicts on api's cached answers are cached too)
     run = cfg.run_dir
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["api"] == json.loads(json.dumps(m["api"]))
@@ -108,6 +111,9 @@ def test_full_eval_base_fewshot_tuned_api(tmp_path, tiny_model_dir):
     assert adv["items"] == 5 and set(adv["kinds"]) == {"empty", "other_language", "off_topic", "absent_fact", "injection"}
     assert adv["api"]["hallucination_rate"] == pytest.approx(0.2) and adv["api"]["by_kind"]["injection"]["hallucination_rate"] == 1.0
     assert adv["api"]["pass_rate"] == pytest.approx(0.8)
+    # the LLM judge (rubric: PASS when the answer says "unknown") is reported beside the rules, not mixed in
+    assert adv["api"]["judge"] == "judge" and adv["api"]["judge_n"] == 5
+    assert adv["api"]["judge_hallucination_rate"] == 0.0 and adv["api"]["judge_hallucination_rate_ci"] == [0.0, 0.0]
     # regression: local models only (few_shot shares base's weights), tuned compared with base
     reg = saved["regression"]
     assert set(reg) >= {"base", "tuned"} and "few_shot" not in reg and "api" not in reg
@@ -126,7 +132,9 @@ def test_full_eval_base_fewshot_tuned_api(tmp_path, tiny_model_dir):
     assert html.count("data:image/png;base64,") >= 4  # headline, per-class x2 fields, confusion x2, distribution
     assert "how do I change my avatar?" in html and "<details>" in html and "http" not in html.split("<body>")[1].split(
         "Examples")[0].replace(server.base_url, "")
-    assert n_requests == 4 + 1 + 5  # 4 test prompts, 1 retry of the 500, 5 adversarial
+    # api: 4 test prompts + 1 retry of the 500 + 5 adversarial; judge: at most 5 verdicts for each of the
+    # 4 models (identical answers to the same item are one cached request)
+    assert n_api == 4 + 1 + 5 and 5 <= n_judge <= 4 * 5
 
 
 def test_gates(tmp_path):
@@ -175,3 +183,30 @@ def test_config_rejects_unknown_model_and_bad_judge():
         build_config({"eval": {"adversarial": {"judge": "nobody"}}})
     with pytest.raises(ConfigError, match="must be unique"):
         build_config({"eval": {"endpoints": [{"name": "regression", "base_url": "http://x", "model": "m"}]}})
+
+
+@pytest.mark.slow
+def test_real_model_perplexity_and_report(tmp_path, embedded_model_dir):
+    """SmolLM2-135M-Instruct, 3 support tickets: base and few-shot, all four measurements, sane perplexity."""
+    import importlib.util
+
+    from tunesmith.evaluate.run import evaluate_from_config
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "support-tickets"
+    spec = importlib.util.spec_from_file_location("gen", root / "generate.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    rows = gen.generate(12, seed=5)
+    recs = [{"id": f"r{i}", "label": r["category"], "messages": [
+        {"role": "user", "content": f"{r['instruction']}\n\n{r['input']}"}, {"role": "assistant", "content": r["output"]}]}
+        for i, r in enumerate(rows)]
+    ex = yaml.safe_load((root / "config.yaml").read_text())["eval"]
+    cfg = build_config({"name": "real", "output_dir": str(tmp_path), "model": {"device": "cpu"}, "eval": {
+        **ex, "models": ["base", "few_shot"], "max_examples": 3, "max_new_tokens": 24, "few_shot_k": 2,
+        "adversarial": {"max_prompts": 5}, "regression": {"max_prompts": 3, "max_text_chars": 1500}}})
+    m = evaluate_from_config(cfg, PreparedData(train=recs[3:], validation=[], test=recs[:3]))
+    assert m["base"]["n"] == 3 and m["few_shot"]["n"] == 3 and m["adversarial"]["base"]["n"] == 5
+    # a trained 135M model on plain English: perplexity in the tens (a random model would be ~ vocabulary size)
+    assert 3 < m["regression"]["base"]["perplexity"] < 100
+    assert "few_shot" not in m["regression"]
+    assert (tmp_path / "real" / "report.html").stat().st_size > 20_000

@@ -67,7 +67,8 @@ def print_table(results: dict[str, Any], metrics: dict[str, Any]) -> None:
     console.print(table)
     for name, c in metrics.get("comparisons", {}).items():
         ci = c.get("delta_points_ci")
-        console.print(f"{name.replace('_vs_', ' vs ')}: {c['delta_points']:+.1f} points"
+        b, a = name.split("_vs_", 1) if "_vs_" in name else (name, "?")
+        console.print(f"{a} vs {b}: {b} - {a} = {c['delta_points']:+.1f} points"
                       + (f" [95% CI {ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else "") + f", p={c['p_value']:.3g} ({c['test']})")
     for name, r in metrics.get("regression", {}).items():
         if isinstance(r, dict) and r.get("forgetting"):
