@@ -34,6 +34,16 @@ def ticket_conversations(n: int, seed: int = 3) -> list[list[dict]]:
     return [[{"role": "user", "content": f"{r['instruction']}\n\n{r['input']}"}] for r in rows[:n]]
 
 
+def general_conversations(n: int) -> list[list[dict]]:
+    """Short general prompts (chatterbot-corpus held-out files, else the adversarial off-topic questions)."""
+    from tunesmith.evaluate.adversarial import OFF_TOPIC
+    from tunesmith.evaluate.general import general_prompts
+
+    rows, _ = general_prompts(None, None, n)
+    texts = [r["messages"][0]["content"] for r in rows] or OFF_TOPIC
+    return [[{"role": "user", "content": texts[i % len(texts)]}] for i in range(n)]
+
+
 def one_at_a_time(model, tokenizer, prompts, max_new_tokens, eos):
     import torch
 
@@ -59,6 +69,9 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--prompts", choices=["tickets", "general"], default="tickets",
+                    help="tickets: long classification prompts, short answers (prefill-heavy); "
+                    "general: short chat prompts, longer answers (decode-heavy)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -71,7 +84,8 @@ def main() -> int:
     cfg = ModelConfig(name_or_path=args.model, device="cpu", dtype="float32")
     tokenizer = load_tokenizer(cfg)
     model = load_model(cfg).eval()
-    prompts = render_prompts(tokenizer, ticket_conversations(args.n))
+    convs = ticket_conversations(args.n) if args.prompts == "tickets" else general_conversations(args.n)
+    prompts = render_prompts(tokenizer, convs)
     eos = stop_token_ids(tokenizer, model)
 
     def n_tokens(texts):
@@ -88,7 +102,8 @@ def main() -> int:
     mismatches = [i for i, (a, b) in enumerate(zip(ours, ref, strict=True)) if a != b]
     tokens = n_tokens(ref)
     result = {
-        "model": args.model, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+        "model": args.model, "prompt_set": args.prompts, "prompts": len(prompts),
+        "mean_prompt_tokens": round(sum(map(len, prompts)) / len(prompts), 1), "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(), "generated_tokens": tokens,
         "tunesmith_seconds": round(t_ours, 2), "one_at_a_time_seconds": round(t_ref, 2),
         "tunesmith_tokens_per_s": round(tokens / t_ours, 1), "one_at_a_time_tokens_per_s": round(tokens / t_ref, 1),

@@ -50,7 +50,7 @@ def _headline_plot(results: dict[str, Any], metrics: dict[str, Any]) -> str | No
     if metrics.get("regression"):
         series.append(("general ROUGE-L", metrics["regression"], "rouge_l"))
     names = list(results)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(series) * max(1, len(names)) / 2), 3.6))
+    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.8 * len(series) * max(1, len(names)))), 3.6))
     width = 0.8 / len(names)
     x = np.arange(len(series))
     for j, n in enumerate(names):
