@@ -90,8 +90,8 @@ def _per_class_plots(results: dict[str, Any], metrics: dict[str, Any]) -> list[s
         out.append(_png(fig))
         confs = [(n, metrics[n]["classification"][f]["confusion"]) for n in results
                  if f in metrics[n].get("classification", {})]
-        fig, axes = plt.subplots(1, len(confs), figsize=(3.6 * len(confs), 3.4), squeeze=False)
-        for ax, (n, conf) in zip(axes[0], confs, strict=True):
+        fig, axes = plt.subplots(1, len(confs), figsize=(4.2 * len(confs), 3.8), squeeze=False)
+        for j, (ax, (n, conf)) in enumerate(zip(axes[0], confs, strict=True)):
             mat = np.array(conf["matrix"], dtype=float)
             ax.imshow(mat, cmap="Blues")
             ax.set_xticks(range(len(conf["predicted"])), conf["predicted"], rotation=45, ha="right", fontsize=7)
@@ -100,7 +100,9 @@ def _per_class_plots(results: dict[str, Any], metrics: dict[str, Any]) -> list[s
                 ax.text(k, i, int(v), ha="center", va="center", fontsize=7, color="white" if v > mat.max() / 2 else "black")
             ax.set_title(f"{n}: {f}", fontsize=9)
             ax.set_xlabel("predicted", fontsize=8)
-            ax.set_ylabel("expected", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("expected", fontsize=8)
+        fig.tight_layout()
         out.append(_png(fig))
     return out
 
