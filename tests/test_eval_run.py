@@ -149,18 +149,17 @@ def test_gates(tmp_path):
         parse_gates(["tuned.accuracy=high"])
 
 
-def test_cli_fail_under_exit_status(tmp_path, tiny_model_dir):
+def test_cli_fail_under_exit_status(tmp_path, tiny_model_dir, monkeypatch):
     from typer.testing import CliRunner
 
+    import tunesmith.pipeline
     from tunesmith.cli import app
-    from tunesmith.utils.io import write_jsonl
 
     answers, fails = _answers()
+    # the data stage is not under test: the run's prepared splits are these records
+    monkeypatch.setattr(tunesmith.pipeline, "_prepared", lambda cfg: _prepared())
     with FakeOpenAI(answers, fails) as server:
         cfg = _cfg(tmp_path, tiny_model_dir, server, ["api"])
-        p = _prepared()
-        for split in ("train", "validation", "test"):
-            write_jsonl(cfg.run_dir / "data" / f"{split}.jsonl", getattr(p, split))
         data = cfg.model_dump(mode="json")
         (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
         runner = CliRunner()
