@@ -4,7 +4,7 @@ Same model, same prompts, greedy decoding on both sides; the outputs are asserte
 generated tokens per second of each are compared. Prompts are support-ticket classification
 prompts (the example task), rendered with the model's chat template.
 
-    OMP_NUM_THREADS=2 python benchmarks/eval_generation.py --n 64 --max-new-tokens 40 --batch-size 32
+    OMP_NUM_THREADS=1 python benchmarks/eval_generation.py --prompts tickets|general --n 64 --batch-size 32
 
 The model defaults to the embedded SmolLM2-135M-Instruct (offline). Results go to stdout and,
 with --out, to a JSON file.
