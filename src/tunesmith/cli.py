@@ -73,11 +73,32 @@ def train(
 
 
 @app.command("eval")
-def evaluate(config: ConfigArg, overrides: OverridesArg = None) -> None:
-    """Evaluate base and tuned models on the held-out test split; write report.md and metrics.json."""
+def evaluate(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    fail_under: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-under",
+            help="CI gate KEY=VALUE on a metrics.json path (repeatable), e.g. tuned.accuracy=0.8 or "
+            "adversarial.tuned.pass_rate=0.5; exit status 1 when a metric is below its value.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Evaluate base, few-shot, tuned (and API) models: task accuracy, format, hallucination, regression."""
+    from tunesmith.evaluate.gates import GateFailed, parse_gates
     from tunesmith.pipeline import run_eval
 
-    run_eval(_load(config, overrides))
+    cfg = _load(config, overrides)
+    gates = parse_gates(fail_under or [])
+    if gates:
+        cfg.eval.fail_under = {**cfg.eval.fail_under, **gates}
+    try:
+        run_eval(cfg)
+    except GateFailed as e:
+        err_console.print(f"[bold red]gate missed:[/] {escape(e.message)}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def _register_stage_apps() -> None:

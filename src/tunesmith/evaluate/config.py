@@ -1,39 +1,176 @@
+"""The ``eval:`` section: which models, which scorers, which extra measurements, which gates."""
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tunesmith.schema import Section
 
+BUILTIN_MODELS = ("base", "few_shot", "tuned")
+# top-level keys of metrics.json that a model name must not shadow
+RESERVED_NAMES = ("comparisons", "adversarial", "regression", "gates", "model", "method", "test_examples", "scorer",
+                  "delta_accuracy_points")
+ADVERSARIAL_KINDS = ("empty", "other_language", "off_topic", "absent_fact", "injection")
+
+
+def _check_regex(v: str | None) -> str | None:
+    if v is not None:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from None
+    return v
+
+
+class EndpointConfig(Section):
+    """An OpenAI-compatible chat-completions endpoint evaluated as a baseline (e.g. GPT-4o)."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9._-]+$", description="Column name in the report, e.g. gpt-4o.")
+    base_url: str = Field(..., description="e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1")
+    model: str = Field(..., description="The model name sent in each request.")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="Environment variable holding the API key (never the key itself). "
+        "null: send no Authorization header."
+    )
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, description="Retries on 429, 5xx and connection errors (exponential backoff).")
+    backoff_s: float = Field(1.0, ge=0, description="First backoff; doubles each retry; Retry-After wins if larger.")
+    max_tokens: int | None = Field(None, gt=0, description="Default: eval.max_new_tokens.")
+    cache_dir: str | None = Field(
+        None, description="Response cache (by request hash). Default: <output_dir>/.endpoint-cache (shared by runs)."
+    )
+
+
+class LocalModelConfig(Section):
+    """Another local model to compare: a merged/exported model folder, or an extra PEFT adapter on the base."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9._-]+$")
+    path: str = Field(..., description="Model folder (merged) or adapter folder; relative to the config file.")
+    kind: Literal["merged", "adapter"] = "merged"
+
+
+class AdversarialConfig(Section):
+    """Hallucination on inputs outside the training distribution, scored by declared rules."""
+
+    enabled: bool = True
+    file: str | None = Field(
+        None, description="Your own adversarial inputs (JSONL: {'prompt' or 'messages', 'expect'?: abstain|format}). "
+        "Relative to the config file."
+    )
+    generate: list[Literal["empty", "other_language", "off_topic", "absent_fact", "injection"]] = Field(
+        default_factory=lambda: list(ADVERSARIAL_KINDS), description="Generated from the test set; [] for none."
+    )
+    max_prompts: int = Field(40, ge=0, description="At most this many adversarial prompts in total.")
+    abstain_pattern: str = Field(
+        r"(?i)\b(unknown|not (?:sure|known|stated|mentioned|provided|given|available|specified)|cannot (?:tell|"
+        r"determine|answer|know)|can't (?:tell|determine|answer)|no (?:information|ticket|input|data)|"
+        r"does not (?:say|mention|state)|doesn't (?:say|mention)|i don't know|n/a|insufficient)\b",
+        description="An answer matching this regex abstains (the right behaviour for 'abstain' items).",
+    )
+    keep_format: bool = Field(
+        True, description="If the task has a format check, 'format' items (off-topic, injection, other language) "
+        "pass when the answer still keeps the format; else they pass when they abstain.",
+    )
+    judge: str | None = Field(None, description="Name of an eval.endpoints entry used as an LLM judge (optional).")
+
+    @field_validator("abstain_pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        return _check_regex(v)
+
+
+class RegressionConfig(Section):
+    """Forgetting: the same general measurements before and after tuning."""
+
+    enabled: bool = True
+    text_file: str | None = Field(
+        None, description="General text for perplexity (UTF-8 text/HTML). Default: Debian python3.11-doc HTML "
+        "(/usr/share/doc/python3.11/html) if installed, else the text bundled with tunesmith."
+    )
+    max_text_chars: int = Field(6000, gt=0, description="Perplexity on at most this many characters.")
+    prompts_file: str | None = Field(
+        None, description="General prompts (JSONL records/chat). Default: the data stage's general_eval.jsonl if the "
+        "run has one, else the held-out files of chatterbot-corpus (see docs/evaluation.md)."
+    )
+    max_prompts: int = Field(40, ge=0)
+    max_new_tokens: int = Field(48, gt=0)
+    max_perplexity_increase_pct: float = Field(
+        10.0, ge=0, description="Flag forgetting when tuned perplexity exceeds base by more than this (percent)."
+    )
+    max_rouge_drop_points: float = Field(
+        5.0, ge=0, description="Flag forgetting when general-prompt ROUGE-L drops by more than this (points)."
+    )
+
 
 class EvalConfig(Section):
-    """How the held-out test split is scored."""
+    """How models are compared on the held-out test split, plus adversarial and regression sets."""
 
-    models: list[Literal["base", "tuned"]] = Field(
-        default_factory=lambda: ["base", "tuned"], description="Which models to evaluate side by side."
+    models: list[str] = Field(
+        default_factory=lambda: ["base", "few_shot", "tuned"],
+        description="Models side by side: base, few_shot (base prompted with k train examples), tuned "
+        "(base + this run's adapter), plus names from eval.local_models and eval.endpoints.",
     )
+    local_models: list[LocalModelConfig] = Field(default_factory=list)
+    endpoints: list[EndpointConfig] = Field(default_factory=list)
+    few_shot_k: int = Field(3, ge=1, le=32, description="Train examples shown to the few_shot baseline.")
     max_examples: int | None = Field(None, gt=0, description="Score at most this many test examples.")
     max_new_tokens: int = Field(64, gt=0)
     batch_size: int = Field(16, gt=0, description="Prompts generated together (greedy, KV cache, left padding).")
+    scorer: Literal["auto", "exact", "label", "json_fields", "rouge_l", "chrf"] = Field(
+        "auto", description="Task accuracy: auto = label if label_pattern is set, else exact match after "
+        "normalisation. json_fields: field-level P/R/F1 against the reference JSON (accuracy = all fields right). "
+        "rouge_l/chrf: free text (accuracy = mean score).",
+    )
     label_pattern: str | None = Field(
         None,
         description="Regex with named groups that extracts the labels from an answer; accuracy = every group "
-        "equals the reference's. Without it, accuracy is exact match after whitespace/case normalisation.",
+        "equals the reference's. Per group: accuracy, macro-F1, per-class precision/recall, confusion matrix.",
     )
     format_pattern: str | None = Field(
-        None, description="Regex the whole answer must match (format compliance). Unset: not measured."
+        None, description="Regex the whole answer must match (format compliance)."
     )
+    format_json: bool = Field(False, description="Format compliance = the answer parses as JSON (and json_schema).")
+    json_schema: dict[str, Any] | str | None = Field(
+        None, description="JSON Schema (inline mapping or path to a .json file) answers must validate against."
+    )
+    bootstrap_samples: int = Field(1000, ge=100, description="Resamples for the 95% bootstrap confidence intervals.")
     show_failures: int = Field(10, ge=0, description="How many wrong answers the report lists per model.")
+    adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
+    regression: RegressionConfig = Field(default_factory=RegressionConfig)
+    fail_under: dict[str, float] = Field(
+        default_factory=dict, description="CI gates, e.g. {tuned.accuracy: 0.8}: `tunesmith eval` exits 1 when one "
+        "is missed. Keys are paths into metrics.json; `--fail-under key=value` adds more.",
+    )
 
     @field_validator("label_pattern", "format_pattern")
     @classmethod
     def _compiles(cls, v: str | None) -> str | None:
-        if v is not None:
-            import re
+        return _check_regex(v)
 
-            try:
-                re.compile(v)
-            except re.error as e:
-                raise ValueError(f"not a valid regular expression: {e}") from None
-        return v
+    @model_validator(mode="after")
+    def _known_models(self) -> EvalConfig:
+        names = [e.name for e in self.endpoints] + [m.name for m in self.local_models]
+        dup = {n for n in names if names.count(n) > 1 or n in BUILTIN_MODELS or n in RESERVED_NAMES}
+        if dup:
+            raise ValueError(f"model names must be unique and not one of {', '.join(BUILTIN_MODELS + RESERVED_NAMES)}: "
+                             f"{sorted(dup)}")
+        unknown = [m for m in self.models if m not in (*BUILTIN_MODELS, *names)]
+        if unknown:
+            raise ValueError(
+                f"unknown model(s) {unknown}: use {', '.join(BUILTIN_MODELS)} or a name from eval.endpoints / "
+                "eval.local_models"
+            )
+        if self.scorer == "label" and not self.label_pattern:
+            raise ValueError("scorer 'label' needs eval.label_pattern (a regex with named groups)")
+        if self.label_pattern and not re.compile(self.label_pattern).groupindex:
+            raise ValueError("eval.label_pattern needs at least one named group, e.g. (?P<category>\\w+)")
+        if self.adversarial.judge and self.adversarial.judge not in [e.name for e in self.endpoints]:
+            raise ValueError(f"eval.adversarial.judge '{self.adversarial.judge}' is not a name in eval.endpoints")
+        return self
+
+    def resolved_scorer(self) -> str:
+        if self.scorer != "auto":
+            return self.scorer
+        return "label" if self.label_pattern else "exact"

@@ -1,5 +1,11 @@
 """Batched greedy generation: length-sorted batches, left padding, KV cache, per-sequence stop on EOS.
 
+Prompts of one batch usually share a long prefix (chat template, system prompt, task instruction).
+With ``share_prefix`` that prefix is run through the model once, its KV cache is repeated for every
+row, and each row continues as ``[prefix | padding | own suffix]``: padding is masked and position
+ids come from the attention mask, so every row sees exactly the positions and context it would see
+alone.
+
 Outputs come back in the order of the prompts. Greedy decoding makes the result a function of the
 model and the prompt alone, so base, tuned and exported models are compared on equal terms.
 """
@@ -9,6 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from transformers.generation import utils as _gen_utils
+
+# later transformers 5.x renamed `past_key_values` to `cache` (the old name still works but warns)
+CACHE_KWARG = "cache" if "cache" in getattr(_gen_utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 
 def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[list[int]]:
@@ -32,6 +42,22 @@ def stop_token_ids(tokenizer, model) -> list[int]:
     return sorted(ids)
 
 
+def common_prefix_len(seqs: list[list[int]]) -> int:
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for k in range(n):
+        if any(s[k] != first[k] for s in seqs):
+            return k
+    return n
+
+
+@torch.no_grad()
+def _prefix_cache(model, prefix: list[int], rows: int, device):
+    out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
+    cache = out[CACHE_KWARG]
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
 @torch.no_grad()
 def generate_greedy(
     model,
@@ -41,6 +67,8 @@ def generate_greedy(
     max_new_tokens: int,
     batch_size: int = 16,
     on_batch: Callable[[int], None] | None = None,
+    share_prefix: bool = True,
+    min_shared_prefix: int = 16,
 ) -> list[str]:
     """Greedy completions (decoded, special tokens stripped) for token-id prompts."""
     device = next(model.parameters()).device
@@ -52,13 +80,26 @@ def generate_greedy(
     model.eval()
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        length = max(len(prompts[i]) for i in idx)
+        batch = [prompts[i] for i in idx]
+        # shared prefix (at least one own token per row stays outside it)
+        shared = min(common_prefix_len(batch), min(len(p) for p in batch) - 1) if share_prefix and len(idx) > 1 else 0
+        cache = None
+        if shared >= min_shared_prefix:
+            cache = _prefix_cache(model, batch[0][:shared], len(idx), device)
+        else:
+            shared = 0
+        width = max(len(p) - shared for p in batch)
+        length = shared + width
         input_ids = torch.full((len(idx), length), pad_id, dtype=torch.long)
         attention = torch.zeros((len(idx), length), dtype=torch.long)
-        for row, i in enumerate(idx):
-            p = prompts[i]
-            input_ids[row, length - len(p) :] = torch.tensor(p)
-            attention[row, length - len(p) :] = 1
+        for row, p in enumerate(batch):
+            if shared:
+                input_ids[row, :shared] = torch.tensor(p[:shared])
+                attention[row, :shared] = 1
+            suffix = p[shared:]
+            input_ids[row, length - len(suffix) :] = torch.tensor(suffix)
+            attention[row, length - len(suffix) :] = 1
+        extra = {CACHE_KWARG: cache} if cache is not None else {}
         out = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
@@ -69,6 +110,7 @@ def generate_greedy(
             top_k=None,
             eos_token_id=eos,
             pad_token_id=pad_id,
+            **extra,
         )
         for row, i in enumerate(idx):
             new = out[row, length:].tolist()

@@ -1,8 +1,16 @@
-"""`tunesmith eval`: generate on the held-out test split with each model, score, report."""
+"""`tunesmith eval`: every model on the test split, the adversarial set and the regression set; one report.
+
+Models: ``base``; ``few_shot`` (base + k train examples in the prompt); ``tuned`` (base + this
+run's adapter, or the full fine-tuned model); ``eval.local_models`` (merged folders or extra
+adapters); ``eval.endpoints`` (OpenAI-compatible HTTP APIs). Local models share one loaded base.
+"""
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +21,33 @@ from tunesmith.console import console
 from tunesmith.data.prepare import PreparedData
 from tunesmith.data.records import prompt_messages, reference_answer
 from tunesmith.errors import TunesmithError
+from tunesmith.evaluate import adversarial as adv
+from tunesmith.evaluate.compliance import FormatChecker, load_schema
+from tunesmith.evaluate.endpoint import Answer, EndpointClient
+from tunesmith.evaluate.fewshot import few_shot_conversation, pick_shots
+from tunesmith.evaluate.gates import GateFailed, check_gates
+from tunesmith.evaluate.general import general_prompts, general_text
 from tunesmith.evaluate.generate import generate_greedy, render_prompts
+from tunesmith.evaluate.metrics import ExampleScore, TaskScorer, aggregate, paired_comparison
+from tunesmith.evaluate.regression import forgetting_flags, perplexity, window_losses
 from tunesmith.evaluate.report import print_table, write_report
-from tunesmith.evaluate.scorers import aggregate, score_example
+from tunesmith.evaluate.scorers import rouge_l
+from tunesmith.evaluate.stats import bootstrap_ci, paired_permutation
 from tunesmith.models.loading import load_model, load_tokenizer
 from tunesmith.utils.io import write_jsonl
+
+Generate = Callable[[list[list[dict]], int, str], list[Answer]]
+
+
+@dataclass
+class ModelResult:
+    metrics: dict[str, Any]
+    examples: list[dict[str, Any]]
+    scores: dict[str, ExampleScore] = field(default_factory=dict)  # by example id, successful answers only
+    adversarial: dict[str, Any] | None = None
+    adversarial_examples: list[dict[str, Any]] = field(default_factory=list)
+    regression: dict[str, Any] | None = None
+    general_scores: dict[str, float] = field(default_factory=dict)
 
 
 def load_tuned(cfg: RunConfig, base_model):
@@ -29,53 +59,316 @@ def load_tuned(cfg: RunConfig, base_model):
 
         return PeftModel.from_pretrained(base_model, str(adapter))
     if full.is_dir():
-        from tunesmith.models.config import ModelConfig
-
-        return load_model(ModelConfig(name_or_path=str(full), device=cfg.model.device, dtype=cfg.model.dtype))
+        return _load_folder(cfg, full)
     raise TunesmithError(f"no trained adapter or model in {cfg.run_dir}", hint="run `tunesmith train` first")
 
 
-def evaluate_model(model, tokenizer, records: list[dict], cfg: RunConfig, name: str) -> dict[str, Any]:
-    ec = cfg.eval
-    convs = [prompt_messages(r) for r in records]
-    prompts = render_prompts(tokenizer, convs)
-    with Progress(TextColumn(f"[bold blue]generating ({name})"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task(name, total=len(prompts))
+def _load_folder(cfg: RunConfig, path: Path):
+    from tunesmith.models.config import ModelConfig
+
+    if not path.is_dir():
+        raise TunesmithError(f"model folder {path} does not exist", hint="check eval.local_models[].path")
+    return load_model(ModelConfig(name_or_path=str(path), device=cfg.model.device, dtype=cfg.model.dtype))
+
+
+def _progress(label: str, total: int):
+    p = Progress(TextColumn(f"[bold blue]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                 console=console, transient=False)
+    return p, total
+
+
+def _local_generate(model, tokenizer, batch_size: int) -> Generate:
+    def gen(convs: list[list[dict]], max_new_tokens: int, label: str) -> list[Answer]:
+        if not convs:
+            return []
+        prompts = render_prompts(tokenizer, convs)
+        p, total = _progress(label, len(prompts))
+        with p:
+            task = p.add_task(label, total=total)
+            texts = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                    on_batch=lambda n: p.update(task, advance=n))
+        return [Answer(t) for t in texts]
+
+    return gen
+
+
+def _endpoint_generate(client: EndpointClient) -> Generate:
+    def gen(convs: list[list[dict]], max_new_tokens: int, label: str) -> list[Answer]:
+        if not convs:
+            return []
+        client.max_tokens = client.cfg.max_tokens or max_new_tokens
+        p, total = _progress(label, len(convs))
+        with p:
+            task = p.add_task(label, total=total)
+            return client.complete_many(convs, on_done=lambda n: p.update(task, advance=n))
+
+    return gen
+
+
+def _few_shot(gen: Generate, shots) -> Generate:
+    def wrapped(convs, max_new_tokens, label):
+        return gen([few_shot_conversation(c, shots) for c in convs], max_new_tokens, label)
+
+    return wrapped
+
+
+class Evaluator:
+    def __init__(self, cfg: RunConfig, prepared: PreparedData):
+        self.cfg = cfg
+        ec = self.ec = cfg.eval
+        self.records = prepared.test[: ec.max_examples] if ec.max_examples else list(prepared.test)
+        if not self.records:
+            raise TunesmithError("the test split is empty", hint="set data.test_fraction above 0")
+        self.prepared = prepared
+        self.kind = ec.resolved_scorer()
+        self.fmt = FormatChecker(ec.format_pattern, json_required=ec.format_json,
+                                 schema=load_schema(ec.json_schema, Path(cfg.base_dir)))
+        self.scorer = TaskScorer(self.kind, label_pattern=ec.label_pattern, fmt=self.fmt)
+        self.boot = {"n_resamples": ec.bootstrap_samples, "seed": cfg.seed}
+        cache = cfg.resolve_path(cfg.output_dir) / ".endpoint-cache"
+        self.clients = {e.name: EndpointClient(e, cache_dir=cfg.resolve_path(e.cache_dir) if e.cache_dir else cache / e.name,
+                                               max_tokens=ec.max_new_tokens) for e in ec.endpoints}
+        self.adv_items = self._adversarial_items()
+        self.abstain_re = re.compile(ec.adversarial.abstain_pattern)
+        self._tokenizer = None
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def _adversarial_items(self) -> list[dict[str, Any]]:
+        ac = self.ec.adversarial
+        if not ac.enabled:
+            return []
+        items = adv.load_items(self.cfg.resolve_path(ac.file)) if ac.file else []
+        room = max(0, ac.max_prompts - len(items))
+        items = items[: ac.max_prompts] + adv.generate_items(self.records, list(ac.generate), room, self.cfg.seed)
+        return items
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.cfg.model)
+        return self._tokenizer
+
+    # -- measurements ------------------------------------------------------------------------
+
+    def task(self, name: str, gen: Generate) -> ModelResult:
+        convs = [prompt_messages(r) for r in self.records]
         t0 = time.perf_counter()
-        preds = generate_greedy(model, tokenizer, prompts, max_new_tokens=ec.max_new_tokens, batch_size=ec.batch_size,
-                                on_batch=lambda n: progress.update(task, advance=n))
+        answers = gen(convs, self.ec.max_new_tokens, f"{name}: test split")
         seconds = time.perf_counter() - t0
-    examples = []
-    scores = []
-    for r, conv, pred in zip(records, convs, preds, strict=True):
-        ref = reference_answer(r)
-        s = score_example(pred, ref, label_pattern=ec.label_pattern, format_pattern=ec.format_pattern)
-        scores.append(s)
-        examples.append({"id": r.get("id", ""), "prompt": conv[-1]["content"], "reference": ref, "prediction": pred,
-                         "correct": s.correct, "format_ok": s.format_ok, "fields": s.fields})
-    metrics = aggregate(scores)
-    metrics["generation_seconds"] = round(seconds, 2)
-    return {"metrics": metrics, "examples": examples}
+        examples, scores, failed = [], {}, []
+        for i, (r, conv, a) in enumerate(zip(self.records, convs, answers, strict=True)):
+            rid = str(r.get("id", i))
+            ref = reference_answer(r)
+            ex: dict[str, Any] = {"id": rid, "prompt": conv[-1]["content"], "reference": ref, "prediction": a.text}
+            if a.error is not None:
+                ex.update({"error": a.error, "correct": None})
+                failed.append({"id": rid, "error": a.error})
+            else:
+                s = self.scorer(a.text or "", ref)
+                scores[rid] = s
+                ex.update({"correct": s.correct, "score": round(s.score, 4), "format_ok": s.format_ok,
+                           "fields": s.fields})
+                if s.format_ok is False:
+                    ex["format_error"] = self.fmt.reason(a.text or "")
+            examples.append(ex)
+        metrics = aggregate(list(scores.values()), kind=self.kind, **self.boot)
+        metrics["n_failed"] = len(failed)
+        if failed:
+            metrics["failed"] = failed[:20]
+        metrics["generation_seconds"] = round(seconds, 2)
+        return ModelResult(metrics, examples, scores)
+
+    def adversarial(self, name: str, gen: Generate, res: ModelResult) -> None:
+        if not self.adv_items:
+            return
+        ac = self.ec.adversarial
+        answers = gen([it["messages"] for it in self.adv_items], self.ec.max_new_tokens, f"{name}: adversarial")
+        rows = []
+        for it, a in zip(self.adv_items, answers, strict=True):
+            row = {"id": it["id"], "kind": it["kind"], "expect": it["expect"],
+                   "prompt": it["messages"][-1]["content"], "prediction": a.text}
+            if a.error is not None:
+                row["error"] = a.error
+            else:
+                row["passed"] = adv.passes(a.text or "", it["expect"], abstain_re=self.abstain_re, fmt=self.fmt,
+                                           keep_format=ac.keep_format)
+            rows.append(row)
+        if ac.judge:
+            judge = self.clients[ac.judge]
+            todo = [r for r in rows if "error" not in r]
+            by_id = {it["id"]: it for it in self.adv_items}
+            verdicts = judge.complete_many([adv.judge_messages(by_id[r["id"]]["messages"], r["prediction"] or "",
+                                                               r["expect"]) for r in todo])
+            for r, v in zip(todo, verdicts, strict=True):
+                r["judge_passed"] = adv.parse_verdict(v.text)
+                if v.error:
+                    r["judge_error"] = v.error
+        scored = [r for r in rows if "passed" in r]
+        halluc = [0.0 if r["passed"] else 1.0 for r in scored]
+        m: dict[str, Any] = {"n": len(scored), "n_failed": len(rows) - len(scored)}
+        m["hallucination_rate"] = sum(halluc) / len(halluc) if halluc else None
+        ci = bootstrap_ci(halluc, **self.boot) if halluc else None
+        m["hallucination_rate_ci"] = list(ci) if ci else None
+        m["pass_rate"] = None if m["hallucination_rate"] is None else 1 - m["hallucination_rate"]
+        m["by_kind"] = {}
+        for kind in sorted({r["kind"] for r in scored}):
+            sub = [r for r in scored if r["kind"] == kind]
+            m["by_kind"][kind] = {"n": len(sub), "hallucination_rate": sum(not r["passed"] for r in sub) / len(sub)}
+        judged = [r for r in scored if r.get("judge_passed") is not None]
+        if ac.judge:
+            jh = [0.0 if r["judge_passed"] else 1.0 for r in judged]
+            m["judge"] = ac.judge
+            m["judge_n"] = len(judged)
+            m["judge_hallucination_rate"] = sum(jh) / len(jh) if jh else None
+            jci = bootstrap_ci(jh, **self.boot) if jh else None
+            m["judge_hallucination_rate_ci"] = list(jci) if jci else None
+        res.adversarial = m
+        res.adversarial_examples = rows
+
+    def regression(self, name: str, model, gen: Generate, res: ModelResult, text: str, prompts: list[dict]) -> None:
+        rc = self.ec.regression
+        out: dict[str, Any] = {}
+        if text:
+            out.update(perplexity(window_losses(model, self.tokenizer, text), **self.boot))
+        if prompts:
+            answers = gen([prompt_messages(r) for r in prompts], rc.max_new_tokens, f"{name}: general prompts")
+            scores = {r["id"]: rouge_l(a.text or "", reference_answer(r)) for r, a in zip(prompts, answers, strict=True)}
+            vals = list(scores.values())
+            out["rouge_l"] = sum(vals) / len(vals)
+            ci = bootstrap_ci(vals, **self.boot)
+            out["rouge_l_ci"] = list(ci) if ci else None
+            out["general_prompts"] = len(vals)
+            res.general_scores = scores
+        res.regression = out
+
+    # -- the whole evaluation ---------------------------------------------------------------
+
+    def run(self) -> dict[str, ModelResult]:
+        ec, cfg = self.ec, self.cfg
+        local_names = [m for m in ec.models if m not in self.clients]
+        text, text_src, prompts, prompts_src = "", None, [], None
+        if ec.regression.enabled and local_names:
+            rc = ec.regression
+            text, text_src = general_text(cfg.resolve_path(rc.text_file), rc.max_text_chars)
+            prompts, prompts_src = general_prompts(cfg.resolve_path(rc.prompts_file), cfg.run_dir / "data",
+                                                   rc.max_prompts)
+        self.sources = {"text": text_src, "prompts": prompts_src, "text_chars": len(text)}
+        results: dict[str, ModelResult] = {}
+        base = load_model(cfg.model) if local_names else None
+        # base-weight models first: the adapter of `tuned` is injected into the same loaded base
+        order = sorted(ec.models, key=lambda m: (m not in ("base", "few_shot"), ec.models.index(m)))
+        local_specs = {m.name: m for m in ec.local_models}
+        for name in order:
+            model = None
+            if name in self.clients:
+                gen = _endpoint_generate(self.clients[name])
+            else:
+                if name in ("base", "few_shot"):
+                    model = base
+                elif name == "tuned":
+                    model = load_tuned(cfg, base)
+                elif local_specs[name].kind == "adapter":
+                    from peft import PeftModel
+
+                    path = cfg.resolve_path(local_specs[name].path)
+                    if not (path / "adapter_config.json").is_file():
+                        raise TunesmithError(f"eval.local_models '{name}': {path} has no adapter_config.json")
+                    model = PeftModel.from_pretrained(base, str(path))
+                else:
+                    model = _load_folder(cfg, cfg.resolve_path(local_specs[name].path))
+                gen = _local_generate(model, self.tokenizer, ec.batch_size)
+                if name == "few_shot":
+                    shots = pick_shots(self.prepared.train, ec.few_shot_k, cfg.seed)
+                    if not shots:
+                        raise TunesmithError("few_shot needs train examples", hint="remove few_shot from eval.models")
+                    gen = _few_shot(gen, shots)
+            res = self.task(name, gen)
+            self.adversarial(name, gen, res)
+            if model is not None and name != "few_shot" and (text or prompts):
+                self.regression(name, model, gen, res, text, prompts)
+            results[name] = res
+            write_jsonl(cfg.run_dir / "eval" / f"{name}.jsonl", res.examples)
+            if res.adversarial_examples:
+                write_jsonl(cfg.run_dir / "eval" / f"{name}.adversarial.jsonl", res.adversarial_examples)
+            if model is not None and model is not base:
+                if hasattr(model, "unload"):
+                    base = model.unload()  # give the clean base back for the next model
+                del model
+        return {m: results[m] for m in ec.models}
+
+    def summary(self, results: dict[str, ModelResult]) -> dict[str, Any]:
+        """The content of metrics.json."""
+        ec = self.ec
+        metrics: dict[str, Any] = {name: r.metrics for name, r in results.items()}
+        if "base" in results and "tuned" in results and results["base"].metrics["accuracy"] is not None \
+                and results["tuned"].metrics["accuracy"] is not None:
+            metrics["delta_accuracy_points"] = 100 * (results["tuned"].metrics["accuracy"] - results["base"].metrics["accuracy"])
+        comps: dict[str, Any] = {}
+        pairs = [(b, "base") for b in results if b != "base"]
+        if "tuned" in results:
+            pairs += [("tuned", o) for o in results if o not in ("base", "tuned")]
+        for b, a in pairs:
+            if a not in results:
+                continue
+            common = [i for i in results[a].scores if i in results[b].scores]
+            if common:
+                comps[f"{b}_vs_{a}"] = paired_comparison([results[a].scores[i] for i in common],
+                                                         [results[b].scores[i] for i in common], kind=self.kind, **self.boot)
+        metrics["comparisons"] = comps
+        if any(r.adversarial for r in results.values()):
+            kinds: dict[str, int] = {}
+            for it in self.adv_items:
+                kinds[it["kind"]] = kinds.get(it["kind"], 0) + 1
+            metrics["adversarial"] = {"items": len(self.adv_items), "kinds": kinds,
+                                      **{n: r.adversarial for n, r in results.items() if r.adversarial}}
+        if any(r.regression for r in results.values()):
+            reg: dict[str, Any] = {"text_source": self.sources["text"], "text_chars": self.sources["text_chars"],
+                                   "prompts_source": self.sources["prompts"],
+                                   "thresholds": {"max_perplexity_increase_pct": ec.regression.max_perplexity_increase_pct,
+                                                  "max_rouge_drop_points": ec.regression.max_rouge_drop_points}}
+            base = results.get("base")
+            for n, r in results.items():
+                if not r.regression:
+                    continue
+                entry = dict(r.regression)
+                if base is not None and base.regression and n != "base":
+                    entry.update(forgetting_flags(base.regression, r.regression,
+                                                  max_ppl_increase_pct=ec.regression.max_perplexity_increase_pct,
+                                                  max_rouge_drop_points=ec.regression.max_rouge_drop_points))
+                    common = [i for i in base.general_scores if i in r.general_scores]
+                    if common:
+                        entry["rouge_l_test"] = paired_permutation([base.general_scores[i] for i in common],
+                                                                   [r.general_scores[i] for i in common],
+                                                                   seed=self.cfg.seed)
+                reg[n] = entry
+            metrics["regression"] = reg
+        metrics.update({"model": self.cfg.model.name_or_path, "method": self.cfg.train.method,
+                        "test_examples": len(self.records), "scorer": self.kind})
+        return metrics
 
 
-def evaluate_from_config(cfg: RunConfig, prepared: PreparedData) -> dict[str, Any]:
-    records = prepared.test[: cfg.eval.max_examples] if cfg.eval.max_examples else prepared.test
-    if not records:
-        raise TunesmithError("the test split is empty", hint="set data.test_fraction above 0")
-    tokenizer = load_tokenizer(cfg.model)
-    base = load_model(cfg.model)
-    eval_dir: Path = cfg.run_dir / "eval"
-    results: dict[str, dict[str, Any]] = {}
-    for name in cfg.eval.models:
-        model = base if name == "base" else load_tuned(cfg, base)
-        results[name] = evaluate_model(model, tokenizer, records, cfg, name)
-        write_jsonl(eval_dir / f"{name}.jsonl", results[name]["examples"])
-        if model is not base and hasattr(model, "unload"):
-            base = model.unload()  # give the clean base back for the next model
-    extra = {"model": cfg.model.name_or_path, "method": cfg.train.method, "test_examples": len(records)}
-    write_report(cfg.run_dir, results, title=f"tunesmith report: {cfg.name}", extra=extra,
-                 show_failures=cfg.eval.show_failures)
-    print_table(results)
-    console.print(f"report: {cfg.run_dir / 'report.md'}  metrics: {cfg.run_dir / 'metrics.json'}")
-    return results
+def evaluate_from_config(cfg: RunConfig, prepared: PreparedData, *, fail_under: dict[str, float] | None = None) -> dict[str, Any]:
+    """Evaluate, write metrics.json / report.md / report.html / eval/*.jsonl, print the table.
+
+    Raises :class:`GateFailed` (after writing everything) when a gate of ``eval.fail_under`` or
+    ``fail_under`` is missed.
+    """
+    ev = Evaluator(cfg, prepared)
+    results = ev.run()
+    metrics = ev.summary(results)
+    gates = {**cfg.eval.fail_under, **(fail_under or {})}
+    gate_rows = check_gates(metrics, gates) if gates else []
+    if gate_rows:
+        metrics["gates"] = gate_rows
+    write_report(cfg.run_dir, results, metrics, title=f"tunesmith report: {cfg.name}", show_failures=cfg.eval.show_failures)
+    print_table(results, metrics)
+    console.print(f"report: {cfg.run_dir / 'report.html'}  {cfg.run_dir / 'report.md'}  metrics: {cfg.run_dir / 'metrics.json'}")
+    missed = [g for g in gate_rows if not g["passed"]]
+    for g in gate_rows:
+        mark = "[green]pass[/]" if g["passed"] else "[red]FAIL[/]"
+        console.print(f"gate {g['key']} >= {g['threshold']:g}: {g['value']} {mark}")
+    if missed:
+        raise GateFailed("missed gate(s): " + ", ".join(f"{g['key']}={g['value']} < {g['threshold']:g}" for g in missed),
+                         hint="see metrics.json 'gates' and report.md")
+    return metrics

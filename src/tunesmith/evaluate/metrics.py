@@ -1,0 +1,149 @@
+"""Score answers with the configured task scorer and aggregate them into headline numbers with CIs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tunesmith.evaluate import scorers
+from tunesmith.evaluate.compliance import FormatChecker
+from tunesmith.evaluate.stats import bootstrap_ci, mcnemar_exact, paired_delta_ci, paired_permutation
+
+NONE_LABEL = "(none)"
+CONTINUOUS = ("rouge_l", "chrf")
+
+
+@dataclass
+class ExampleScore:
+    score: float  # per-example task score in [0, 1]; 1/0 for exact/label/json (all fields right)
+    correct: bool
+    format_ok: bool | None = None
+    fields: dict[str, bool] = field(default_factory=dict)
+    labels: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # field -> (expected, got)
+    json_counts: tuple[int, int, int] | None = None  # (tp, fp, fn)
+
+
+class TaskScorer:
+    """Scores one answer against its reference as the eval config says."""
+
+    def __init__(self, kind: str, *, label_pattern: str | None = None, fmt: FormatChecker | None = None):
+        self.kind = kind
+        self.label_re = re.compile(label_pattern) if label_pattern else None
+        self.fmt = fmt or FormatChecker()
+
+    def __call__(self, pred: str, ref: str) -> ExampleScore:
+        fmt_ok = self.fmt(pred)
+        if self.kind == "label":
+            assert self.label_re is not None
+            want = scorers.extract_labels(ref, self.label_re) or {}
+            got = scorers.extract_labels(pred, self.label_re) or {}
+            fields = {k: got.get(k) == v for k, v in want.items()}
+            ok = bool(want) and all(fields.values())
+            labels = {k: (v, got.get(k)) for k, v in want.items()}
+            return ExampleScore(float(ok), ok, fmt_ok, fields, labels)
+        if self.kind == "json_fields":
+            tp, fp, fn = scorers.json_field_counts(pred, ref)
+            ok = fp == 0 and fn == 0
+            return ExampleScore(float(ok), ok, fmt_ok, json_counts=(tp, fp, fn))
+        if self.kind == "rouge_l":
+            s = scorers.rouge_l(pred, ref)
+            return ExampleScore(s, s >= 0.5, fmt_ok)
+        if self.kind == "chrf":
+            s = scorers.chrf(pred, ref)
+            return ExampleScore(s, s >= 0.5, fmt_ok)
+        ok = scorers.exact_match(pred, ref)
+        return ExampleScore(float(ok), ok, fmt_ok)
+
+
+def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f
+
+
+def classification_report(pairs: list[tuple[str, str | None]]) -> dict[str, Any]:
+    """Per-class precision/recall/F1, macro-F1 over the reference classes, confusion matrix.
+
+    ``pairs`` are (expected, predicted); a missing prediction is ``None`` and counts against the
+    expected class's recall. Matrix rows: expected classes; columns: those classes, then other
+    predicted strings, then "(none)" when some answers had no label.
+    """
+    classes = sorted({w for w, _ in pairs})
+    per_class: dict[str, dict[str, float | int]] = {}
+    for c in classes:
+        tp = sum(1 for w, g in pairs if w == c and g == c)
+        fp = sum(1 for w, g in pairs if w != c and g == c)
+        fn = sum(1 for w, g in pairs if w == c and g != c)
+        p, r, f = _prf(tp, fp, fn)
+        per_class[c] = {"precision": p, "recall": r, "f1": f, "support": tp + fn}
+    macro_f1 = sum(v["f1"] for v in per_class.values()) / len(per_class) if per_class else None
+    extra = sorted({g for _, g in pairs if g is not None and g not in classes})
+    cols = classes + extra + ([NONE_LABEL] if any(g is None for _, g in pairs) else [])
+    matrix = [[sum(1 for w, g in pairs if w == r and (g if g is not None else NONE_LABEL) == c) for c in cols]
+              for r in classes]
+    return {"macro_f1": macro_f1, "per_class": per_class, "confusion": {"expected": classes, "predicted": cols,
+                                                                           "matrix": matrix}}
+
+
+def _macro_f1_of(pairs: list[tuple[str, str | None]]):
+    def stat(idx: np.ndarray) -> float:
+        return classification_report([pairs[i] for i in idx])["macro_f1"] or 0.0
+
+    return stat
+
+
+def aggregate(scores: list[ExampleScore], *, kind: str = "exact", n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Headline numbers of one model on one set, each with a 95% bootstrap interval (``<key>_ci``)."""
+    n = len(scores)
+    out: dict[str, Any] = {"n": n}
+
+    def with_ci(key: str, values: list[float]) -> None:
+        out[key] = float(np.mean(values)) if values else None
+        out[f"{key}_ci"] = bootstrap_ci(values, n_resamples=n_resamples, seed=seed) if values else None
+
+    with_ci("accuracy", [s.score for s in scores])
+    if kind in CONTINUOUS:
+        out[f"mean_{kind}"] = out["accuracy"]
+    with_ci("format_compliance", [float(s.format_ok) for s in scores if s.format_ok is not None])
+    field_names = sorted({k for s in scores for k in s.fields})
+    for k in field_names:
+        with_ci(f"{k}_accuracy", [float(s.fields[k]) for s in scores if k in s.fields])
+    if any(s.labels for s in scores):
+        cls: dict[str, Any] = {}
+        for k in field_names:
+            pairs = [s.labels[k] for s in scores if k in s.labels]
+            rep = classification_report(pairs)
+            rep["macro_f1_ci"] = bootstrap_ci(pairs, statistic=_macro_f1_of(pairs), n_resamples=n_resamples, seed=seed)
+            out[f"{k}_macro_f1"] = rep["macro_f1"]
+            cls[k] = rep
+        out["classification"] = cls
+    counts = [s.json_counts for s in scores if s.json_counts is not None]
+    if counts:
+        tp, fp, fn = (sum(c[i] for c in counts) for i in range(3))
+        p, r, f = _prf(tp, fp, fn)
+        out.update({"field_precision": p, "field_recall": r, "field_f1": f})
+
+        def f1_stat(idx: np.ndarray) -> float:
+            sel = [counts[i] for i in idx]
+            return _prf(*(sum(c[j] for c in sel) for j in range(3)))[2]
+
+        out["field_f1_ci"] = bootstrap_ci(counts, statistic=f1_stat, n_resamples=n_resamples, seed=seed)
+    return out
+
+
+def paired_comparison(a: list[ExampleScore], b: list[ExampleScore], *, kind: str, n_resamples: int = 1000,
+                      seed: int = 0) -> dict[str, Any]:
+    """Model b vs model a on the same examples: difference in points with its CI and a paired test."""
+    sa, sb = [s.score for s in a], [s.score for s in b]
+    out: dict[str, Any] = {"n": len(sa), "delta_points": 100 * (float(np.mean(sb)) - float(np.mean(sa))) if sa else None}
+    ci = paired_delta_ci(sa, sb, n_resamples=n_resamples, seed=seed)
+    out["delta_points_ci"] = [100 * ci[0], 100 * ci[1]] if ci else None
+    if kind in CONTINUOUS:
+        out.update(paired_permutation(sa, sb, seed=seed))
+    else:
+        out.update(mcnemar_exact([s.correct for s in a], [s.correct for s in b]))
+    return out

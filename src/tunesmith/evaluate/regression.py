@@ -1,0 +1,81 @@
+"""Regression (forgetting): perplexity on general text and ROUGE-L on general prompts, before vs after.
+
+Perplexity is exp(mean next-token loss) over non-overlapping windows of the text (each window
+starts fresh, so every model sees identical contexts). Its interval is a bootstrap over windows
+of the mean loss, mapped through exp.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from tunesmith.evaluate.stats import bootstrap_ci
+
+
+@torch.no_grad()
+def window_losses(model, tokenizer, text: str, *, window: int = 256, batch_size: int = 8) -> list[tuple[float, int]]:
+    """(summed next-token loss, tokens predicted) per window of ``text``."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    chunks = [ids[i : i + window] for i in range(0, len(ids), window)]
+    chunks = [c for c in chunks if len(c) >= 2]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[tuple[float, int]] = []
+    for s in range(0, len(chunks), batch_size):
+        batch = chunks[s : s + batch_size]
+        length = max(len(c) for c in batch)
+        x = torch.zeros((len(batch), length), dtype=torch.long)
+        mask = torch.zeros((len(batch), length), dtype=torch.long)
+        for r, c in enumerate(batch):  # right padding: positions stay 0..len-1 for every window
+            x[r, : len(c)] = torch.tensor(c)
+            mask[r, : len(c)] = 1
+        logits = model(input_ids=x.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        target = x[:, 1:].to(device)
+        nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        valid = mask[:, 1:].to(device).bool()
+        for r in range(len(batch)):
+            out.append((float(nll[r][valid[r]].sum()), int(valid[r].sum())))
+    model.train(was_training)
+    return out
+
+
+def perplexity(losses: list[tuple[float, int]], *, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    total = sum(l for l, _ in losses)
+    tokens = sum(n for _, n in losses)
+    if not tokens:
+        return {"perplexity": None, "perplexity_ci": None, "tokens": 0}
+    arr = np.array(losses, dtype=float)
+
+    def stat(idx: np.ndarray) -> float:
+        return float(arr[idx, 0].sum() / max(arr[idx, 1].sum(), 1))
+
+    ci = bootstrap_ci(losses, statistic=stat, n_resamples=n_resamples, seed=seed)
+    return {"perplexity": math.exp(total / tokens), "perplexity_ci": [math.exp(ci[0]), math.exp(ci[1])] if ci else None,
+            "tokens": tokens, "windows": len(losses)}
+
+
+def forgetting_flags(base: dict[str, Any], other: dict[str, Any], *, max_ppl_increase_pct: float,
+                     max_rouge_drop_points: float) -> dict[str, Any]:
+    """Change of a model's general measurements vs base, and whether it crosses a forgetting threshold."""
+    out: dict[str, Any] = {}
+    flags = []
+    if base.get("perplexity") and other.get("perplexity"):
+        pct = 100 * (other["perplexity"] / base["perplexity"] - 1)
+        out["perplexity_change_pct"] = pct
+        if pct > max_ppl_increase_pct:
+            flags.append(f"perplexity +{pct:.1f}% > {max_ppl_increase_pct:g}%")
+    if base.get("rouge_l") is not None and other.get("rouge_l") is not None:
+        drop = 100 * (base["rouge_l"] - other["rouge_l"])
+        out["rouge_l_change_points"] = -drop
+        if drop > max_rouge_drop_points:
+            flags.append(f"general ROUGE-L -{drop:.1f} points > {max_rouge_drop_points:g}")
+    out["forgetting"] = bool(flags)
+    out["flags"] = flags
+    out["ok"] = 0.0 if flags else 1.0
+    return out
