@@ -27,9 +27,8 @@ import random
 from pathlib import Path
 
 INSTRUCTION = (
-    "Classify this support ticket. Urgency is one of Critical, High, Medium, Low. "
-    "Category is one of Billing, Technical, Account, Shipping, Security. "
-    "Answer in three lines: Urgency: ..., Category: ..., Reasoning: ..."
+    "Triage this ticket. Reply with Urgency (Critical, High, Medium or Low), "
+    "Category (Billing, Technical, Account, Shipping or Security) and a one-line Reasoning."
 )
 URGENCIES = ["Critical", "High", "Medium", "Low"]
 CATEGORIES = ["Billing", "Technical", "Account", "Shipping", "Security"]
