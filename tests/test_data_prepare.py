@@ -77,7 +77,8 @@ def test_mixing_ratio_marker_and_no_leak_into_eval(tmp_path):
     assert len(general) / len(data.train) == pytest.approx(0.25, abs=0.002)
     assert all(r["id"].startswith("chatterbot:") for r in general)
     assert not any(r.get("source") == "general" for r in data.validation + data.test)
-    assert data.stats["mix"]["pool"] > 2000 and data.stats["mix"]["added"] == 107 and data.stats["mix"]["eval"] > 90
+    # the pool excludes the chatterbot topics held out for evaluation (tunesmith.evaluate.general)
+    assert 500 < data.stats["mix"]["pool"] < 2000 and data.stats["mix"]["added"] == 107 and 20 < data.stats["mix"]["eval"] < 40
     # general rows are shuffled into train, not appended at the end
     positions = [i for i, r in enumerate(data.train) if r.get("source") == "general"]
     assert positions[0] < len(data.train) // 2
@@ -170,3 +171,14 @@ def test_pipeline_run_data_writes_folder_and_reuses_it(tmp_path):
     assert len(_prepared(cfg).test) == 20 and (d / "stats.json").stat().st_mtime_ns == mtime
     cfg2 = load_config(tmp_path / "c.yaml", ["data.test_fraction=0.2"])
     assert len(_prepared(cfg2).test) == 40
+
+
+def test_chatterbot_mixing_never_uses_the_eval_only_files():
+    from tunesmith.data import mix
+    from tunesmith.evaluate.general import chatterbot_eval_files
+
+    files = sorted(mix.chatterbot_dir().glob("*.yml"))  # a dependency: installed with tunesmith
+    held_out = {p.name for p in chatterbot_eval_files()}
+    assert held_out and len(held_out) == -(-len(files) // 5)  # ceil(20%)
+    mixed_from = {r["id"].split(":")[1] for r in mix.load_chatterbot()}
+    assert mixed_from and not (mixed_from & held_out)

@@ -11,6 +11,7 @@ Mixed-in records carry ``"source": "general"`` and only ever go to train (or to 
 
 from __future__ import annotations
 
+import math
 import random
 from importlib import metadata
 from pathlib import Path
@@ -38,9 +39,26 @@ def chatterbot_dir() -> Path:
     raise DataError("chatterbot-corpus is installed but has no data/english folder", hint=CHATTERBOT_HINT)
 
 
+# The last 20% of the name-sorted files are held out for the forgetting measurement of evaluation
+# (tunesmith.evaluate.general); training mixes only the rest.
+CHATTERBOT_EVAL_FRACTION = 0.2
+
+
+def chatterbot_eval_files(files: list[Path]) -> list[Path]:
+    """The eval-only part of ``files``: the last ceil(20%) of the name-sorted list."""
+    files = sorted(files, key=lambda p: p.name)
+    n = math.ceil(len(files) * CHATTERBOT_EVAL_FRACTION)
+    return files[len(files) - n :] if n else []
+
+
 def load_chatterbot() -> list[Record]:
+    """Training-side chatterbot conversations (the eval-only files are skipped)."""
     records: list[Record] = []
-    for path in sorted(chatterbot_dir().glob("*.yml")):
+    files = sorted(chatterbot_dir().glob("*.yml"), key=lambda p: p.name)
+    held_out = set(chatterbot_eval_files(files))
+    for path in files:
+        if path in held_out:
+            continue
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         for i, conv in enumerate(doc.get("conversations") or [], start=1):
             if not isinstance(conv, list):

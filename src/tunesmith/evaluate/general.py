@@ -19,7 +19,6 @@ from __future__ import annotations
 import html
 import importlib.metadata
 import json
-import math
 import re
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from tunesmith.errors import DataError
 
 PYTHON_DOC = Path("/usr/share/doc/python3.11/html")
 BUNDLED_TEXT = Path(__file__).parent / "data" / "general_text.txt"
-CHATTERBOT_EVAL_FRACTION = 0.2
 
 
 def html_to_text(raw: str) -> str:
@@ -73,10 +71,10 @@ def chatterbot_files() -> list[Path]:
 
 
 def chatterbot_eval_files(files: list[Path] | None = None) -> list[Path]:
-    """The eval-only part: the last ceil(20%) of the sorted file list."""
-    files = chatterbot_files() if files is None else sorted(files, key=lambda p: p.name)
-    n = math.ceil(len(files) * CHATTERBOT_EVAL_FRACTION)
-    return files[len(files) - n :] if n else []
+    """The eval-only part (the rule lives with the data stage, which never mixes these into training)."""
+    from tunesmith.data.mix import chatterbot_eval_files as held_out
+
+    return held_out(chatterbot_files() if files is None else files)
 
 
 def read_chatterbot(path: Path) -> list[dict]:
