@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import html
 import importlib.metadata
-import json
 import re
 from pathlib import Path
 
 import yaml
 
 from tunesmith.errors import DataError
+from tunesmith.utils.io import iter_jsonl_lines
 
 PYTHON_DOC = Path("/usr/share/doc/python3.11/html")
 BUNDLED_TEXT = Path(__file__).parent / "data" / "general_text.txt"
@@ -89,13 +89,7 @@ def read_chatterbot(path: Path) -> list[dict]:
 
 def _read_prompt_file(path: Path) -> list[dict]:
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise DataError(f"{path}:{n}: not valid JSON ({e})") from None
+    for n, row in iter_jsonl_lines(path):
         if isinstance(row.get("messages"), list) and any(m.get("role") == "assistant" for m in row["messages"]):
             rows.append({"id": str(row.get("id", f"{path.name}:{n}")), "messages": row["messages"]})
         elif isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str):

@@ -55,6 +55,19 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
     return n
 
 
+def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed row) of each non-empty line; a malformed line is a DataError naming file:line."""
+    from tunesmith.errors import DataError
+
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except ValueError as e:
+            raise DataError(f"{path}:{n}: not valid JSON ({e})") from None
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
