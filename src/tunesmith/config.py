@@ -7,7 +7,6 @@ and turns validation errors into messages that name the key's path.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 from tunesmith.advise.config import AdviseConfig
 from tunesmith.data.config import DataConfig
 from tunesmith.deploy.config import ServeConfig
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, closest
 from tunesmith.evaluate.config import EvalConfig
 from tunesmith.models.config import ModelConfig
 from tunesmith.schema import Section
@@ -118,8 +117,8 @@ def format_validation_error(err: ValidationError, source: str, model_cls: type[S
         path = ".".join(str(x) for x in loc) or "(top level)"
         if e["type"] == "extra_forbidden":
             known = [k for k in _known_keys(model_cls, loc[:-1]) if k != "base_dir"]
-            guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
-            tip = f" (did you mean '{guess[0]}'?)" if guess else ""
+            guess = closest(str(loc[-1]), known)
+            tip = f" (did you mean '{guess}'?)" if guess else ""
             lines.append(f"  - {path}: unknown key{tip}; valid keys here: {', '.join(known)}")
         elif e["type"] == "value_error":
             msg = str(e["msg"]).removeprefix("Value error, ")

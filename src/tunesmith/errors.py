@@ -30,3 +30,11 @@ class DataError(TunesmithError):
 
 class ModelError(TunesmithError):
     """A model or tokenizer cannot be loaded."""
+
+
+def closest(name: str, choices: list[str]) -> str | None:
+    """The choice most like ``name`` (for "did you mean ...?" hints), or None."""
+    import difflib
+
+    found = difflib.get_close_matches(name, choices, n=1)
+    return found[0] if found else None

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tunesmith.errors import TunesmithError
+from tunesmith.errors import TunesmithError, closest
 
 ATTENTION_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_LINEARS = ("gate_proj", "up_proj", "down_proj")
@@ -174,11 +174,9 @@ class Architecture:
         catalog = catalog if catalog is not None else load_architecture_catalog()
         key = name.lower()
         if key not in catalog:
-            import difflib
-
-            guess = difflib.get_close_matches(key, list(catalog), n=1)
+            guess = closest(key, list(catalog))
             raise TunesmithError(
-                f"unknown model architecture '{name}'" + (f" (did you mean '{guess[0]}'?)" if guess else ""),
+                f"unknown model architecture '{name}'" + (f" (did you mean '{guess}'?)" if guess else ""),
                 hint=f"known: {', '.join(catalog)}; or give a local model folder with a config.json",
             )
         e = dict(catalog[key])

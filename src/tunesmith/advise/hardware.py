@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunesmith.errors import TunesmithError
+from tunesmith.errors import TunesmithError, closest
 
 GIB = 2**30
 
@@ -70,11 +70,9 @@ def get_gpu(name: str, catalog: dict[str, GPU] | None = None) -> GPU:
     catalog = catalog if catalog is not None else load_gpu_catalog()
     key = name.lower()
     if key not in catalog:
-        import difflib
-
-        guess = difflib.get_close_matches(key, list(catalog), n=1)
+        guess = closest(key, list(catalog))
         raise TunesmithError(
-            f"unknown GPU '{name}'" + (f" (did you mean '{catalog[guess[0]].name}'?)" if guess else ""),
+            f"unknown GPU '{name}'" + (f" (did you mean '{catalog[guess].name}'?)" if guess else ""),
             hint=f"known GPUs: {', '.join(g.name for g in catalog.values())}; add your own with --gpu-catalog FILE",
         )
     return catalog[key]
