@@ -40,7 +40,10 @@ def test_wrong_type_names_path_and_value():
     [
         ({"data": {"validation_fraction": 0.5, "test_fraction": 0.5}}, "nothing is left to train on"),
         ({"train": {"method": "full", "lora": {"r": 8}}}, "trains no adapters"),
-        ({"model": {"dtype": "bfloat16"}, "train": {"method": "full"}}, "silently lose small updates"),
+        ({"model": {"dtype": "float16"}, "train": {"method": "full"}}, "underflow without loss scaling"),
+        ({"train": {"zero_stage": 3}}, "zero_stage is a DeepSpeed setting"),
+        ({"train": {"method": "qlora", "distributed": "fsdp"}}, "4-bit base weights cannot be sharded"),
+        ({"train": {"method": "qlora", "distributed": "deepspeed"}}, "4-bit base weights cannot be sharded"),
         ({"eval": {"label_pattern": "(unclosed"}}, "not a valid regular expression"),
     ],
 )

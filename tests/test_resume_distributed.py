@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,44 +71,95 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, tiny_model_dir):
     assert r.returncode == 2 and "no complete checkpoint" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun not installed")
-def test_ddp_two_processes_matches_one_process_with_the_same_global_batch(tmp_path, tiny_model_dir):
+STRATEGIES = {
+    "ddp": ["--distributed", "ddp"],
+    "fsdp": ["--distributed", "fsdp"],
+    "zero2": ["--distributed", "deepspeed", "--zero-stage", "2"],
+    "zero3": ["--distributed", "deepspeed", "--zero-stage", "3"],
+}
+needs_torchrun = pytest.mark.skipif(not (Path(sys.executable).parent / "torchrun").exists(), reason="torchrun not installed")
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(x)["loss"] for x in (run / "train_metrics.jsonl").read_text().splitlines()]
+
+
+def _adapter(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "adapter" / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, tiny_model_dir):
+    """The reference: 1 process x (batch 2, accumulation 2), no dropout."""
+    tmp = tmp_path_factory.mktemp("dp")
+    cfg = _config(tmp, tiny_model_dir, lora={"r": 4, "dropout": 0.0}, max_steps=6, save_steps=None)
+    r = _cli("train", str(cfg), "name=single", "train.grad_accum=2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return cfg, tmp / "runs"
+
+
+@needs_torchrun
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_two_processes_match_one_process_with_the_same_global_batch(one_process, strategy):
     """2 ranks x (batch 2, accumulation 1) see the same micro-batches per step as 1 process x
-    (batch 2, accumulation 2): the loss curves must agree."""
-    cfg = _config(tmp_path, tiny_model_dir, lora={"r": 4, "dropout": 0.0}, max_steps=4, save_steps=None)
-    r = _cli("train", str(cfg), "name=single", "train.grad_accum=2")
-    assert r.returncode == 0, r.stderr[-2000:]
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "tunesmith.cli", "train", str(cfg),
-                        "name=ddp", "train.grad_accum=1"], capture_output=True, text=True, env=ENV)
+    (batch 2, accumulation 2): loss curve and saved adapter must agree, for every strategy."""
+    if strategy.startswith("zero"):
+        pytest.importorskip("deepspeed")
+    cfg, runs = one_process
+    r = _cli("train", str(cfg), f"name={strategy}", "train.grad_accum=1", "--nproc", "2", *STRATEGIES[strategy])
     assert r.returncode == 0, r.stderr[-3000:]
-    summary = json.loads((tmp_path / "runs" / "ddp" / "train_summary.json").read_text())
+    run = runs / strategy
+    summary = json.loads((run / "train_summary.json").read_text())
     assert summary["world_size"] == 2  # really two processes, not a silent single-process run
-    single = [json.loads(x)["loss"] for x in (tmp_path / "runs" / "single" / "train_metrics.jsonl").read_text().splitlines()]
-    ddp = [json.loads(x)["loss"] for x in (tmp_path / "runs" / "ddp" / "train_metrics.jsonl").read_text().splitlines()]
-    assert len(single) == len(ddp) == 4
-    for s, d in zip(single, ddp):
-        assert abs(s - d) < 1e-4, (single, ddp)
-    assert ddp[-1] < ddp[0]
-
-
-@pytest.mark.skipif(not (Path(sys.executable).parent / "torchrun").exists(), reason="torchrun not installed")
-def test_fsdp2_two_processes_matches_one_process(tmp_path, tiny_model_dir):
-    cfg = _config(tmp_path, tiny_model_dir, lora={"r": 4, "dropout": 0.0}, max_steps=6, save_steps=None,
-                  save_every_epoch=False, load_best_at_end=False)
-    r = _cli("train", str(cfg), "name=single", "train.grad_accum=2")
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = _cli("train", str(cfg), "name=fsdp", "train.grad_accum=1", "train.distributed=fsdp", "--nproc", "2")
-    assert r.returncode == 0, r.stderr[-3000:]
-    summary = json.loads((tmp_path / "runs" / "fsdp" / "train_summary.json").read_text())
-    assert summary["world_size"] == 2
-    assert summary["val_history"], "validation ran through the sharded model"
-    single = [json.loads(x)["loss"] for x in (tmp_path / "runs" / "single" / "train_metrics.jsonl").read_text().splitlines()]
-    fsdp = [json.loads(x)["loss"] for x in (tmp_path / "runs" / "fsdp" / "train_metrics.jsonl").read_text().splitlines()]
-    assert len(fsdp) == 6 and all(abs(s - f) < 1e-4 for s, f in zip(single, fsdp)), (single, fsdp)
-    a = load_file(str(tmp_path / "runs" / "single" / "adapter" / "adapter_model.safetensors"))
-    b = load_file(str(tmp_path / "runs" / "fsdp" / "adapter" / "adapter_model.safetensors"))
-    assert a.keys() == b.keys()
+    assert summary["val_history"], "validation ran through the wrapped model"
+    single, multi = _losses(runs / "single"), _losses(run)
+    assert len(single) == len(multi) == 6
+    assert all(abs(s - m) < 1e-4 for s, m in zip(single, multi)), (single, multi)
+    assert multi[-1] < multi[0]
+    a, b = _adapter(runs / "single"), _adapter(run)
+    assert a.keys() == b.keys() and len(a) > 0
     for k in a:  # the saved adapter holds full (gathered) tensors, equal to the single-process result
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    if strategy.startswith("zero"):
+        ds = json.loads((run / "deepspeed_config.json").read_text())
+        assert ds["zero_optimization"]["stage"] == int(strategy[-1])
+        assert "DeepSpeed ZeRO-" + strategy[-1] in r.stdout
+
+
+@needs_torchrun
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "zero3"])
+def test_two_process_resume_after_sigkill_gives_the_same_adapter(tmp_path, tiny_model_dir, strategy):
+    """Dropout on, so every rank's RNG stream matters; ranks see batches of different shapes, so
+    their streams differ and each rank must get its own back."""
+    if strategy.startswith("zero"):
+        pytest.importorskip("deepspeed")
+    cfg = _config(tmp_path, tiny_model_dir, max_steps=7, save_steps=2)
+    args = ["train.grad_accum=1", "--nproc", "2", *STRATEGIES[strategy]]
+    r = _cli("train", str(cfg), "name=straight", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _cli("train", str(cfg), "name=killed", *args, env={**ENV, "TUNESMITH_FAULT_KILL_AFTER_STEP": "5"})
+    run = tmp_path / "runs" / "killed"
+    assert r.returncode != 0 and not (run / "adapter").exists()
+    assert [p.name for p in sorted((run / "checkpoints").glob("step-*"))] == ["step-000002", "step-000004"]
+    assert sorted(p.name for p in (run / "checkpoints" / "step-000004").glob("rng-rank*.pt")) == \
+        ["rng-rank0.pt", "rng-rank1.pt"]
+    r = _cli("train", str(cfg), "name=killed", *args, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from step-000004" in r.stdout
+    a, b = _adapter(tmp_path / "runs" / "straight"), _adapter(run)
+    assert a.keys() == b.keys() and len(a) > 0
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _losses(run) == _losses(tmp_path / "runs" / "straight")
+
+
+def test_resume_with_another_world_size_is_refused(tmp_path, tiny_model_dir):
+    cfg = _config(tmp_path, tiny_model_dir, max_steps=2, save_steps=2)
+    r = _cli("train", str(cfg), "name=one")
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = tmp_path / "runs" / "one" / "checkpoints" / "step-000002" / "state.json"
+    state = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**state, "world_size": 2, "strategy": "ddp"}))  # as if written by 2 ranks
+    r = _cli("train", str(cfg), "name=one", "--resume")
+    assert r.returncode == 2 and "written by 2 process(es)" in r.stderr and "Traceback" not in r.stderr

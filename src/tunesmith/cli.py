@@ -55,17 +55,29 @@ def train(
     rdzv_endpoint: Annotated[
         str | None, typer.Option("--rdzv-endpoint", help="host:port of node 0 for multi-node runs.")
     ] = None,
+    distributed: Annotated[
+        str | None,
+        typer.Option("--distributed", help="ddp | fsdp | deepspeed (same as train.distributed=...)."),
+    ] = None,
+    zero_stage: Annotated[
+        int | None, typer.Option("--zero-stage", help="DeepSpeed ZeRO stage 2 or 3 (train.zero_stage).")
+    ] = None,
 ) -> None:
     """Fine-tune the model on the prepared train split (prepares the data first if needed).
 
-    Several processes (GPUs, machines) go through torchrun with PyTorch DDP or FSDP2
-    (train.distributed); the same config runs on one CPU or many GPUs.
+    Several processes (GPUs, machines) go through torchrun with PyTorch DDP, FSDP2 or DeepSpeed
+    ZeRO-2/3 (--distributed); the same config runs on one CPU or many GPUs.
     """
+    overrides = list(overrides or [])
+    if distributed is not None:
+        overrides.append(f"train.distributed={distributed}")
+    if zero_stage is not None:
+        overrides.append(f"train.zero_stage={zero_stage}")
     cfg = _load(config, overrides)
     if nproc > 1 or nnodes > 1:
         from tunesmith.train.launch import launch_torchrun
 
-        raise typer.Exit(launch_torchrun(config, overrides or [], nproc=nproc, nnodes=nnodes,
+        raise typer.Exit(launch_torchrun(config, overrides, nproc=nproc, nnodes=nnodes,
                                          rdzv_endpoint=rdzv_endpoint, resume=resume))
     from tunesmith.pipeline import run_train
 

@@ -43,12 +43,11 @@ class RunConfig(Section):
     def _cross_section_checks(self) -> RunConfig:
         if self.train.method == "qlora" and self.model.dtype == "float16" and self.model.device == "cpu":
             raise ValueError("qlora with float16 compute on CPU cannot train: use model.dtype float32 on CPU")
-        if self.model.dtype in ("bfloat16", "float16") and self.train.method == "full" and self.train.optimizer == "adamw":
-            # pure half-precision AdamW loses small updates; we keep fp32 master weights only for adapters
+        if self.model.dtype == "float16" and self.train.method == "full":
+            # bf16 full fine-tuning keeps fp32 master weights under autocast; fp16 would also need loss scaling
             raise ValueError(
-                f"full fine-tuning with model.dtype {self.model.dtype} would keep AdamW states and weights in "
-                "half precision and silently lose small updates: use model.dtype auto/float32 "
-                "(mixed precision comes from train.mixed_precision)"
+                "full fine-tuning with model.dtype float16 is not supported (fp16 gradients underflow without "
+                "loss scaling): use model.dtype bfloat16 (fp32 master weights, bf16 compute) or float32"
             )
         return self
 

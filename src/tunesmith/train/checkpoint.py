@@ -9,6 +9,7 @@ seeded data order (epoch, next micro-batch). Folders are written atomically and 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tunesmith.errors import TunesmithError
+from tunesmith.train.parallel import (
+    Distributed,
+    gather_trainable,
+    load_model_and_optimizer,
+    load_trainable,
+    save_model_and_optimizer,
+)
 from tunesmith.utils.io import atomic_dir
 
 
@@ -30,25 +39,6 @@ class TrainState:
     evals_without_improvement: int = 0
     history: list[dict] = field(default_factory=list)
     val_history: list[dict] = field(default_factory=list)
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    """A plain tensor: FSDP2-sharded parameters (DTensors) are gathered (a collective on all ranks)."""
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-
-def trainable_state_dict(model) -> dict[str, torch.Tensor]:
-    return {n: _full(p.detach()).to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable_state(model, tensors: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    missing = [n for n, p in params.items() if p.requires_grad and n not in tensors]
-    if missing:
-        raise RuntimeError(f"checkpoint lacks trainable parameters {missing[:3]}")
-    with torch.no_grad():
-        for n, t in tensors.items():
-            params[n].copy_(t.to(params[n].device, params[n].dtype))
 
 
 def rng_state() -> dict:
@@ -68,15 +58,32 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
 
 
-def save_checkpoint(folder: Path, model, optimizer, scheduler, state: TrainState, keep: int = 2) -> Path:
+def save_checkpoint(folder: Path, model, optimizer, scheduler, state: TrainState, dist: Distributed | None = None,
+                    keep: int = 2) -> Path:
+    """Write ``step-N`` (a collective in multi-process runs: every rank calls it).
+
+    Every rank writes into ``.step-N.partial``; after a barrier rank 0 adds ``state.json`` and
+    renames the folder, so a kill at any moment leaves either the complete folder or none.
+    """
+    dist = dist or Distributed()
     target = folder / f"step-{state.step:06d}"
-    with atomic_dir(target) as tmp:
-        save_file(trainable_state_dict(model), str(tmp / "trainable.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
-                   tmp / "training_state.pt")
-        (tmp / "state.json").write_text(json.dumps(asdict(state)))  # written last: marks the folder complete
-    for old in list_checkpoints(folder)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    partial = folder / f".{target.name}.partial"
+    if dist.rank == 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    dist.barrier()
+    save_model_and_optimizer(partial, model, optimizer, dist)
+    torch.save(rng_state(), partial / f"rng-rank{dist.rank}.pt")  # each rank's own dropout/sampling stream
+    dist.barrier()
+    if dist.rank == 0:
+        torch.save(scheduler.state_dict(), partial / "scheduler.pt")
+        meta = {**asdict(state), "world_size": dist.world_size, "strategy": dist.strategy}
+        (partial / "state.json").write_text(json.dumps(meta))  # written last: marks the folder complete
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(partial, target)
+        for old in list_checkpoints(folder)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
     return target
 
 
@@ -86,23 +93,36 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("step-*") if (p / "state.json").is_file())
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainState:
-    load_trainable_state(model, load_file(str(path / "trainable.safetensors")))
-    blob = torch.load(path / "training_state.pt", weights_only=False)
-    optimizer.load_state_dict(blob["optimizer"])
-    scheduler.load_state_dict(blob["scheduler"])
-    set_rng_state(blob["rng"])
-    return TrainState(**json.loads((path / "state.json").read_text()))
+def load_checkpoint(path: Path, model, optimizer, scheduler, dist: Distributed | None = None) -> TrainState:
+    dist = dist or Distributed()
+    meta = json.loads((path / "state.json").read_text())
+    saved_world, saved_strategy = meta.pop("world_size", 1), meta.pop("strategy", "none")
+    if (saved_world, saved_strategy) != (dist.world_size, dist.strategy):
+        raise TunesmithError(
+            f"{path} was written by {saved_world} process(es) with strategy {saved_strategy!r}; this run has "
+            f"{dist.world_size} with {dist.strategy!r}",
+            hint="resume with the same --nproc/--nnodes and train.distributed (the data order per rank depends on them)",
+        )
+    load_model_and_optimizer(path, model, optimizer, dist)
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    set_rng_state(torch.load(path / f"rng-rank{dist.rank}.pt", weights_only=False))
+    return TrainState(**meta)
 
 
-def save_best(folder: Path, model) -> None:
-    with atomic_dir(folder / "best") as tmp:
-        save_file(trainable_state_dict(model), str(tmp / "trainable.safetensors"))
+def save_best(folder: Path, model, dist: Distributed | None = None) -> None:
+    """Keep the trainable weights with the best validation loss (a collective when sharded)."""
+    dist = dist or Distributed()
+    tensors = gather_trainable(model, dist)
+    if dist.rank == 0:
+        with atomic_dir(folder / "best") as tmp:
+            save_file(tensors, str(tmp / "trainable.safetensors"))
+    dist.barrier()
 
 
-def load_best(folder: Path, model) -> bool:
+def load_best(folder: Path, model, dist: Distributed | None = None) -> bool:
+    dist = dist or Distributed()
     path = folder / "best" / "trainable.safetensors"
     if not path.is_file():
         return False
-    load_trainable_state(model, load_file(str(path)))
+    load_trainable(model, load_file(str(path)), dist)
     return True

@@ -58,9 +58,14 @@ class TrainConfig(Section):
     load_best_at_end: bool = Field(
         True, description="Save the weights with the best validation loss (not the last) as the result."
     )
-    distributed: Literal["ddp", "fsdp"] = Field(
+    distributed: Literal["ddp", "fsdp", "deepspeed"] = Field(
         "ddp", description="Data-parallel strategy when launched on several processes (torchrun / "
-        "`tunesmith train --nproc N`): ddp replicates the model, fsdp (FSDP2) shards it."
+        "`tunesmith train --nproc N`): ddp replicates the model, fsdp (FSDP2) shards it, deepspeed runs "
+        "ZeRO stage `zero_stage` from the deepspeed_config.json tunesmith writes into the run folder."
+    )
+    zero_stage: Literal[2, 3] | None = Field(
+        None, description="DeepSpeed ZeRO stage (default 2): 2 shards gradients and optimizer states, 3 also "
+        "the parameters. Only with train.distributed: deepspeed."
     )
     preflight: bool = Field(True, description="Estimate peak memory before loading and refuse runs that cannot fit.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% slower.")
@@ -72,4 +77,11 @@ class TrainConfig(Section):
     def _check(self) -> TrainConfig:
         if self.method == "full" and "lora" in self.model_fields_set:
             raise ValueError("train.lora settings were given but train.method is 'full', which trains no adapters")
+        if self.zero_stage is not None and self.distributed != "deepspeed":
+            raise ValueError(f"train.zero_stage is a DeepSpeed setting but train.distributed is '{self.distributed}'")
+        if self.method == "qlora" and self.distributed != "ddp":
+            raise ValueError(
+                f"train.method qlora cannot run with train.distributed {self.distributed}: the 4-bit base weights "
+                "cannot be sharded by FSDP2 or DeepSpeed here; use ddp (the 4-bit base is small enough to replicate)"
+            )
         return self

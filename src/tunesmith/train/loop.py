@@ -3,7 +3,8 @@
 Loss normalisation: every optimizer step sums token losses over all its micro-batches and divides
 by the number of label tokens in the whole step (not per micro-batch), so batch 8 x accumulation 1
 and batch 2 x accumulation 4 produce the same gradient. In data-parallel runs the token count is
-summed over all ranks and the loss scaled by the world size, because DDP averages gradients.
+summed over all ranks and the loss scaled by the world size, because DDP, FSDP and DeepSpeed
+average gradients over ranks.
 
 The loop is resumable: ``state`` says which step, epoch and micro-batch come next, and the data
 order of an epoch is a pure function of (seed, epoch).
@@ -21,6 +22,7 @@ import torch
 from tunesmith.train.batching import Batch
 from tunesmith.train.checkpoint import TrainState
 from tunesmith.train.loss import summed_token_loss
+from tunesmith.train.parallel import Distributed
 
 
 @dataclass
@@ -30,28 +32,6 @@ class Hooks:
     on_step: Callable[[dict], None] | None = None
     on_eval: Callable[[dict, bool], None] | None = None  # (record, improved)
     checkpoint: Callable[[TrainState], None] | None = None
-
-
-@dataclass
-class Distributed:
-    """Data-parallel context (world_size 1 = single process)."""
-
-    rank: int = 0
-    world_size: int = 1
-    loss_module: torch.nn.Module | None = None  # DDP-wrapped loss module; None = call the model directly
-
-    def global_sum(self, x: float) -> float:
-        """Sum of ``x`` over all ranks (``x`` itself in a single process)."""
-        if self.world_size == 1:
-            return x
-        t = torch.tensor([x], dtype=torch.float64)
-        torch.distributed.all_reduce(t)
-        return type(x)(t.item())
-
-    def no_sync(self, last: bool):
-        if self.loss_module is None or last or not hasattr(self.loss_module, "no_sync"):
-            return contextlib.nullcontext()
-        return self.loss_module.no_sync()
 
 
 @torch.no_grad()
@@ -91,12 +71,15 @@ def train_loop(
     early_stopping_patience: int | None = None,
     hooks: Hooks | None = None,
     dist: Distributed | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> TrainState:
     state = state or TrainState()
     hooks = hooks or Hooks()
     dist = dist or Distributed()
     params = [p for p in model.parameters() if p.requires_grad]
     forward = dist.loss_module or (lambda **b: summed_token_loss(model, Batch(**b, n_examples=0)))
+    # full fine-tuning in bf16: fp32 master weights, bf16 compute
+    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     model.train()
     stop = False
     while state.step < total_steps and not stop:
@@ -115,15 +98,14 @@ def train_loop(
             for i, b in enumerate(group):
                 b = b.to(device)
                 with dist.no_sync(last=i == len(group) - 1):
-                    loss = forward(input_ids=b.input_ids, labels=b.labels, position_ids=b.position_ids,
-                                   attention_mask=b.attention_mask) / n_label
-                    (loss * dist.world_size).backward()
+                    with autocast:
+                        loss = forward(input_ids=b.input_ids, labels=b.labels, position_ids=b.position_ids,
+                                       attention_mask=b.attention_mask) / n_label
+                    dist.backward(loss * dist.world_size)  # data-parallel wrappers average over ranks
                 loss_sum += float(loss.detach())
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf")))
             lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
+            grad_norm = dist.optimizer_step(optimizer, params, max_grad_norm)  # clip, step, zero grads
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             state.step += 1
             dt = time.perf_counter() - t0
             n_tokens = sum(b.n_tokens for b in group)
@@ -137,22 +119,24 @@ def train_loop(
             if hooks.on_step:
                 hooks.on_step(record)
             if val_batches and eval_every and state.step % eval_every == 0:
-                stop = _validate(model, forward, val_batches, device, state, early_stopping_patience, hooks)
+                stop = _validate(model, forward, val_batches, device, state, early_stopping_patience, hooks, autocast)
             if hooks.checkpoint and save_every and state.step % save_every == 0:
                 hooks.checkpoint(state)
         if state.next_batch >= len(mine):  # epoch finished
             state.epoch += 1
             state.next_batch = 0
             if val_batches and not eval_every:
-                stop = _validate(model, forward, val_batches, device, state, early_stopping_patience, hooks) or stop
+                stop = _validate(model, forward, val_batches, device, state, early_stopping_patience, hooks, autocast) or stop
             if hooks.checkpoint and save_each_epoch:
                 hooks.checkpoint(state)
     return state
 
 
-def _validate(model, forward, val_batches, device, state: TrainState, patience: int | None, hooks: Hooks) -> bool:
+def _validate(model, forward, val_batches, device, state: TrainState, patience: int | None, hooks: Hooks,
+              autocast=None) -> bool:
     """Record validation loss; returns True when early stopping says to stop."""
-    val = evaluate_loss(model, val_batches, device, forward)
+    with autocast or contextlib.nullcontext():
+        val = evaluate_loss(model, val_batches, device, forward)
     improved = state.best_val_loss is None or val < state.best_val_loss
     if improved:
         state.best_val_loss = val

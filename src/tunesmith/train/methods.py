@@ -48,10 +48,31 @@ def bnb_4bit_config(compute_dtype: torch.dtype):
     )
 
 
+def uses_deepspeed(cfg: RunConfig) -> bool:
+    import os
+
+    return cfg.train.distributed == "deepspeed" and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def compute_dtypes(cfg: RunConfig, device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:
+    """(dtype the weights are loaded in, autocast dtype or None).
+
+    Adapters train in fp32 on a base stored in the compute dtype. Full fine-tuning in bf16 keeps
+    fp32 master weights and runs forward/backward under bf16 autocast (pure-bf16 AdamW loses small
+    updates); under DeepSpeed its bf16 mode keeps the fp32 master copy instead.
+    """
+    dtype = resolve_dtype(cfg.model.dtype, device)
+    if cfg.train.method == "full" and dtype != torch.float32 and not uses_deepspeed(cfg):
+        return torch.float32, dtype
+    return dtype, None
+
+
 def build_trainable_model(cfg: RunConfig):
     """Load the base model and wrap it for the configured method. Returns (model, device)."""
-    device = resolve_device(cfg.model.device)
-    dtype = resolve_dtype(cfg.model.dtype, device)
+    from tunesmith.train.parallel import local_device
+
+    device = local_device(resolve_device(cfg.model.device))
+    dtype, _ = compute_dtypes(cfg, device)
     method = cfg.train.method
     if method == "qlora":
         from peft import prepare_model_for_kbit_training

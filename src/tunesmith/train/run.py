@@ -1,7 +1,8 @@
 """`tunesmith train`: from a run config and prepared data to a saved adapter (or full model).
 
 Single process by default; under ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel with
-PyTorch DDP (gloo on CPU, NCCL on GPUs) and only rank 0 writes files.
+DDP, FSDP2 or DeepSpeed ZeRO-2/3 (:mod:`tunesmith.train.parallel`; gloo on CPU, NCCL on GPUs).
+Checkpoints are collectives; the final weights are gathered and only rank 0 writes them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from tunesmith.config import RunConfig
 from tunesmith.console import console
@@ -21,10 +29,34 @@ from tunesmith.data.prepare import PreparedData
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.models.loading import load_tokenizer, model_dir_or_id
 from tunesmith.train.batching import epoch_batches
-from tunesmith.train.checkpoint import TrainState, list_checkpoints, load_best, load_checkpoint, save_best, save_checkpoint
-from tunesmith.train.loop import Distributed, Hooks, train_loop
-from tunesmith.train.methods import build_trainable_model, count_parameters
-from tunesmith.train.metrics import Trackers, device_peak_flops, flops_per_token, peak_memory_bytes, plot_loss_curve
+from tunesmith.train.checkpoint import (
+    TrainState,
+    list_checkpoints,
+    load_best,
+    load_checkpoint,
+    save_best,
+    save_checkpoint,
+)
+from tunesmith.train.loop import Hooks, train_loop
+from tunesmith.train.methods import (
+    build_trainable_model,
+    compute_dtypes,
+    count_parameters,
+)
+from tunesmith.train.metrics import (
+    Trackers,
+    device_peak_flops,
+    flops_per_token,
+    peak_memory_bytes,
+    plot_loss_curve,
+)
+from tunesmith.train.parallel import (
+    Distributed,
+    deepspeed_config,
+    gather_trainable,
+    init_distributed,
+    setup_data_parallel,
+)
 from tunesmith.train.tokenize import tokenize_records
 from tunesmith.utils.io import atomic_dir, write_json
 
@@ -39,19 +71,20 @@ class TrainOutput:
     tokens_per_s: float
 
 
-def save_trained(model, tokenizer, cfg: RunConfig) -> Path:
-    """Save a standard PEFT adapter folder (or the full model) atomically into the run folder."""
+def save_trained(model, tokenizer, cfg: RunConfig, state_dict: dict | None = None) -> Path:
+    """Save a standard PEFT adapter folder (or the full model) atomically into the run folder.
+    ``state_dict``: gathered weights when the model's own parameters are sharded."""
     if cfg.train.method == "full":
         target = cfg.run_dir / "model"
         with atomic_dir(target) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
             tokenizer.save_pretrained(tmp)
         return target
     target = cfg.run_dir / "adapter"
     # Point the adapter at a base that plain peft can load: the resolved folder or hub id.
     model.peft_config["default"].base_model_name_or_path = model_dir_or_id(cfg.model)
     with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if cfg.model.add_special_tokens:
             tokenizer.save_pretrained(tmp)  # the base's tokenizer lacks the added tokens
     return target
@@ -61,7 +94,11 @@ def _preflight(cfg: RunConfig) -> None:
     """Estimate peak memory from the model's config (no weights loaded) and refuse what cannot fit."""
     from transformers import AutoConfig
 
-    from tunesmith.models.loading import resolve_device, resolve_dtype, resolve_model_path
+    from tunesmith.models.loading import (
+        resolve_device,
+        resolve_dtype,
+        resolve_model_path,
+    )
     from tunesmith.train.preflight import check_memory
 
     device = resolve_device(cfg.model.device)
@@ -69,43 +106,6 @@ def _preflight(cfg: RunConfig) -> None:
     pf = check_memory(cfg, model_config, device, resolve_dtype(cfg.model.dtype, device))
     avail = f" of {pf.device_bytes / 2**30:.1f} GiB available" if pf.device_bytes else ""
     console.print(f"[bold]pre-flight[/]: estimated peak memory {pf.estimate_bytes / 2**30:.2f} GiB{avail}")
-
-
-def unshard_trainable(model) -> None:
-    """Replace FSDP2-sharded trainable parameters by their full tensors so standard saving works."""
-    from torch.distributed.tensor import DTensor
-
-    for module in model.modules():
-        for name, p in list(module.named_parameters(recurse=False)):
-            if isinstance(p, DTensor) and p.requires_grad:
-                module._parameters[name] = torch.nn.Parameter(p.full_tensor().detach(), requires_grad=False)
-
-
-def wrap_data_parallel(model, device: torch.device, strategy: str) -> torch.nn.Module:
-    """The loss module wrapped by PyTorch's own data-parallel machinery: DDP, or FSDP2 (``fully_shard``
-    on every decoder layer, then the root)."""
-    from tunesmith.train.loss import CausalLMLoss
-
-    loss_module = CausalLMLoss(model)
-    if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        for layer in base.get_decoder().layers:
-            fully_shard(layer)
-        return fully_shard(loss_module)
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def _init_distributed(device: torch.device) -> Distributed:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Distributed()
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(rank=torch.distributed.get_rank(), world_size=torch.distributed.get_world_size())
 
 
 def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False) -> TrainOutput:
@@ -121,15 +121,13 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
     if tc.preflight:
         _preflight(cfg)
     model, device = build_trainable_model(cfg)
-    dist = _init_distributed(device)
+    _, autocast_dtype = compute_dtypes(cfg, device)
+    dist = init_distributed(device, tc.distributed, tc.zero_stage or 2)
     main = dist.rank == 0
-    if dist.world_size > 1:
-        dist.loss_module = wrap_data_parallel(model, device, tc.distributed)
-    sharded = dist.world_size > 1 and tc.distributed == "fsdp"
-    if sharded and resume:
-        raise TunesmithError("--resume is not supported with train.distributed: fsdp yet",
-                             hint="use train.distributed: ddp for resumable multi-process runs")
-    trainable, total = count_parameters(model)
+    trainable, total = count_parameters(model)  # before ZeRO-3 partitions the parameters away
+    avg_row = sum(len(e.input_ids) for e in train_ex) / len(train_ex)
+    fpt = flops_per_token(model, method=tc.method, seq_len=int(avg_row))
+    weights_dtype = next(model.parameters()).dtype
     if report.rejected and main:
         console.print(f"[yellow]{len(report.rejected)} training examples not used[/] (reasons in tokenize_rejected.json)")
         write_json(cfg.run_dir / "tokenize_rejected.json", report.rejected)
@@ -143,9 +141,21 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
     val_batches = (epoch_batches(val_ex, batch_size=tc.batch_size, packing=tc.packing, row_length=tc.max_seq_length,
                                  pad_id=tokenizer.pad_token_id, seed=cfg.seed, epoch=0) if val_ex else None)
 
+    def make_optimizer():
+        params = [p for p in model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+
+    ds_config = None
+    if dist.strategy == "deepspeed":
+        ds_config = deepspeed_config(batch_size=tc.batch_size, grad_accum=tc.grad_accum, world_size=dist.world_size,
+                                     zero_stage=dist.zero_stage, max_grad_norm=tc.max_grad_norm, dtype=weights_dtype)
+        if main:
+            write_json(cfg.run_dir / "deepspeed_config.json", ds_config)
+    optimizer = setup_data_parallel(model, dist, device, make_optimizer, ds_config) if dist.world_size > 1 \
+        else make_optimizer()
+
     from transformers import get_scheduler
 
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=round(tc.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
 
@@ -156,7 +166,7 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
         found = list_checkpoints(ckpt_dir)
         if not found:
             raise TunesmithError(f"--resume: no complete checkpoint in {ckpt_dir}", hint="run without --resume to start over")
-        state = load_checkpoint(found[-1], model, optimizer, scheduler)
+        state = load_checkpoint(found[-1], model, optimizer, scheduler, dist)
         if main:
             console.print(f"[bold]train[/]: resumed from {found[-1].name} (step {state.step}, epoch {state.epoch})")
             # metrics after the checkpoint were never part of this run's history
@@ -165,12 +175,11 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
         metrics_path.unlink(missing_ok=True)
 
     peak = device_peak_flops(device) if main else None
-    avg_row = sum(len(e.input_ids) for e in train_ex) / len(train_ex)
-    fpt = flops_per_token(model, method=tc.method, seq_len=int(avg_row))
     if main:
         console.print(
-            f"[bold]train[/]: {tc.method} on {cfg.model.name_or_path} ({device.type}, {next(model.parameters()).dtype}"
-            f"{f', {dist.world_size} processes' if dist.world_size > 1 else ''}), {trainable:,} trainable of {total:,} "
+            f"[bold]train[/]: {tc.method} on {cfg.model.name_or_path} ({device.type}, {weights_dtype}"
+            + (f", {autocast_dtype} autocast" if autocast_dtype else "")
+            + (f", {dist.world_size} processes, {_strategy_name(dist)}" if dist.world_size > 1 else "") + f"), {trainable:,} trainable of {total:,} "
             f"parameters ({100 * trainable / total:.2f}%); {len(train_ex)} examples, {total_steps} steps "
             f"(batch {tc.batch_size} x accumulation {tc.grad_accum}{', packed' if tc.packing else ''})"
         )
@@ -206,12 +215,11 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
                 progress.console.log(f"validation loss {rec['val_loss']:.4f} at step {rec['step']}"
                                      + (" (best)" if improved else ""))
                 trackers.log(rec)
-                if improved and tc.load_best_at_end and not sharded:
-                    save_best(ckpt_dir, model)
+            if improved and tc.load_best_at_end:
+                save_best(ckpt_dir, model, dist)  # a collective when sharded
 
         def checkpoint(st: TrainState) -> None:
-            if main and not sharded:  # FSDP checkpoints need torch.distributed.checkpoint (not built yet)
-                save_checkpoint(ckpt_dir, model, optimizer, scheduler, st, keep=tc.keep_checkpoints)
+            save_checkpoint(ckpt_dir, model, optimizer, scheduler, st, dist, keep=tc.keep_checkpoints)
 
         state = train_loop(
             model, optimizer, scheduler, epoch_batches=batches_for, total_steps=total_steps, grad_accum=tc.grad_accum,
@@ -219,14 +227,16 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
             eval_every=tc.eval_steps, save_every=tc.save_steps, save_each_epoch=tc.save_every_epoch,
             early_stopping_patience=tc.early_stopping_patience,
             hooks=Hooks(on_step=on_step, on_eval=on_eval, checkpoint=checkpoint), dist=dist,
+            autocast_dtype=autocast_dtype,
         )
-    used_best = tc.load_best_at_end and not sharded and bool(state.val_history) and load_best(ckpt_dir, model)
-    if sharded:
-        unshard_trainable(model)  # collective: every rank takes part, rank 0 then saves plain tensors
+    used_best = tc.load_best_at_end and bool(state.val_history) and load_best(ckpt_dir, model, dist)
+    # sharded parameters are gathered (every rank takes part); rank 0 then saves plain tensors
+    gathered = gather_trainable(model, dist) if dist.sharded else None
     if not main:
+        dist.barrier()
         return TrainOutput(cfg.run_dir, state.step, 0.0, None, 0.0, 0.0)
     trackers.close()
-    out_dir = save_trained(model, tokenizer, cfg)
+    out_dir = save_trained(model, tokenizer, cfg, state_dict=gathered)
     hist = state.history
     final_loss = sum(r["loss"] for r in hist[-5:]) / max(1, len(hist[-5:]))
     seconds = sum(r["step_s"] for r in hist)
@@ -247,4 +257,9 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
         + (f", validation loss {val:.3f}" if val is not None else "")
         + (" (best checkpoint kept)" if used_best else "") + f"; saved {out_dir}"
     )
+    dist.barrier()  # the other ranks exit only once the result is on disk
     return TrainOutput(out_dir, state.step, final_loss, val, seconds, summary["tokens_per_s"] or 0.0)
+
+
+def _strategy_name(dist: Distributed) -> str:
+    return {"ddp": "DDP", "fsdp": "FSDP2", "deepspeed": f"DeepSpeed ZeRO-{dist.zero_stage}"}[dist.strategy]
