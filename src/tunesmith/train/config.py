@@ -70,7 +70,8 @@ class TrainConfig(Section):
     preflight: bool = Field(True, description="Estimate peak memory before loading and refuse runs that cannot fit.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% slower.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(
-        default_factory=list, description="Extra trackers; metrics always go to train_metrics.jsonl."
+        default_factory=list, description="Extra trackers, written into the run folder (tensorboard/, mlflow.db; "
+        "pip install 'tunesmith[tracking]'); metrics always go to train_metrics.jsonl."
     )
 
     @model_validator(mode="after")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
+import logging
+import numbers
 import resource
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import torch
+
+from tunesmith.errors import ConfigError
 
 
 def flops_per_token(model, *, method: str, seq_len: int) -> float:
@@ -62,45 +69,119 @@ def peak_memory_bytes(device: torch.device) -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
+TRACKING_HINT = "pip install 'tunesmith[tracking]'"
+
+
+def _flat_params(params: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config sections as dotted keys (``lora.r``), every value as text."""
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        if isinstance(v, dict):
+            out.update(_flat_params(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = str(v)
+    return out
+
+
+def _scalars(record: dict) -> dict[str, float]:
+    """The record's numbers (not the step): None, text, lists and booleans are not metrics."""
+    return {k: float(v) for k, v in record.items()
+            if k != "step" and isinstance(v, numbers.Real) and not isinstance(v, bool)}
+
+
 class Trackers:
-    """Optional TensorBoard / MLflow (file store in the run folder) sinks for step metrics."""
+    """Optional step-metric sinks in the run folder: TensorBoard event files in ``run_dir/tensorboard``
+    and an MLflow run in the SQLite store ``run_dir/mlflow.db`` (MLflow 3 refuses the old ``mlruns``
+    file store by default). Use as a context manager, or call :meth:`close`; a run still open when
+    the process exits is ended as FAILED and its TensorBoard events are flushed."""
+
+    MLFLOW_EXPERIMENT = "tunesmith"
 
     def __init__(self, names: list[str], run_dir: Path, params: dict):
         self.tb = None
-        self.mlflow = None
+        self.mlflow = None  # MlflowClient (no global "active run": a failed run cannot block the next)
+        self.mlflow_run_id: str | None = None
+        self.closed = False
         if "tensorboard" in names:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                from tunesmith.errors import ConfigError
-
-                raise ConfigError("train.report_to has tensorboard but it is not installed", hint="pip install tensorboard") from None
+                raise ConfigError("train.report_to has tensorboard but it is not installed",
+                                  hint=f"{TRACKING_HINT} (or pip install tensorboard)") from None
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
         if "mlflow" in names:
             try:
-                import mlflow
-            except ImportError:
-                from tunesmith.errors import ConfigError
-
-                raise ConfigError("train.report_to has mlflow but it is not installed", hint="pip install mlflow") from None
-            mlflow.set_tracking_uri((run_dir / "mlruns").resolve().as_uri())
-            mlflow.start_run(run_name=run_dir.name)
-            mlflow.log_params({k: str(v)[:250] for k, v in params.items()})
-            self.mlflow = mlflow
+                import alembic  # noqa: F401  (the SQLite store needs both; mlflow-skinny has neither)
+                import sqlalchemy  # noqa: F401
+                from mlflow.entities import Param
+                from mlflow.tracking import MlflowClient
+                from mlflow.utils.validation import (
+                    MAX_PARAM_VAL_LENGTH,
+                    MAX_PARAMS_TAGS_PER_BATCH,
+                )
+            except ImportError as e:
+                if self.tb:
+                    self.tb.close()
+                raise ConfigError(f"train.report_to has mlflow but it is not installed ({e.name or e} is missing)",
+                                  hint=f"{TRACKING_HINT} (or pip install mlflow)") from None
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with _quiet_loggers("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
+                client = MlflowClient(tracking_uri=f"sqlite:///{(run_dir / 'mlflow.db').resolve().as_posix()}")
+                exp = client.get_experiment_by_name(self.MLFLOW_EXPERIMENT)
+                exp_id = exp.experiment_id if exp else client.create_experiment(
+                    self.MLFLOW_EXPERIMENT, artifact_location=(run_dir / "mlflow-artifacts").resolve().as_uri())
+            run = client.create_run(exp_id, run_name=run_dir.name)
+            self.mlflow, self.mlflow_run_id = client, run.info.run_id
+            flat = [Param(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in _flat_params(params).items()]
+            for i in range(0, len(flat), MAX_PARAMS_TAGS_PER_BATCH):
+                client.log_batch(self.mlflow_run_id, params=flat[i:i + MAX_PARAMS_TAGS_PER_BATCH])
+        if self.tb or self.mlflow:
+            atexit.register(self._abort)
 
     def log(self, record: dict) -> None:
-        scalars = {k: v for k, v in record.items() if isinstance(v, int | float) and k != "step"}
+        scalars = _scalars(record)
+        step = int(record["step"])
         if self.tb:
             for k, v in scalars.items():
-                self.tb.add_scalar(k, v, record["step"])
-        if self.mlflow:
-            self.mlflow.log_metrics(scalars, step=record["step"])
+                self.tb.add_scalar(k, v, step)
+        if self.mlflow and scalars:
+            from mlflow.entities import Metric
 
-    def close(self) -> None:
+            now = int(time.time() * 1000)
+            self.mlflow.log_batch(self.mlflow_run_id, metrics=[Metric(k, v, now, step) for k, v in scalars.items()])
+
+    def close(self, failed: bool = False) -> None:
+        """Flush TensorBoard and end the MLflow run (FINISHED, or FAILED); a second call does nothing."""
+        if self.closed:
+            return
+        self.closed = True
+        atexit.unregister(self._abort)
         if self.tb:
             self.tb.close()
         if self.mlflow:
-            self.mlflow.end_run()
+            self.mlflow.set_terminated(self.mlflow_run_id, status="FAILED" if failed else "FINISHED")
+
+    def _abort(self) -> None:
+        self.close(failed=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(failed=exc_type is not None)
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def plot_loss_curve(metrics_path: Path, val_history: list[dict], out: Path) -> Path | None:
