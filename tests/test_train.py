@@ -173,3 +173,34 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_model_dir
     assert abs(loss0 - loss1) < 1e-5
     for n in g0:
         torch.testing.assert_close(g0[n], g1[n], rtol=1e-4, atol=1e-6)
+
+
+def test_full_fine_tuning_in_bf16_keeps_fp32_master_weights_and_computes_in_bf16(tiny_model_dir, tokenizer, examples):
+    """model.dtype bfloat16 + full: weights (and AdamW states) stay fp32, matmuls run in bf16 under
+    autocast, and updates far below bf16's resolution of the weights are not lost."""
+    from tunesmith.train.methods import compute_dtypes
+
+    cfg = _cfg(tiny_model_dir, method="full")
+    cfg.model.dtype = "bfloat16"
+    assert compute_dtypes(cfg, torch.device("cpu")) == (torch.float32, torch.bfloat16)
+    model, _ = build_trainable_model(cfg)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    seen = []
+    proj = model.model.layers[0].self_attn.q_proj
+    proj.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    before = proj.weight.detach().clone()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)  # a step of ~1e-5: below bf16's spacing near 0.02
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    result = train_loop(
+        model, opt, sched,
+        epoch_batches=lambda e: epoch_batches(examples, batch_size=4, packing=True, row_length=256,
+                                              pad_id=tokenizer.pad_token_id, seed=0, epoch=e),
+        total_steps=2, grad_accum=1, device=torch.device("cpu"), autocast_dtype=torch.bfloat16,
+    )
+    assert len(result.history) == 2 and seen and set(seen) == {torch.bfloat16}
+    assert proj.weight.dtype == torch.float32
+    delta = (proj.weight.detach() - before).abs()
+    assert delta.max() > 0
+    # the same update applied to bf16 weights would round away for most entries
+    lost_in_bf16 = (before.bfloat16() + (proj.weight.detach() - before).bfloat16()).float() == before.bfloat16().float()
+    assert lost_in_bf16.float().mean() > 0.5

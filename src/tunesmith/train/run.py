@@ -183,12 +183,12 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
             f"parameters ({100 * trainable / total:.2f}%); {len(train_ex)} examples, {total_steps} steps "
             f"(batch {tc.batch_size} x accumulation {tc.grad_accum}{', packed' if tc.packing else ''})"
         )
-    trackers = Trackers(tc.report_to, cfg.run_dir, cfg.train.model_dump()) if main else None
+    trackers = Trackers(tc.report_to if main else [], cfg.run_dir, cfg.train.model_dump())
     fault_step = int(os.environ.get("TUNESMITH_FAULT_KILL_AFTER_STEP", "0"))  # fault injection for resume tests
 
     with Progress(TextColumn("[bold blue]training"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console, disable=not main) as progress:
+                  console=console, disable=not main) as progress, trackers:  # trackers end FAILED on error
         task = progress.add_task("train", total=total_steps, completed=state.step, loss="-")
 
         def on_step(rec: dict) -> None:
@@ -235,7 +235,6 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
     if not main:
         dist.barrier()
         return TrainOutput(cfg.run_dir, state.step, 0.0, None, 0.0, 0.0)
-    trackers.close()
     out_dir = save_trained(model, tokenizer, cfg, state_dict=gathered)
     hist = state.history
     final_loss = sum(r["loss"] for r in hist[-5:]) / max(1, len(hist[-5:]))
