@@ -163,3 +163,28 @@ def test_resume_with_another_world_size_is_refused(tmp_path, tiny_model_dir):
     meta.write_text(json.dumps({**state, "world_size": 2, "strategy": "ddp"}))  # as if written by 2 ranks
     r = _cli("train", str(cfg), "name=one", "--resume")
     assert r.returncode == 2 and "written by 2 process(es)" in r.stderr and "Traceback" not in r.stderr
+
+
+@needs_torchrun
+def test_deepspeed_zero3_full_fine_tuning_in_bf16_saves_the_whole_model(tmp_path, tiny_model_dir):
+    """The GPU recipe on CPU: full fine-tuning, bf16 (DeepSpeed keeps the fp32 master weights), ZeRO-3 shards
+    the parameters; the saved model is complete (gathered from the shards) and trained."""
+    pytest.importorskip("deepspeed")
+    cfg = yaml.safe_load(_config(tmp_path, tiny_model_dir, max_steps=4, save_steps=None).read_text())
+    cfg["train"].pop("lora")
+    cfg["train"]["method"] = "full"
+    (tmp_path / "full.yaml").write_text(yaml.safe_dump(cfg))
+    r = _cli("train", str(tmp_path / "full.yaml"), "name=z3", "model.dtype=bfloat16", "train.grad_accum=1",
+             "--nproc", "2", "--distributed", "deepspeed", "--zero-stage", "3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "runs" / "z3"
+    ds = json.loads((run / "deepspeed_config.json").read_text())
+    assert ds["bf16"]["enabled"] and ds["zero_optimization"]["stage"] == 3
+    losses = _losses(run)
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    tuned = load_file(str(run / "model" / "model.safetensors"))
+    assert tuned.keys() == base.keys()
+    for k in base:
+        assert tuned[k].shape == base[k].shape and tuned[k].dtype == torch.bfloat16
+        assert not torch.equal(tuned[k].float(), base[k].float()), k  # every tensor trained, none left empty
