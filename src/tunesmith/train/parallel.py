@@ -120,7 +120,10 @@ def deepspeed_config(*, batch_size: int, grad_accum: int, world_size: int, zero_
 
 def setup_data_parallel(model, dist: Distributed, device: torch.device, make_optimizer, ds_config: dict | None):
     """Wrap ``model`` for ``dist.strategy`` and build the optimizer over the parameters that the
-    strategy trains (FSDP2's are sharded DTensors, so the optimizer comes after the wrap)."""
+    strategy trains (FSDP2's are sharded DTensors, so the optimizer comes after the wrap).
+    A single process is left as it is."""
+    if dist.strategy == "none":
+        return make_optimizer()
     loss_module = CausalLMLoss(model)
     if dist.strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard

@@ -151,8 +151,7 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
                                      zero_stage=dist.zero_stage, max_grad_norm=tc.max_grad_norm, dtype=weights_dtype)
         if main:
             write_json(cfg.run_dir / "deepspeed_config.json", ds_config)
-    optimizer = setup_data_parallel(model, dist, device, make_optimizer, ds_config) if dist.world_size > 1 \
-        else make_optimizer()
+    optimizer = setup_data_parallel(model, dist, device, make_optimizer, ds_config)
 
     from transformers import get_scheduler
 
