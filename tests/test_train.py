@@ -204,3 +204,45 @@ def test_full_fine_tuning_in_bf16_keeps_fp32_master_weights_and_computes_in_bf16
     # the same update applied to bf16 weights would round away for most entries
     lost_in_bf16 = (before.bfloat16() + (proj.weight.detach() - before).bfloat16()).float() == before.bfloat16().float()
     assert lost_in_bf16.float().mean() > 0.5
+
+
+def test_preflight_counts_what_fsdp_and_zero_shard_across_ranks(tiny_model_dir, monkeypatch):
+    """A run that cannot fit one device is refused under DDP but passes when FSDP shards it over 8 GPUs;
+    the estimator splits exactly the states each strategy splits."""
+    from transformers import AutoConfig
+
+    from tunesmith.advise.arch import Architecture
+    from tunesmith.advise.memory import estimate_memory
+    from tunesmith.train import preflight
+
+    arch = Architecture.from_transformers_config(AutoConfig.from_pretrained(tiny_model_dir))
+    kw = dict(method="full", batch_size=1, seq_len=64, dtype="float32", device="cuda")
+    one = estimate_memory(arch, **kw)
+    z2 = estimate_memory(arch, **kw, sharding="optimizer", num_shards=8)
+    fsdp = estimate_memory(arch, **kw, sharding="full", num_shards=8)
+    for name in ("optimizer states",):
+        assert z2.component(name).bytes == one.component(name).bytes // 8
+    assert z2.component("weights").bytes == one.component("weights").bytes  # ZeRO-2 keeps whole weights
+    assert fsdp.component("weights").bytes == one.component("weights").bytes // 8
+    assert fsdp.component("gathered layers").bytes == 2 * 4 * arch.layer_params
+    assert fsdp.total_bytes < z2.total_bytes < one.total_bytes
+
+    cfg = _cfg(tiny_model_dir, method="full", batch_size=1, max_seq_length=64)
+    model_config = AutoConfig.from_pretrained(tiny_model_dir)
+    cpu = torch.device("cpu")
+    single = estimate_memory(arch, **{**kw, "device": "cpu"}).total_bytes
+    sharded = estimate_memory(arch, **{**kw, "device": "cpu"}, sharding="full", num_shards=8).total_bytes
+    between = (single + sharded) // 2  # a device too small for one whole copy, big enough for 1/8 of the states
+    monkeypatch.setattr(preflight, "device_memory_bytes", lambda device: between)
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # one rank per machine here
+    with pytest.raises(preflight.DoesNotFitError) as e:  # DDP: every rank holds everything
+        preflight.check_memory(cfg, model_config, cpu, torch.float32)
+    assert "train.distributed: fsdp" in e.value.hint
+    cfg.train.distributed = "fsdp"
+    pf = preflight.check_memory(cfg, model_config, cpu, torch.float32)
+    assert pf.estimate_bytes == sharded
+    # several ranks on one machine share its memory
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    with pytest.raises(preflight.DoesNotFitError, match="8 processes"):
+        preflight.check_memory(cfg, model_config, cpu, torch.float32)

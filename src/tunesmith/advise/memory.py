@@ -17,7 +17,9 @@ API (also used by the training pre-flight check)::
         double_quant: bool = True,          # QLoRA: NF4 with double-quantised block constants
         attention: "sdpa" | "eager" = "sdpa",
         device: "cuda" | "cpu" | torch.device = "cuda",
-    ) -> MemoryEstimate                    # .total_bytes, .components, .peak_phase, .trainable_params
+        sharding: "none" | "optimizer" | "full" = "none",  # DDP | ZeRO-2 | FSDP, ZeRO-3
+        num_shards: int = 1,                # data-parallel ranks the states are split over
+    ) -> MemoryEstimate                    # one rank's .total_bytes, .components, .peak_phase
 
     fits(estimate: MemoryEstimate, device_bytes: int, *, headroom: float = 0.0) -> bool
 
@@ -48,6 +50,10 @@ compute dtype (4 fp32, 2 bf16/fp16), h hidden, i intermediate, kv = kv_heads x h
 * **framework overhead**: CUDA context and cuBLAS workspace (0.75 GiB) + 5% allocator
   fragmentation on a GPU; on CPU a constant measured on a calibration run (CPU_OVERHEAD_BYTES).
 
+* **sharding** over W data-parallel ranks: ZeRO-2 splits gradients, optimizer states and step
+  temporaries by W; FSDP and ZeRO-3 also the weights (and autocast copies), and add two decoder
+  layers gathered whole (the one computing and the one prefetched).
+
 The peak is the largest of three moments: start of backward (weights + states + all saved
 activations + loss buffers), mid-backward under gradient checkpointing (weights + states +
 checkpoints + one recomputed layer + gradients), and the optimizer step (weights + states +
@@ -67,6 +73,7 @@ METHODS: tuple[str, ...] = ("full", "lora", "dora", "qlora")
 OPTIMIZERS = {"adamw": 8.0, "adamw_8bit": 2.0, "sgd": 0.0}
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+SHARDINGS = ("none", "optimizer", "full")
 
 GIB = 2**30
 MIB = 2**20
@@ -177,10 +184,14 @@ def estimate_memory(
     double_quant: bool = True,
     attention: str = "sdpa",
     device: str = "cuda",
+    sharding: str = "none",
+    num_shards: int = 1,
 ) -> MemoryEstimate:
-    """Estimate peak training memory; see the module docstring for every term.
+    """Estimate peak training memory of one process; see the module docstring for every term.
 
-    ``dtype`` and ``device`` also accept ``torch.dtype`` / ``torch.device`` objects.
+    ``dtype`` and ``device`` also accept ``torch.dtype`` / ``torch.device`` objects. ``sharding`` over
+    ``num_shards`` data-parallel ranks: "none" (DDP: every rank holds everything), "optimizer"
+    (DeepSpeed ZeRO-2: gradients and optimizer states split), "full" (FSDP, ZeRO-3: weights too).
     """
     dtype = str(dtype).removeprefix("torch.")
     device = str(getattr(device, "type", device))
@@ -249,6 +260,21 @@ def estimate_memory(
         step_note = "per-tensor AdamW: two temporaries of the largest parameter"
     else:
         step_tmp, step_note = 0, "plain SGD"
+
+    if sharding not in SHARDINGS or num_shards < 1:
+        raise TunesmithError(f"unknown sharding '{sharding}' over {num_shards}", hint=f"one of {', '.join(SHARDINGS)}")
+    if sharding != "none" and num_shards > 1:
+        W = num_shards
+        split = ["optimizer states"] + (["weights", "adapter weights"] if sharding == "full" else [])
+        for k in split:
+            if k in comps:
+                comps[k] = (comps[k][0] // W, comps[k][1] + f"; 1/{W} per rank")
+        grads, step_tmp = grads // W, step_tmp // W
+        if sharding == "full":
+            copies //= W
+            # each layer is all-gathered for its forward/backward, the next one prefetched
+            layer_bytes = (4 if method == "full" else c) * arch.layer_params
+            comps["gathered layers"] = (2 * layer_bytes, "two decoder layers unsharded at a time (current + prefetched)")
 
     static = sum(b for b, _ in comps.values())
     phases = {

@@ -3,6 +3,7 @@ cannot fit the device, with a suggestion, instead of an out-of-memory error an h
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -37,9 +38,11 @@ def device_memory_bytes(device: torch.device) -> int | None:
     return None
 
 
-def _suggestions(cfg: RunConfig) -> str:
+def _suggestions(cfg: RunConfig, world: int = 1, sharding: str = "none") -> str:
     tc = cfg.train
     out = []
+    if world > 1 and sharding != "full" and tc.method != "qlora":
+        out.append(f"train.distributed: fsdp (or deepspeed with train.zero_stage: 3) to shard the model over the {world} ranks")
     if tc.method == "full":
         out.append("train.method: lora (or qlora)")
     elif tc.method in ("lora", "dora"):
@@ -58,18 +61,33 @@ def check_memory(cfg: RunConfig, model_config, device: torch.device, dtype: torc
     from tunesmith.advise.memory import estimate_memory, fits
 
     tc = cfg.train
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    sharding = sharding_of(tc.distributed, tc.zero_stage or 2) if world > 1 else "none"
     est = estimate_memory(
         Architecture.from_transformers_config(model_config),
         method=tc.method, batch_size=tc.batch_size, seq_len=tc.max_seq_length, dtype=dtype,
         optimizer="adamw", gradient_checkpointing=tc.gradient_checkpointing, lora_r=tc.lora.r,
         lora_targets=tc.lora.target_modules, lora_dropout=tc.lora.dropout, device=device,
+        sharding=sharding, num_shards=world,
     )
+    # ranks on one machine share its RAM; each GPU rank has a device of its own
+    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
+    needed = est.total_bytes * sharing
     available = device_memory_bytes(device)
     table = [(c.name, c.bytes) for c in est.components if c.at_peak]
-    if available is not None and not fits(est, available, headroom=0.05):
+    if available is not None and not fits(est, available // sharing, headroom=0.05):
+        per_rank = f" ({sharing} processes x {est.total_bytes / 2**30:.1f} GiB)" if sharing > 1 else ""
+        sharded = f", {sharding} sharding over {world} ranks" if sharding != "none" else ""
         raise DoesNotFitError(
-            f"this run needs about {est.total_bytes / 2**30:.1f} GiB at its peak ({est.peak_phase}) but "
+            f"this run needs about {needed / 2**30:.1f} GiB at its peak{per_rank} ({est.peak_phase}{sharded}) but "
             f"{device.type} has {available / 2**30:.1f} GiB available",
-            hint=_suggestions(cfg) + ". `tunesmith advise` shows the breakdown.",
+            hint=_suggestions(cfg, world, sharding) + ". `tunesmith advise` shows the breakdown.",
         )
-    return Preflight(est.total_bytes, available, table)
+    return Preflight(needed, available, table)
+
+
+def sharding_of(strategy: str, zero_stage: int) -> str:
+    """What a data-parallel strategy splits across ranks, in the memory estimator's terms."""
+    if strategy == "fsdp" or (strategy == "deepspeed" and zero_stage == 3):
+        return "full"
+    return "optimizer" if strategy == "deepspeed" else "none"
