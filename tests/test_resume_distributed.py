@@ -188,3 +188,14 @@ def test_deepspeed_zero3_full_fine_tuning_in_bf16_saves_the_whole_model(tmp_path
     for k in base:
         assert tuned[k].shape == base[k].shape and tuned[k].dtype == torch.bfloat16
         assert not torch.equal(tuned[k].float(), base[k].float()), k  # every tensor trained, none left empty
+
+
+def test_deepspeed_without_the_package_is_one_clear_error(tmp_path, tiny_model_dir):
+    cfg = _config(tmp_path, tiny_model_dir)
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "deepspeed.py").write_text("raise ImportError('deepspeed is not installed')\n")
+    env = {**ENV, "PYTHONPATH": str(blocker) + os.pathsep + ENV.get("PYTHONPATH", "")}
+    r = _cli("train", str(cfg), "--nproc", "2", "--distributed", "deepspeed", env=env)
+    assert r.returncode == 2 and "needs the deepspeed package" in r.stderr and "Traceback" not in r.stderr
+    assert "torchrun" not in r.stdout  # refused before launching anything

@@ -77,6 +77,11 @@ def train(
     if nproc > 1 or nnodes > 1:
         from tunesmith.train.launch import launch_torchrun
 
+        if cfg.train.distributed == "deepspeed":  # one clear message here, not one per rank
+            from tunesmith.train.parallel import require_deepspeed
+
+            require_deepspeed()
+
         raise typer.Exit(launch_torchrun(config, overrides, nproc=nproc, nnodes=nnodes,
                                          rdzv_endpoint=rdzv_endpoint, resume=resume))
     from tunesmith.pipeline import run_train

@@ -118,6 +118,18 @@ def deepspeed_config(*, batch_size: int, grad_accum: int, world_size: int, zero_
     }
 
 
+def require_deepspeed():
+    """The deepspeed module, or a clear error saying how to install it."""
+    try:
+        import deepspeed
+    except ImportError:
+        from tunesmith.errors import ConfigError
+
+        raise ConfigError("train.distributed deepspeed needs the deepspeed package",
+                          hint="pip install 'tunesmith[deepspeed]' (or pip install deepspeed)") from None
+    return deepspeed
+
+
 def setup_data_parallel(model, dist: Distributed, device: torch.device, make_optimizer, ds_config: dict | None):
     """Wrap ``model`` for ``dist.strategy`` and build the optimizer over the parameters that the
     strategy trains (FSDP2's are sharded DTensors, so the optimizer comes after the wrap).
@@ -134,13 +146,7 @@ def setup_data_parallel(model, dist: Distributed, device: torch.device, make_opt
         dist.loss_module = fully_shard(loss_module)
         return make_optimizer()
     if dist.strategy == "deepspeed":
-        try:
-            import deepspeed
-        except ImportError:
-            from tunesmith.errors import ConfigError
-
-            raise ConfigError("train.distributed deepspeed needs the deepspeed package",
-                              hint="pip install 'tunesmith[deepspeed]' (or pip install deepspeed)") from None
+        deepspeed = require_deepspeed()
         optimizer = make_optimizer()
         engine, _, _, _ = deepspeed.initialize(model=loss_module, optimizer=optimizer, config=ds_config,
                                                dist_init_required=False)
