@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from tunesmith.config import build_config
-from tunesmith.train.batching import collate_packed, collate_padded, epoch_batches, pack_examples
+from tunesmith.train.batching import (
+    collate_packed,
+    collate_padded,
+    epoch_batches,
+    pack_examples,
+)
 from tunesmith.train.loop import train_loop
 from tunesmith.train.loss import summed_token_loss
 from tunesmith.train.methods import build_trainable_model

@@ -7,7 +7,6 @@ import json
 
 import torch
 from safetensors.torch import load_file
-
 from test_resume_distributed import _cli, _config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
