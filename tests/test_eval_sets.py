@@ -73,6 +73,10 @@ def test_few_shot_prompt_places_shots_after_system():
     shots = pick_shots(train, 3, seed=0)
     assert len(shots) == 3 and len({s["label"] for s in shots}) == 3  # spread over the labels
     assert pick_shots(train, 3, seed=0) == shots
+    general = [{**_rec(10 + i), "source": "general"} for i in range(20)]  # mixed-in data: never a shot
+    for seed in range(5):
+        mixed = pick_shots(train + general, 3, seed=seed)
+        assert len(mixed) == 3 and all(s.get("source") != "general" for s in mixed)
     conv = few_shot_conversation([{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}], shots[:2])
     assert [m["role"] for m in conv] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert conv[2]["content"] == f"Category: {shots[0]['label']}" and conv[-1]["content"] == "Q"

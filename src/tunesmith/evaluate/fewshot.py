@@ -14,7 +14,9 @@ from tunesmith.data.records import Record, prompt_messages, reference_answer
 
 
 def pick_shots(train: list[Record], k: int, seed: int) -> list[Record]:
-    """k train records, deterministic for a seed, spread over labels when records have them."""
+    """k train records of the task, deterministic for a seed, spread over labels when records have them.
+    General data mixed in against forgetting (``source: general``) is never a shot."""
+    train = [r for r in train if r.get("source") != "general"]
     if not train:
         return []
     rng = random.Random(seed)
