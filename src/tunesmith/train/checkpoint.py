@@ -1,9 +1,10 @@
 """Checkpoints that make a killed run resumable to the same final weights.
 
 A checkpoint folder holds everything the next step depends on: the trainable weights, the
-optimizer and scheduler states, every RNG state (torch, python, numpy) and the position in the
-seeded data order (epoch, next micro-batch). Folders are written atomically and named
-``step-000123``; a folder without ``state.json`` was never completed and is ignored.
+optimizer and scheduler states, each rank's RNG states (torch, python, numpy) and the position
+in the seeded data order (epoch, next micro-batch). Sharded strategies write their own formats
+(:mod:`tunesmith.train.parallel`). Folders are named ``step-000123`` and appear only once every
+rank has written its part; a folder without ``state.json`` was never completed and is ignored.
 """
 
 from __future__ import annotations

@@ -49,9 +49,9 @@ def bnb_4bit_config(compute_dtype: torch.dtype):
 
 
 def uses_deepspeed(cfg: RunConfig) -> bool:
-    import os
+    from tunesmith.train.parallel import launched_world_size
 
-    return cfg.train.distributed == "deepspeed" and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return cfg.train.distributed == "deepspeed" and launched_world_size() > 1
 
 
 def compute_dtypes(cfg: RunConfig, device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:

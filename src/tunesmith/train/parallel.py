@@ -75,6 +75,11 @@ class Distributed:
         return norm
 
 
+def launched_world_size() -> int:
+    """How many processes torchrun started for this run (1 when not launched by it)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def local_device(device: torch.device) -> torch.device:
     """Under torchrun each rank drives the GPU of its LOCAL_RANK."""
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
@@ -84,8 +89,7 @@ def local_device(device: torch.device) -> torch.device:
 
 
 def init_distributed(device: torch.device, strategy: str, zero_stage: int) -> Distributed:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    if launched_world_size() == 1:
         return Distributed()
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")

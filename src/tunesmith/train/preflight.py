@@ -61,7 +61,9 @@ def check_memory(cfg: RunConfig, model_config, device: torch.device, dtype: torc
     from tunesmith.advise.memory import estimate_memory, fits
 
     tc = cfg.train
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    from tunesmith.train.parallel import launched_world_size
+
+    world = launched_world_size()
     sharding = sharding_of(tc.distributed, tc.zero_stage or 2) if world > 1 else "none"
     est = estimate_memory(
         Architecture.from_transformers_config(model_config),
