@@ -63,3 +63,32 @@ def test_overlong_examples_are_reported_not_silently_dropped(tokenizer):
     # truncation that would cut away the whole answer is reported too
     kept, report = tokenize_records(tokenizer, [long], max_seq_length=64, truncation="truncate")
     assert kept == [] and "no trained tokens" in report.rejected[0]["reason"]
+
+
+def _bos_tokenizer(embedded_model_dir):
+    """SmolLM2's tokenizer made to add a BOS token to plain text, as Llama's does."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir, add_bos_token=True)
+    assert tok("x")["input_ids"] != tok("x", add_special_tokens=False)["input_ids"]
+    return tok
+
+
+def test_counted_length_is_the_length_training_feeds(tokenizer, embedded_model_dir):
+    from tunesmith.data.length import TokenCounter
+
+    text = {"id": "t:1", "text": "Printers catch fire when the fuser overheats."}
+    chat = _record(("user", "Classify: printer on fire"), ("assistant", "Urgency: Critical", 1), system="Be brief.")
+    for tok in (tokenizer, _bos_tokenizer(embedded_model_dir)):
+        counted = TokenCounter(tok, 4096).count([text, chat])
+        assert counted == [len(tokenize_record(tok, r).input_ids) for r in (text, chat)]
+
+
+def test_a_truncated_text_record_fits_what_training_feeds(embedded_model_dir):
+    from tunesmith.data.length import TokenCounter
+
+    tok = _bos_tokenizer(embedded_model_dir)
+    counter = TokenCounter(tok, 16, "truncate")
+    rec = {"id": "t:1", "text": " ".join(f"word{i}" for i in range(40))}
+    cut, n, _ = counter.truncate(rec, counter.count([rec])[0])
+    assert n == len(tokenize_record(tok, cut).input_ids) <= 16

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunesmith.chat_template import ChatTemplateError, render_conversation
 from tunesmith.data.records import Record
 from tunesmith.errors import DataError
 
@@ -108,8 +109,8 @@ def _count_tokens(records: list[Record], tokenizer: Any | None) -> tuple[list[in
         for r in records:
             msgs = [{"role": m["role"], "content": m["content"]} for m in r["messages"]]
             try:
-                text = tokenizer.apply_chat_template(msgs, tokenize=False)
-            except (ValueError, TypeError, KeyError):  # no chat template: plain concatenation
+                text = render_conversation(tokenizer, msgs)
+            except ChatTemplateError:  # no chat template (or it refuses the conversation): plain concatenation
                 text = "\n".join(m["content"] for m in msgs)
             lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
         name = Path(str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)).name

@@ -1,15 +1,15 @@
 """Token lengths with the run's real tokenizer and chat template, counted in batches.
 
-A chat record's length is that of ``apply_chat_template(messages, tokenize=True)``; we render the
-template for a whole batch (``tokenize=False``) and tokenize the strings in one call of the fast
-tokenizer, which gives the same ids (the template already holds the special tokens). Text records
-count ``tokenizer(text)`` plus one EOS token.
+A record's length is the number of token ids training feeds for it: both come from
+``tunesmith.chat_template`` (chat records: the template rendered for a whole batch, tokenized in one
+call without adding special tokens; text records: the tokenizer's own special tokens plus EOS).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from tunesmith.chat_template import count_record_tokens
 from tunesmith.data.records import Record, is_text_record
 
 
@@ -19,25 +19,8 @@ class TokenCounter:
         self.max_len = max_len
         self.policy = policy
 
-    def _render(self, records: list[Record]) -> list[str]:
-        chats = [[{"role": m["role"], "content": m["content"]} for m in r["messages"]] for r in records]
-        out = self.tok.apply_chat_template(chats, tokenize=False)
-        return [out] if isinstance(out, str) else list(out)
-
     def count(self, records: list[Record]) -> list[int]:
-        lengths = [0] * len(records)
-        chat_idx = [i for i, r in enumerate(records) if not is_text_record(r)]
-        text_idx = [i for i, r in enumerate(records) if is_text_record(r)]
-        if chat_idx:
-            texts = self._render([records[i] for i in chat_idx])
-            ids = self.tok(texts, add_special_tokens=False)["input_ids"]
-            for i, x in zip(chat_idx, ids, strict=True):
-                lengths[i] = len(x)
-        if text_idx:
-            ids = self.tok([records[i]["text"] for i in text_idx], add_special_tokens=False)["input_ids"]
-            for i, x in zip(text_idx, ids, strict=True):
-                lengths[i] = len(x) + 1
-        return lengths
+        return count_record_tokens(self.tok, records)
 
     def truncate(self, record: Record, length: int) -> tuple[Record | None, int, int]:
         """Cut the start of the first user turn (text records: the end of the text) until it fits.
@@ -46,7 +29,7 @@ class TokenCounter:
         excess = length - self.max_len
         if is_text_record(record):
             ids = self.tok(record["text"], add_special_tokens=False)["input_ids"]
-            keep = self.max_len - 1
+            keep = self.max_len - (length - len(ids))  # room left by the special tokens and EOS training adds
             rec = dict(record, text=self.tok.decode(ids[:keep]), truncated_tokens=len(ids) - keep)
             return rec, self.count([rec])[0], len(ids) - keep
         msgs = [dict(m) for m in record["messages"]]

@@ -17,17 +17,15 @@ from collections.abc import Callable
 import torch
 from transformers.generation import utils as _gen_utils
 
+from tunesmith.chat_template import render_prompt_ids_batch
+
 # later transformers 5.x renamed `past_key_values` to `cache` (the old name still works but warns)
 CACHE_KWARG = "cache" if "cache" in getattr(_gen_utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 
 def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[list[int]]:
     """Chat-template token ids of each conversation, ending with the assistant generation prompt."""
-    out = []
-    for msgs in conversations:
-        text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        out.append(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return out
+    return render_prompt_ids_batch(tokenizer, conversations)
 
 
 def stop_token_ids(tokenizer, model) -> list[int]:

@@ -1,4 +1,8 @@
-"""Render records with the tokenizer's own chat template and build the loss mask.
+"""Tokenise records for training and build the loss mask.
+
+Records are rendered by ``tunesmith.chat_template`` (the tokenizer's own chat template for chat
+records; text records as they are, with the tokenizer's special tokens and EOS), the same rendering
+length counting, evaluation and serving use.
 
 This is where "loss on completions only" is decided. For every assistant turn that is trained
 (``weight`` absent or non-zero), the tokens of its content *and the end-of-turn token right after
@@ -15,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunesmith.chat_template import encode_rendered, render_conversation, render_record
 from tunesmith.data.records import Record
 from tunesmith.errors import DataError
 
@@ -39,25 +44,19 @@ class TokenizeReport:
     truncated: int = 0
 
 
-def _render(tokenizer, messages: list[dict[str, Any]], *, add_generation_prompt: bool = False) -> str:
-    msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
-
-
-def trained_char_spans(tokenizer, messages: list[dict[str, Any]], completion_only: bool = True) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of every trained assistant answer.
+def trained_char_spans(tokenizer, messages: list[dict[str, Any]], text: str, completion_only: bool = True) -> list[tuple[int, int]]:
+    """The character spans in ``text`` (the rendered conversation) of every trained assistant answer.
 
     A span starts at the answer's first character and ends at the end of its content; the token
     that follows (the template's end-of-turn marker) is added when labels are built.
     """
-    text = _render(tokenizer, messages)
     if not completion_only:
-        return text, [(0, len(text))]
+        return [(0, len(text))]
     spans = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant" or m.get("weight", 1) == 0:
             continue
-        prefix = _render(tokenizer, messages[:i], add_generation_prompt=True)
+        prefix = render_conversation(tokenizer, messages[:i], add_generation_prompt=True)
         if not text.startswith(prefix):
             raise DataError(
                 "the chat template does not render conversations as a prefix of their continuation, "
@@ -70,20 +69,18 @@ def trained_char_spans(tokenizer, messages: list[dict[str, Any]], completion_onl
         if pos < 0:
             raise DataError("the chat template changed an assistant message's text (cannot locate the answer)")
         spans.append((pos, pos + len(content)))
-    return text, spans
+    return spans
 
 
 def tokenize_record(tokenizer, record: Record, *, completion_only: bool = True) -> TokenizedExample:
-    if "text" in record and "messages" not in record:
-        ids = tokenizer(record["text"], add_special_tokens=True)["input_ids"]
-        if tokenizer.eos_token_id is not None:
-            ids = ids + [tokenizer.eos_token_id]
+    rendered = render_record(tokenizer, record)
+    enc = encode_rendered(tokenizer, [rendered], return_offsets=rendered.is_chat)[0]
+    ids: list[int] = enc.input_ids
+    if not rendered.is_chat:  # text records train on every token
         return TokenizedExample(ids, list(ids), record.get("id", ""))
 
-    text, spans = trained_char_spans(tokenizer, record["messages"], completion_only)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = enc["input_ids"]
-    offsets: list[tuple[int, int]] = enc["offset_mapping"]
+    spans = trained_char_spans(tokenizer, record["messages"], rendered.text, completion_only)
+    offsets: list[tuple[int, int]] = enc.offsets
     labels = [IGNORE_INDEX] * len(ids)
     for start, end in spans:
         last = None

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tunesmith.chat_template import ChatTemplateError, render_prompt_ids
 from tunesmith.deploy.config import ServeConfig
 from tunesmith.deploy.server.auth import ConcurrencyLimiter, KeyChecker
 from tunesmith.deploy.server.batching import BatchEngine, GenRequest, QueueFull
@@ -328,12 +329,11 @@ def create_app(state: ServerState) -> BodyLimit:
         messages = [{"role": "system" if msg.role == "developer" else msg.role, "content": msg.text()}
                     for msg in body.messages]
         try:
-            prompt_ids = state.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                             return_dict=False)
+            prompt_ids = render_prompt_ids(state.tokenizer, messages)
+        except ChatTemplateError as e:
+            raise APIError(400, e.message, param="messages") from None
         except Exception as e:  # noqa: BLE001 - the template rejects this conversation (e.g. role order)
             raise APIError(400, f"the chat template cannot render these messages: {e}", param="messages") from None
-        if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "input_ids"):
-            prompt_ids = prompt_ids["input_ids"]
         max_tokens = body.max_completion_tokens or body.max_tokens
         return await _generate(key, body, list(prompt_ids), max_tokens, "chat")
 
