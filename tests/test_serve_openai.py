@@ -256,10 +256,11 @@ def test_malformed_and_oversized_bodies(server):
 
 
 def test_health_and_metrics(server):
-    with urllib.request.urlopen(server.url + "/health") as r:
+    auth = {"Authorization": f"Bearer {KEY}"}  # without a key, /health says only "ok" and /metrics is 401
+    with urllib.request.urlopen(urllib.request.Request(server.url + "/health", headers=auth)) as r:
         health = json.loads(r.read())
     assert health["status"] == "ok" and "support-tickets" in health["models"]
-    with urllib.request.urlopen(server.url + "/metrics") as r:
+    with urllib.request.urlopen(urllib.request.Request(server.url + "/metrics", headers=auth)) as r:
         text = r.read().decode()
     assert 'tunesmith_requests_total{route="/v1/chat/completions",status="200"}' in text
     assert "tunesmith_completion_tokens_total" in text

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -94,19 +94,85 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
+CLIENT_GONE = 499  # nginx's "client closed request": counted in /metrics, never seen by anyone
+
+
+# -- every response counted by route and status (pure ASGI, outermost: 413s and 500s included) ----
+
+
+class CountResponses:
+    def __init__(self, app, metrics: ServerMetrics, routes: set[str]):
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    def _route(self, scope) -> str:
+        route = getattr(scope.get("route"), "path", None)
+        if route is None:  # rejected before routing (413) or no such route: one bucket for unknown paths
+            route = scope["path"] if scope["path"] in self.routes else "unmatched"
+        return route
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), None
+
+        async def send_counted(msg):
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        except Exception:
+            status = status or 500  # an exception that escaped the app: the server answers 500
+            raise
+        finally:  # no response at all: the client left before one was sent
+            route = self._route(scope)
+            self.metrics.requests.labels(route, str(status or CLIENT_GONE)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+
+
 # -- helpers ------------------------------------------------------------------------------------
+
+
+class ErrorJSONResponse(JSONResponse):
+    """Error bodies may quote the request (a model name, a field name): ASCII-escaped, any text encodes."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def _error_response(e: APIError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-    return JSONResponse(e.body(), status_code=e.status, headers=headers)
+    return ErrorJSONResponse(e.body(), status_code=e.status, headers=headers)
+
+
+def _validation_message(first: dict) -> tuple[str, str | None]:
+    """The message and ``param`` of a request validation error (the first one)."""
+    if first.get("type") == "json_invalid":  # loc holds the character position, not a parameter
+        pos = [x for x in first.get("loc", ()) if x != "body"]
+        where = f" at character {pos[0]}" if pos else ""
+        return f"the request body is not valid JSON: {first.get('ctx', {}).get('error', 'decode error')}{where}", None
+    param = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or None
+    msg = first.get("msg", "invalid request")
+    if first.get("type") == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    elif first.get("type") == "extra_forbidden":
+        msg = "unrecognized request argument (not an OpenAI parameter of this endpoint)"
+    return f"{param + ': ' if param else ''}{msg}", param
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read; the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _sse(obj) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-def create_app(state: ServerState) -> BodyLimit:
+def create_app(state: ServerState) -> CountResponses:
     cfg = state.cfg
     app = FastAPI(title="tunesmith", version="1", description="OpenAI-compatible API for a base model and its adapters.")
     app.state.tunesmith = state
@@ -119,12 +185,8 @@ def create_app(state: ServerState) -> BodyLimit:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req, e: RequestValidationError):
         errs = e.errors()
-        first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-        msg = first.get("msg", "invalid request")
-        if first.get("type") == "json_invalid":
-            msg = "the request body is not valid JSON"
-        return _error_response(APIError(400, f"{'.'.join(loc) + ': ' if loc else ''}{msg}", param=".".join(loc) or None))
+        msg, param = _validation_message(errs[0] if errs else {"loc": (), "msg": "invalid request"})
+        return _error_response(APIError(400, msg, param=param))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req, e: StarletteHTTPException):
@@ -135,20 +197,14 @@ def create_app(state: ServerState) -> BodyLimit:
         log.exception("unhandled error")
         return JSONResponse(APIError(500, "internal server error", type="server_error").body(), status_code=500)
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "other")
-        m.requests.labels(name, str(response.status_code)).inc()
-        m.latency.labels(name).observe(time.perf_counter() - t0)
-        return response
-
-    def require_key(request: Request) -> str:
+    def key_of(request: Request) -> str | None:
+        """The caller's key digest ("anonymous" without auth), or None without a valid key."""
         if state.keys is None:
             return "anonymous"
-        digest = state.keys.check(request.headers.get("authorization"))
+        return state.keys.check(request.headers.get("authorization"))
+
+    def require_key(request: Request) -> str:
+        digest = key_of(request)
         if digest is None:
             raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'.",
                            code="invalid_api_key")
@@ -157,11 +213,13 @@ def create_app(state: ServerState) -> BodyLimit:
     # -- routes ---------------------------------------------------------------------------------
 
     @app.get("/health")
-    async def health() -> dict:
+    async def health(request: Request) -> dict:
+        if key_of(request) is None:  # liveness for anyone; what is served only for a valid key
+            return {"status": "ok"}
         return {"status": "ok", "models": state.registry.names(), "queue": state.engine.queue.qsize()}
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics() -> PlainTextResponse:
+    @app.get("/metrics", response_class=PlainTextResponse, responses=ERROR_RESPONSES)
+    async def metrics(_key: str = Depends(require_key)) -> PlainTextResponse:  # its labels name the adapters
         m.queue_depth.set(state.engine.queue.qsize())
         return PlainTextResponse(m.render(), media_type="text/plain; version=0.0.4")
 
@@ -193,7 +251,8 @@ def create_app(state: ServerState) -> BodyLimit:
                            f"server's limit of {limit} tokens", code="context_length_exceeded", param="max_tokens")
         return max_tokens
 
-    async def _generate(key: str, body, prompt_ids: list[int], max_tokens: int | None, kind: str, echo: str = ""):
+    async def _generate(request: Request, key: str, body, prompt_ids: list[int], max_tokens: int | None, kind: str,
+                        echo: str = ""):
         adapter = await _resolve(body.model)
         budget = _budget(prompt_ids, max_tokens)
         if not state.limiter.acquire(key):
@@ -209,9 +268,11 @@ def create_app(state: ServerState) -> BodyLimit:
 
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
+        finished: asyncio.Future = loop.create_future()
 
         def on_done(r: GenRequest) -> None:  # worker thread
             loop.call_soon_threadsafe(events.put_nowait, ("done", r))
+            loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(r))
             if stream:  # a stream whose body never started (client gone at once) must not hold the slot
                 loop.call_soon_threadsafe(release)
 
@@ -242,21 +303,24 @@ def create_app(state: ServerState) -> BodyLimit:
             m.completion_tokens.labels(body.model).inc(len(r.output_ids))
 
         if not stream:
+            gone = asyncio.ensure_future(_client_gone(request))
             try:
-                while True:
-                    ev, val = await asyncio.wait_for(events.get(), timeout=max(deadline - loop.time(), 0.001))
-                    if ev == "done":
-                        break
-            except TimeoutError:
-                req.cancelled = True
-                raise APIError(504, f"generation took longer than {cfg.request_timeout_s}s", type="timeout",
-                               code="timeout") from None
-            except asyncio.CancelledError:  # the client went away: stop decoding its row
+                await asyncio.wait({finished, gone}, timeout=max(deadline - loop.time(), 0.001),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # the server cancelled this request: stop decoding its row
                 req.cancelled = True
                 raise
             finally:
+                gone.cancel()
+                if not finished.done():
+                    req.cancelled = True  # the worker drops the row before its next forward pass
                 release()
-            r = val
+            if not finished.done():
+                if gone.done() and not gone.cancelled():
+                    return Response(status_code=CLIENT_GONE)
+                raise APIError(504, f"generation took longer than {cfg.request_timeout_s}s", type="timeout",
+                               code="timeout")
+            r = finished.result()
             done_accounting(r)
             if r.error:
                 raise APIError(503, r.error, type="server_error", code="generation_failed")
@@ -320,7 +384,7 @@ def create_app(state: ServerState) -> BodyLimit:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/v1/chat/completions", responses=ERROR_RESPONSES)
-    async def chat_completions(body: ChatCompletionRequest, key: str = Depends(require_key)):
+    async def chat_completions(request: Request, body: ChatCompletionRequest, key: str = Depends(require_key)):
         wants_json = body.response_format is not None and body.response_format.type == "json_object"
         if wants_json and not any("json" in msg.text().lower() for msg in body.messages):
             raise APIError(400, "'messages' must contain the word 'json' in some form, to use "
@@ -335,16 +399,18 @@ def create_app(state: ServerState) -> BodyLimit:
         if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "input_ids"):
             prompt_ids = prompt_ids["input_ids"]
         max_tokens = body.max_completion_tokens or body.max_tokens
-        return await _generate(key, body, list(prompt_ids), max_tokens, "chat")
+        return await _generate(request, key, body, list(prompt_ids), max_tokens, "chat")
 
     @app.post("/v1/completions", responses=ERROR_RESPONSES)
-    async def completions(body: CompletionRequest, key: str = Depends(require_key)):
+    async def completions(request: Request, body: CompletionRequest, key: str = Depends(require_key)):
         text = body.prompt_text()
         prompt_ids = state.tokenizer(text, add_special_tokens=True)["input_ids"]
         if not prompt_ids:
             prompt_ids = [state.tokenizer.bos_token_id if state.tokenizer.bos_token_id is not None
                           else state.engine.pad_id]
         max_tokens = 16 if body.max_tokens is None else body.max_tokens  # OpenAI's default for completions
-        return await _generate(key, body, prompt_ids, max_tokens, "completion", echo=text if body.echo else "")
+        return await _generate(request, key, body, prompt_ids, max_tokens, "completion",
+                               echo=text if body.echo else "")
 
-    return BodyLimit(app, cfg.max_request_bytes)
+    routes = {getattr(r, "path", None) for r in app.routes} - {None}
+    return CountResponses(BodyLimit(app, cfg.max_request_bytes), m, routes)
