@@ -269,7 +269,7 @@ def test_health_and_metrics(server):
 @pytest.mark.parametrize("temperature,top_p", [(1e-300, 1.0), (1.0, 1e-300), (2.0, 1e-6), (1e-4, 0.5), (2.0, 1.0)])
 def test_sampling_extremes_never_fail(temperature, top_p):
     """Found by the fuzz run: tiny temperature / top_p overflowed to inf / rounded to 0 in fp32."""
-    from tunesmith.deploy.server.batching import BatchEngine, GenRequest
+    from tunesmith.deploy.server.continuous_batching import BatchEngine, GenRequest
 
     logits = torch.randn(2, 100) * 30
     reqs = [GenRequest([1], "x", 1, temperature=temperature, top_p=top_p, seed=s) for s in (0, 1)]
