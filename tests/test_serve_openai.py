@@ -256,10 +256,11 @@ def test_malformed_and_oversized_bodies(server):
 
 
 def test_health_and_metrics(server):
-    with urllib.request.urlopen(server.url + "/health") as r:
+    auth = {"Authorization": f"Bearer {KEY}"}  # without a key, /health says only "ok" and /metrics is 401
+    with urllib.request.urlopen(urllib.request.Request(server.url + "/health", headers=auth)) as r:
         health = json.loads(r.read())
     assert health["status"] == "ok" and "support-tickets" in health["models"]
-    with urllib.request.urlopen(server.url + "/metrics") as r:
+    with urllib.request.urlopen(urllib.request.Request(server.url + "/metrics", headers=auth)) as r:
         text = r.read().decode()
     assert 'tunesmith_requests_total{route="/v1/chat/completions",status="200"}' in text
     assert "tunesmith_completion_tokens_total" in text
@@ -268,7 +269,7 @@ def test_health_and_metrics(server):
 @pytest.mark.parametrize("temperature,top_p", [(1e-300, 1.0), (1.0, 1e-300), (2.0, 1e-6), (1e-4, 0.5), (2.0, 1.0)])
 def test_sampling_extremes_never_fail(temperature, top_p):
     """Found by the fuzz run: tiny temperature / top_p overflowed to inf / rounded to 0 in fp32."""
-    from tunesmith.deploy.server.batching import BatchEngine, GenRequest
+    from tunesmith.deploy.server.continuous_batching import BatchEngine, GenRequest
 
     logits = torch.randn(2, 100) * 30
     reqs = [GenRequest([1], "x", 1, temperature=temperature, top_p=top_p, seed=s) for s in (0, 1)]

@@ -50,9 +50,11 @@ class KeyChecker:
 
     def check(self, authorization: str | None) -> str | None:
         """The key's digest if the ``Authorization`` header carries a valid key, else None."""
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:  # auth schemes are case-insensitive (RFC 7235 section 2.1)
             return None
-        digest = hash_key(authorization[len("Bearer ") :].strip())
+        digest = hash_key(token)
         ok = False
         for d in self._digests:  # compare with every digest: timing does not reveal which one matched
             ok |= hmac.compare_digest(d, digest)
@@ -74,6 +76,10 @@ class ConcurrencyLimiter:
                 return False
             self._in_flight[key] = n + 1
             return True
+
+    def in_flight(self, key: str) -> int:
+        with self._lock:
+            return self._in_flight.get(key, 0)
 
     def release(self, key: str) -> None:
         with self._lock:

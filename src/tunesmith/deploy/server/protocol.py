@@ -1,10 +1,27 @@
-"""Request bodies of the OpenAI-compatible API (the subset we serve) and OpenAI-style errors."""
+"""Request bodies of the OpenAI-compatible API (the subset we serve) and OpenAI-style errors.
+
+Every parameter OpenAI defines for these endpoints is declared here. A parameter the server does not
+implement (tools, logprobs, penalties, ``n`` > 1, ...) is accepted only with its no-op value; anything else
+is a 400 that names the feature, never a 200 that silently ignores it. A parameter OpenAI does not define
+is a 400 too (``extra="forbid"``). Booleans are strict (``"yes"`` is not true) and text must be valid
+Unicode (a lone surrogate is refused here, not deep in the tokenizer).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    field_validator,
+)
 
 Float = {"allow_inf_nan": False}
 
@@ -21,18 +38,80 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+# -- text --------------------------------------------------------------------------------------------
+
+
+def _check_unicode(value: Any) -> Any:
+    """Refuse text holding a lone UTF-16 surrogate (JSON ``"\\ud800"``): it is not Unicode text."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f"the text holds a lone surrogate (U+{ord(value[e.start]):04X} at character {e.start}), which is "
+                "not valid Unicode; a JSON \\uD800-\\uDBFF escape must be followed by a \\uDC00-\\uDFFF one"
+            ) from None
+    elif isinstance(value, list):
+        for item in value:
+            _check_unicode(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_unicode(item)
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_check_unicode)]
+
+
+# -- parameters the server does not implement ---------------------------------------------------------
+
+
+def _noop_only(tp: Any, feature: str, *noop: Any) -> Any:
+    """A parameter accepted only with a no-op value (or null); any other value is a 400 naming ``feature``.
+
+    The OpenAPI schema lists exactly the accepted values, so schema-driven clients and fuzzers see the truth.
+    """
+
+    def check(value):
+        if value is None or any(type(value) is type(n) and value == n for n in noop):
+            return value
+        allowed = " or ".join(json.dumps(n) for n in noop)
+        raise ValueError(f"{feature} is not supported by this server" + (f" (send {allowed} or leave it out)"
+                                                                          if noop else " (leave it out)"))
+
+    schema = {"enum": [*noop, None], "description": f"Not supported: {feature}. Only the no-op value is accepted."}
+    return Annotated[tp | None, AfterValidator(check), WithJsonSchema(schema)]
+
+
+NoTools = _noop_only(list[dict], "tool calling ('tools')", [])
+NoToolChoice = _noop_only(str | dict, "tool calling ('tool_choice')", "none", "auto")
+NoPenalty = _noop_only(float, "presence/frequency penalties", 0.0)
+NoLogitBias = _noop_only(dict[str, float], "logit_bias", {})
+
+
 class _Req(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # unknown OpenAI parameters (user, logit_bias, ...) are ignored
+    # a parameter OpenAI does not define is an error, like OpenAI's "Unrecognized request argument"
+    model_config = ConfigDict(extra="forbid")
 
 
-class TextPart(BaseModel):
+class TextPart(_Req):
     type: Literal["text"]
-    text: str = Field(max_length=1_000_000)
+    text: Text = Field(max_length=1_000_000)
 
 
 class ChatMessage(_Req):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
+    name: _noop_only(str, "participant names ('name' in messages)") = None
+    tool_calls: NoTools = None
+    function_call: _noop_only(dict, "function calls in messages") = None
+    refusal: _noop_only(str, "'refusal' in messages") = None
+    audio: _noop_only(dict, "audio") = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_unicode(cls, v):
+        return _check_unicode(v)
 
     def text(self) -> str:
         if self.content is None:
@@ -42,24 +121,33 @@ class ChatMessage(_Req):
         return "".join(p.text for p in self.content)
 
 
-class ResponseFormat(BaseModel):
+class ResponseFormat(_Req):
     type: Literal["text", "json_object"]
 
 
-class StreamOptions(BaseModel):
-    include_usage: bool = False
+class StreamOptions(_Req):
+    include_usage: StrictBool = False
 
 
 class _Sampling(_Req):
-    model: str = Field(min_length=1, max_length=128)
+    model: Text = Field(min_length=1, max_length=128)
     temperature: float | None = Field(None, ge=0, le=2, **Float)
     top_p: float | None = Field(None, gt=0, le=1, **Float)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
-    n: int | None = Field(1, ge=1, le=1, description="Only n=1 is supported.")
-    stream: bool | None = False
+    n: _noop_only(int, "n > 1 (several choices per request)", 1) = 1
+    stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
+    presence_penalty: NoPenalty = None
+    frequency_penalty: NoPenalty = None
+    logit_bias: NoLogitBias = None
+    user: Text | None = Field(None, max_length=256, description="An end-user id; recorded nowhere.")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_unicode(cls, v):
+        return _check_unicode(v)
 
     @field_validator("stop")
     @classmethod
@@ -81,11 +169,37 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1, max_length=512)
     max_completion_tokens: int | None = Field(None, ge=1, le=1_000_000)
     response_format: ResponseFormat | None = None
+    tools: NoTools = None
+    tool_choice: NoToolChoice = None
+    parallel_tool_calls: StrictBool | None = Field(None, description="No effect: there are no tools.")
+    functions: _noop_only(list[dict], "function calling ('functions')", []) = None
+    function_call: _noop_only(str | dict, "function calling ('function_call')", "none", "auto") = None
+    logprobs: _noop_only(StrictBool, "logprobs", False) = None
+    top_logprobs: _noop_only(int, "top_logprobs", 0) = None
+    modalities: _noop_only(list[str], "output modalities other than text", ["text"]) = None
+    audio: _noop_only(dict, "audio output") = None
+    prediction: _noop_only(dict, "predicted outputs ('prediction')") = None
+    reasoning_effort: _noop_only(str, "reasoning_effort") = None
+    verbosity: _noop_only(str, "verbosity", "medium") = None
+    web_search_options: _noop_only(dict, "web search") = None
+    store: _noop_only(StrictBool, "storing completions ('store')", False) = None
+    metadata: dict[Text, Text] | None = Field(None, description="Accepted; stored nowhere.")
+    service_tier: _noop_only(str, "service tiers", "auto", "default") = None
+    prompt_cache_key: Text | None = Field(None, max_length=256, description="Accepted; no effect.")
+    safety_identifier: Text | None = Field(None, max_length=256, description="Accepted; recorded nowhere.")
 
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str] = Field(description="One prompt (a list must hold exactly one).")
-    echo: bool | None = False
+    echo: StrictBool | None = False
+    best_of: _noop_only(int, "best_of > 1", 1) = None
+    suffix: _noop_only(str, "suffix (insertion)", "") = None
+    logprobs: _noop_only(int, "logprobs", 0) = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_unicode(cls, v):
+        return _check_unicode(v)
 
     @field_validator("prompt")
     @classmethod

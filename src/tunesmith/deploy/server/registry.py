@@ -2,21 +2,27 @@
 
 Adapters listed in the config are loaded at start. With ``adapter_dir`` set, a request may name any
 sub-folder of that folder and it is loaded on first use. Names are validated (a fixed pattern, no
-path separators) and the resolved folder must lie inside ``adapter_dir``, so a request can never
-make the server read a path outside it (``..``, absolute paths and symlinks pointing out are refused).
+path separators), the folder must be a direct child of ``adapter_dir`` and its files are read without
+following any link (adapter_files.py), so a request can never make the server read a file outside it.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunesmith.deploy.config import ADAPTER_NAME_PATTERN
-from tunesmith.deploy.merge import read_adapter
+from tunesmith.deploy.server.adapter_files import (
+    AdapterMeta,
+    NoAdapterFolder,
+    copy_confined_adapter,
+    read_listed_adapter,
+)
 from tunesmith.errors import TunesmithError
 
 log = logging.getLogger(__name__)
@@ -58,10 +64,17 @@ class AdapterRegistry:
         return [self.base_name, *self.adapters]
 
     def add(self, name: str, path: str | Path) -> AdapterEntry:
-        """Load the adapter folder ``path`` under ``name``."""
+        """Load the adapter folder ``path`` (listed by the operator) under ``name``."""
+        self._check_name(name)
+        path = Path(path)
+        return self._load(name, path, read_listed_adapter(path, name), shown_path=path)
+
+    def _check_name(self, name: str) -> None:
         if not re.match(ADAPTER_NAME_PATTERN, name) or name == self.base_name:
             raise TunesmithError(f"invalid adapter name '{name}'", hint=f"names match {ADAPTER_NAME_PATTERN}")
-        info = read_adapter(path)
+
+    def _load(self, name: str, source: Path, meta: AdapterMeta, *, shown_path: Path) -> AdapterEntry:
+        """Load the checked folder ``source`` into the model (``shown_path`` is where it came from)."""
         with self.lock:
             if name in self.adapters:
                 return self.adapters[name]
@@ -71,22 +84,29 @@ class AdapterRegistry:
 
             try:
                 if not self.adapters:
-                    self.model = PeftModel.from_pretrained(self.model, str(info.path), adapter_name=name,
+                    self.model = PeftModel.from_pretrained(self.model, str(source), adapter_name=name,
                                                            is_trainable=False)
                 else:
-                    self.model.load_adapter(str(info.path), adapter_name=name, is_trainable=False)
-            except Exception as e:  # noqa: BLE001 - wrong base, missing weights, ...: the user's adapter, not a bug
+                    self.model.load_adapter(str(source), adapter_name=name, is_trainable=False)
+            except Exception as e:  # noqa: BLE001 - wrong base, bad weights, ...: the user's adapter, not a bug
                 if self.adapters and name in getattr(self.model, "peft_config", {}):
                     self.model.delete_adapter(name)  # no half-loaded adapter stays behind
+                detail = str(e).replace(str(source), f"<adapter {name}>")[:300]  # never a server path
                 raise TunesmithError(
-                    f"adapter '{name}' cannot be loaded onto this base model: {type(e).__name__}: {str(e)[:300]}",
+                    f"adapter '{name}' cannot be loaded onto this base model: {type(e).__name__}: {detail}",
                     hint="was it trained on a different base model?",
                 ) from None
             self.model.eval()
-            entry = AdapterEntry(name, info.path, info.rank, info.use_dora)
+            entry = AdapterEntry(name, shown_path, meta.rank, meta.use_dora)
             self.adapters[name] = entry
-            log.info("loaded adapter %s from %s (rank %d)", name, info.path, info.rank)
+            log.info("loaded adapter %s from %s (rank %d)", name, shown_path, meta.rank)
             return entry
+
+    def _load_from_adapter_dir(self, name: str) -> None:
+        """Load ``adapter_dir/name`` from a private copy of its files, read without following links."""
+        with tempfile.TemporaryDirectory(prefix="tunesmith-adapter-") as tmp:
+            meta = copy_confined_adapter(self.adapter_dir, name, Path(tmp))
+            self._load(name, Path(tmp), meta, shown_path=self.adapter_dir / name)
 
     def lanes(self, adapters: list[str]) -> dict[str | None, list[int]]:
         """Split rows into forward lanes: adapter to activate (None = mixed) -> row indices.
@@ -100,22 +120,17 @@ class AdapterRegistry:
             out.setdefault(key, []).append(i)
         return out
 
-    def _path_in_adapter_dir(self, name: str) -> Path | None:
-        if self.adapter_dir is None or not re.match(ADAPTER_NAME_PATTERN, name) or ".." in name:
-            return None
-        candidate = (self.adapter_dir / name).resolve()
-        if candidate.parent != self.adapter_dir or not (candidate / "adapter_config.json").is_file():
-            return None
-        return candidate
-
     def resolve(self, name: str) -> str:
         """The PEFT adapter name for a request's ``model`` (loading it from ``adapter_dir`` if allowed)."""
         if name == self.base_name:
             return BASE
         if name in self.adapters:
             return name
-        path = self._path_in_adapter_dir(name)
-        if path is None:
-            raise UnknownModel(f"The model `{name}` does not exist", hint=f"available: {', '.join(self.names())}")
-        self.add(name, path)
+        unknown = UnknownModel(f"The model `{name}` does not exist", hint=f"available: {', '.join(self.names())}")
+        if self.adapter_dir is None or not re.match(ADAPTER_NAME_PATTERN, name) or ".." in name:
+            raise unknown
+        try:
+            self._load_from_adapter_dir(name)
+        except NoAdapterFolder:
+            raise unknown from None
         return name

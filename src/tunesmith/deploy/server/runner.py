@@ -13,11 +13,12 @@ from typing import Self
 import torch
 
 from tunesmith.deploy.config import ServeConfig
-from tunesmith.deploy.server.app import ServerState, create_app
+from tunesmith.deploy.server.app import create_app
 from tunesmith.deploy.server.auth import ConcurrencyLimiter, KeyChecker, load_key_hashes
-from tunesmith.deploy.server.batching import BatchEngine
+from tunesmith.deploy.server.continuous_batching import BatchEngine
 from tunesmith.deploy.server.metrics import ServerMetrics
 from tunesmith.deploy.server.registry import AdapterRegistry
+from tunesmith.deploy.server.state import ServerState
 from tunesmith.errors import ConfigError
 from tunesmith.models.config import ModelConfig
 from tunesmith.models.loading import load_model, load_tokenizer
