@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from tunesmith.data.formats import RowError, check_messages, row_to_record
-from tunesmith.data.readers import ReadWarnings, iter_rows
+from tunesmith.data.readers import ReadWarnings, data_files, iter_rows
 from tunesmith.data.records import Record
 from tunesmith.errors import DataError
 
@@ -84,20 +84,21 @@ def load_general(source: str, base_dir: Path, fmt: str = "auto", system_prompt: 
     path = Path(source).expanduser()
     path = path if path.is_absolute() else (base_dir / path).resolve()
     records, bad = [], 0
-    for raw in iter_rows(path, max_line_bytes=10_000_000, warnings=ReadWarnings()):
-        if raw.row is None:
-            bad += 1
-            continue
-        try:
-            rec, _ = row_to_record(raw.row, "mixed" if fmt == "auto" else fmt, system_prompt=system_prompt)
-            if "messages" in rec:
-                check_messages(rec["messages"])
-        except RowError:
-            bad += 1
-            continue
-        rec["id"] = f"general:{path.name}:{raw.line}"
-        rec["source"] = "general"
-        records.append(rec)
+    for file in data_files(path):  # a folder stands for the data files in it
+        for raw in iter_rows(file, max_line_bytes=10_000_000, warnings=ReadWarnings()):
+            if raw.row is None:
+                bad += 1
+                continue
+            try:
+                rec, _ = row_to_record(raw.row, "mixed" if fmt == "auto" else fmt, system_prompt=system_prompt)
+                if "messages" in rec:
+                    check_messages(rec["messages"])
+            except RowError:
+                bad += 1
+                continue
+            rec["id"] = f"general:{file.name}:{raw.line}"
+            rec["source"] = "general"
+            records.append(rec)
     if not records:
         raise DataError(f"data.mix.source {path} has no usable rows", hint="use a file in a supported format (alpaca, openai, sharegpt, ...)")
     return records, bad

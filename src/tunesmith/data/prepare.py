@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.data.config import DataConfig, InputFile
+from tunesmith.data.readers import data_files, input_container
 from tunesmith.data.records import Record
 from tunesmith.data.split import SPLITS
 from tunesmith.data.stages import Preparation
@@ -101,6 +102,7 @@ class PreparedData:
 
 
 def resolve_inputs(cfg: DataConfig, base_dir: Path, input_path: Path | None = None) -> list[tuple[Path, InputFile]]:
+    """(file, its settings) for every input file; a folder yields each data file in it, sorted by name."""
     specs = cfg.inputs()
     if input_path is not None:
         specs = [InputFile(path=str(input_path), format=cfg.format, columns=cfg.columns)] + list(cfg.files)
@@ -110,9 +112,9 @@ def resolve_inputs(cfg: DataConfig, base_dir: Path, input_path: Path | None = No
     for spec in specs:
         p = Path(spec.path).expanduser()
         p = p if p.is_absolute() else (base_dir / p).resolve()
-        if not p.is_file():
-            raise DataError(f"data file {p} does not exist", hint="check data.train_file / data.files (relative to the config file)")
-        out.append((p, spec))
+        for f in data_files(p):  # a folder stands for the data files in it
+            input_container(f, spec.container)  # a clear error now when the content is not what the name says
+            out.append((f, spec))
     return out
 
 

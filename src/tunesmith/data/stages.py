@@ -30,7 +30,7 @@ from tunesmith.data.config import DataConfig, InputFile
 from tunesmith.data.compact import Codes, IdTable
 from tunesmith.data.consistency import ANSWER_FORMATS, ConsistencyChecker
 from tunesmith.data.dedup import SignatureStore, cross_matches, find_near_duplicates
-from tunesmith.data.readers import ReadWarnings, detect_container, iter_jsonl_lines, iter_rows
+from tunesmith.data.readers import ReadWarnings, input_container, iter_jsonl_lines, iter_rows
 from tunesmith.data.records import Record
 from tunesmith.data.rowproc import ChunkRunner
 from tunesmith.data.split import SPLITS, TEST, TRAIN, VALIDATION, assign_splits
@@ -187,7 +187,7 @@ class Preparation:
     def _read_file(self, path: Path, spec: InputFile, runner: ChunkRunner, spool) -> None:
         cfg = self.cfg
         warns = ReadWarnings()
-        container = detect_container(path) if spec.container == "auto" else spec.container
+        container = input_container(path, spec.container)
         detected = None
         if spec.format == "auto":
             detected = detect_file_format(path, container, cfg, spec.columns)
