@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 
 from tunesmith.data.config import DataConfig
-from tunesmith.data.prepare import load_prepared, prepare_data
+from tunesmith.data.prepare import prepare_data
+from tunesmith.data.prepared import load_prepared
 
 from data_helpers import accounted, alpaca, prepare, write_lines
 

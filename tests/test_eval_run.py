@@ -10,7 +10,7 @@ import yaml
 
 from test_eval_endpoint import FakeOpenAI
 from tunesmith.config import build_config
-from tunesmith.data.prepare import PreparedData
+from tunesmith.data.prepared import PreparedData
 from tunesmith.evaluate.gates import GateFailed, check_gates, lookup, parse_gates
 from tunesmith.errors import ConfigError
 

@@ -163,7 +163,7 @@ def test_unknown_tracker_name_is_rejected_by_the_config():
 
 
 def test_training_run_reports_every_optimizer_step_to_both(tmp_path, tiny_model_dir):
-    from tunesmith.data.prepare import PreparedData
+    from tunesmith.data.prepared import PreparedData
     from tunesmith.train.run import train_from_config
 
     def rec(i):

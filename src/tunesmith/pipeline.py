@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from tunesmith.config import RunConfig
 from tunesmith.console import console
-from tunesmith.data.prepare import PreparedData, load_prepared, prepare_data
+from tunesmith.data.prepare import prepare_data
+from tunesmith.data.prepared import PreparedData, load_prepared
 from tunesmith.errors import ConfigError
 from tunesmith.utils.io import write_text
 
@@ -71,7 +72,7 @@ def _prepared(cfg: RunConfig) -> PreparedData:
     config/input (stats.json keeps a fingerprint of both)."""
     import json
 
-    from tunesmith.data.prepare import fingerprint, resolve_inputs
+    from tunesmith.data.inputs import fingerprint, resolve_inputs
     from tunesmith.errors import TunesmithError
 
     data_dir = cfg.run_dir / "data"

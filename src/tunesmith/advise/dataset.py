@@ -86,7 +86,7 @@ def _last_answer(record: Record) -> str:
 def read_any(path: Path, *, stratify_field: str | None = None) -> tuple[list[Record], int]:
     """Records and the number of rejected rows from a JSONL file or a prepared-data folder."""
     if path.is_dir():
-        from tunesmith.data.prepare import load_prepared
+        from tunesmith.data.prepared import load_prepared
 
         prepared = load_prepared(path)
         return prepared.train + prepared.validation + prepared.test, int(prepared.stats.get("rejected", 0))

@@ -6,7 +6,6 @@ from pydantic import Field, model_validator
 
 from tunesmith.schema import Section
 
-FORMATS = ("auto", "mixed", "alpaca", "openai", "sharegpt", "completion", "text")
 # auto: the file's format is detected from its first rows and every row must have it;
 # mixed: detected row by row (for files that mix formats on purpose)
 FormatName = Literal["auto", "mixed", "alpaca", "openai", "sharegpt", "completion", "text"]

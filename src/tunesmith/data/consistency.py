@@ -28,7 +28,7 @@ def answer_format(answer: str) -> str:
         try:
             json.loads(s)
             return "json"
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # nested too deep to parse: not usable as JSON
             pass
     if "```" in s:
         return "code"
@@ -70,10 +70,12 @@ class ConsistencyChecker:
         answer = reference_answer(record)
         try:
             obj = json.loads(answer)
+            best = next(iter(sorted(self._validator.iter_errors(obj), key=lambda e: e.path)), None)
         except json.JSONDecodeError as e:
             err = f"answer is not JSON: {e.msg} at column {e.colno}"
+        except RecursionError:  # parsing or validating recurses once per level
+            err = "answer is JSON nested too deeply to check against the schema"
         else:
-            best = next(iter(sorted(self._validator.iter_errors(obj), key=lambda e: e.path)), None)
             if best is None:
                 return None
             where = "/".join(str(p) for p in best.absolute_path) or "(root)"

@@ -9,17 +9,29 @@ the band/row split chosen so that a pair at the threshold becomes a candidate wi
 >= 0.95 (:func:`optimal_bands`). Rows sharing a band bucket are
 candidate pairs; a pair counts when its estimated Jaccard similarity (share of equal signature
 slots) reaches the threshold. Duplicates are clustered (union-find) and each cluster keeps its
-earliest row. Signatures live in a growable array (4 bytes x num_perm per row), not the texts.
+earliest row. Signatures (4 bytes x num_perm per row), not the texts, are kept: in a file, read
+back memory-mapped.
+
+The stages of a preparation that use these: :func:`mark_exact_duplicates` (after the first pass)
+and :func:`mark_near_duplicates`; each logs the rows it removes to ``removed.jsonl``.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from tunesmith.data.config import DedupConfig
+
+if TYPE_CHECKING:
+    from tunesmith.data.compact import IdTable
+    from tunesmith.data.spool import JsonlSink
 
 try:
     from xxhash import xxh3_64_intdigest as _hash64
@@ -31,9 +43,6 @@ except ImportError:  # pragma: no cover - xxhash comes with datasets
 
 
 _PUNCT = re.compile(r"[^\w\s]+")
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
 _PUNCT_BYTES = bytes(32 if chr(i) in "!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~" else i for i in range(256))
 
 
@@ -42,10 +51,6 @@ def normalise(text: str) -> str:
         return " ".join(text.lower().encode("ascii").translate(_PUNCT_BYTES).decode("ascii").split())
     text = unicodedata.normalize("NFKC", text)
     return " ".join(_PUNCT.sub(" ", text.casefold()).split())
-
-
-def exact_key(text: str) -> int:
-    return _hash64(normalise(text).encode("utf-8"))
 
 
 def optimal_bands(threshold: float, num_perm: int, recall: float = 0.95) -> tuple[int, int]:
@@ -149,44 +154,27 @@ def _word_hashes(norm_texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return h, lengths
 
 
-class SignatureStore:
-    """A growable (rows, num_perm) uint32 array: in memory, or appended to a file and read back
-    memory-mapped (``path``), so that the signatures of a huge input need not fit in RAM."""
+class SignatureFile:
+    """(rows, num_perm) uint32 signatures appended to a file, so that the signatures of a huge input
+    need not fit in RAM; :func:`read_signatures` maps them back."""
 
-    def __init__(self, num_perm: int, path: Path | None = None):
-        self.num_perm = num_perm
-        self.n = 0
+    def __init__(self, path: Path):
         self.path = path
-        self._file = open(path, "wb") if path is not None else None  # noqa: SIM115 - closed in array
-        self._arr = np.zeros((1024, num_perm), dtype=np.uint32) if path is None else None
-        self._map: np.ndarray | None = None
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
 
     def extend(self, sigs: np.ndarray) -> None:
-        if self._file is not None:
-            self._file.write(np.ascontiguousarray(sigs, dtype=np.uint32).tobytes())
-            self.n += len(sigs)
-            return
-        need = self.n + len(sigs)
-        if need > len(self._arr):
-            new = np.zeros((max(need, 2 * len(self._arr)), self.num_perm), dtype=np.uint32)
-            new[: self.n] = self._arr[: self.n]
-            self._arr = new
-        self._arr[self.n : need] = sigs
-        self.n = need
+        self._file.write(np.ascontiguousarray(sigs, dtype=np.uint32).tobytes())
 
-    @property
-    def array(self) -> np.ndarray:
-        if self.path is None:
-            return self._arr[: self.n]
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._map is None:
-            if self.n == 0:
-                self._map = np.zeros((0, self.num_perm), dtype=np.uint32)
-            else:
-                self._map = np.memmap(self.path, dtype=np.uint32, mode="r", shape=(self.n, self.num_perm))
-        return self._map
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_signatures(path: Path, num_perm: int) -> np.ndarray:
+    """The signatures of a :class:`SignatureFile`, memory-mapped read-only."""
+    n = path.stat().st_size // (4 * num_perm)
+    if n == 0:
+        return np.zeros((0, num_perm), dtype=np.uint32)
+    return np.memmap(path, dtype=np.uint32, mode="r", shape=(n, num_perm))
 
 
 def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -310,3 +298,51 @@ def cross_matches(sigs: np.ndarray, query_idx: np.ndarray, ref_idx: np.ndarray, 
         match[qi[better]] = ri[better]
         best[qi[better]] = s[better]
     return match, best
+
+
+# ---- the deduplication stages of a preparation ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """The rows one stage marked as duplicates, and how many per kind (``exact_example``, ``near_example``...)."""
+
+    is_duplicate: np.ndarray  # bool per row (first-pass row index)
+    by_kind: dict[str, int]
+
+
+def mark_exact_duplicates(keys: dict[str, array], ids: IdTable, removed: JsonlSink) -> Duplicates:
+    """First occurrence wins: a row whose normalised text (per scope of ``keys``, in their order; a
+    64-bit hash per row) appeared on an earlier row is an exact duplicate of that row. Equal examples
+    have equal prompts, so the earliest row with a prompt is never itself a duplicate."""
+    n = len(ids)
+    dup = np.zeros(n, dtype=bool)
+    rows = np.arange(n)
+    by_kind: dict[str, int] = {}
+    for scope, scope_keys in keys.items():
+        hashes = np.frombuffer(scope_keys, dtype=np.uint64) if n else np.zeros(0, dtype=np.uint64)
+        _, first_idx, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+        first = first_idx[inverse.reshape(-1)]
+        new = (first != rows) & ~dup
+        for i in np.nonzero(new)[0].tolist():
+            removed.write({"id": ids[i], "kind": "exact_duplicate", "scope": scope, "duplicate_of": ids[int(first[i])]})
+        by_kind[f"exact_{scope}"] = int(new.sum())
+        dup |= new
+    return Duplicates(dup, by_kind)
+
+
+def mark_near_duplicates(signatures: dict[str, Path], dd: DedupConfig, exact: np.ndarray, ids: IdTable, removed: JsonlSink) -> Duplicates:
+    """Near duplicates per scope of ``signatures`` (when ``dd.near``). Exact duplicates are clustered
+    too (with their originals, which come first and so represent the cluster), but they are already
+    counted as exact."""
+    near = np.zeros(len(ids), dtype=bool)
+    by_kind: dict[str, int] = {}
+    for scope, path in signatures.items() if dd.near else ():
+        nd = find_near_duplicates(read_signatures(path, dd.num_perm), dd.threshold)
+        new = nd.is_duplicate & ~near & ~exact
+        for i in np.nonzero(new)[0].tolist():
+            removed.write({"id": ids[i], "kind": "near_duplicate", "scope": scope, "duplicate_of": ids[int(nd.rep[i])],
+                           "similarity": round(float(nd.similarity[i]), 3)})
+        by_kind[f"near_{scope}"] = int(new.sum())
+        near |= new
+    return Duplicates(near, by_kind)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tunesmith.data import strict_json
 from tunesmith.data.records import Record
 
 ROLES = ("system", "user", "assistant")
@@ -73,9 +74,11 @@ def _maybe_json_list(row: dict[str, Any], key: str) -> Any:
     value = row.get(key)
     if isinstance(value, str) and value.lstrip().startswith("["):  # CSV cells hold JSON text
         try:
-            return json.loads(value)
+            return strict_json.loads(value)
         except json.JSONDecodeError as e:
             raise RowError(f"field '{key}' holds malformed JSON: {e.msg}", field=key, kind="malformed_json", hint="fix the JSON in this cell") from None
+        except strict_json.UnusableJson as e:
+            raise RowError(f"field '{key}': {e.reason}", field=key, kind=e.kind, hint=e.hint) from None
     return value
 
 

@@ -11,18 +11,24 @@ Mixed-in records carry ``"source": "general"`` and only ever go to train (or to 
 
 from __future__ import annotations
 
+import json
 import math
 import random
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from tunesmith.data.config import DataConfig
 from tunesmith.data.formats import RowError, check_messages, row_to_record
-from tunesmith.data.readers import ReadWarnings, iter_rows
+from tunesmith.data.readers import ReadWarnings, data_files, iter_rows
 from tunesmith.data.records import Record
 from tunesmith.errors import DataError
+
+if TYPE_CHECKING:
+    from tunesmith.data.length import TokenCounter
 
 CHATTERBOT_HINT = "pip install 'chatterbot-corpus>=1.3,<2' (a data-only package), or set data.mix.source to your own file"
 
@@ -84,20 +90,21 @@ def load_general(source: str, base_dir: Path, fmt: str = "auto", system_prompt: 
     path = Path(source).expanduser()
     path = path if path.is_absolute() else (base_dir / path).resolve()
     records, bad = [], 0
-    for raw in iter_rows(path, max_line_bytes=10_000_000, warnings=ReadWarnings()):
-        if raw.row is None:
-            bad += 1
-            continue
-        try:
-            rec, _ = row_to_record(raw.row, "mixed" if fmt == "auto" else fmt, system_prompt=system_prompt)
-            if "messages" in rec:
-                check_messages(rec["messages"])
-        except RowError:
-            bad += 1
-            continue
-        rec["id"] = f"general:{path.name}:{raw.line}"
-        rec["source"] = "general"
-        records.append(rec)
+    for file in data_files(path):  # a folder stands for the data files in it
+        for raw in iter_rows(file, max_line_bytes=10_000_000, warnings=ReadWarnings()):
+            if raw.row is None:
+                bad += 1
+                continue
+            try:
+                rec, _ = row_to_record(raw.row, "mixed" if fmt == "auto" else fmt, system_prompt=system_prompt)
+                if "messages" in rec:
+                    check_messages(rec["messages"])
+            except RowError:
+                bad += 1
+                continue
+            rec["id"] = f"general:{file.name}:{raw.line}"
+            rec["source"] = "general"
+            records.append(rec)
     if not records:
         raise DataError(f"data.mix.source {path} has no usable rows", hint="use a file in a supported format (alpaca, openai, sharegpt, ...)")
     return records, bad
@@ -122,3 +129,51 @@ def sample_general(pool: list[Record], n: int, eval_fraction: float, seed: int) 
     if take < n:
         stats["shortfall"] = n - take
     return [pool[i] for i in train_idx[:take]], [pool[i] for i in eval_idx], stats
+
+
+# ---- the mixing stage of a preparation -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class MixResult:
+    general_train: list[Record]  # general rows for train (only train)
+    stats: dict[str, Any]  # stats.json "mix"
+
+
+def mix_general(cfg: DataConfig, n_task_train: int, out: Path, *, counter: TokenCounter | None, max_seq_length: int | None,
+                base_dir: Path, seed: int) -> MixResult:
+    """General rows for ``data.mix.ratio`` of the final train split (with ``n_task_train`` task rows);
+    with ``data.mix.eval_fraction``, a separate slice goes to ``out/general_eval.jsonl``."""
+    stats: dict[str, Any] = {"ratio": cfg.mix.ratio}
+    if cfg.mix.ratio <= 0:
+        return MixResult([], stats)
+    pool, bad = load_general(cfg.mix.source, base_dir, cfg.mix.format, cfg.system_prompt)
+    pool, too_long, pii_found = _clean_general(pool, cfg, counter, max_seq_length)
+    stats.update(too_long_dropped=too_long, pii_found=pii_found)
+    general_train, general_eval, s = sample_general(pool, general_count(n_task_train, cfg.mix.ratio), cfg.mix.eval_fraction, seed)
+    stats.update(s, source=cfg.mix.source, unreadable_rows=bad)
+    stats["actual_ratio"] = round(len(general_train) / (len(general_train) + n_task_train), 4) if general_train else 0.0
+    if general_eval:
+        with open(out / "general_eval.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in general_eval)
+    return MixResult(general_train, stats)
+
+
+def _clean_general(pool: list[Record], cfg: DataConfig, counter: TokenCounter | None, max_seq_length: int | None) -> tuple[list[Record], int, int]:
+    """General rows get the same PII treatment and length limit as task rows (they are not input
+    rows, so the ones that do not fit are dropped from the pool and counted, not rejected)."""
+    pii_found = 0
+    if cfg.pii.mode != "off":
+        from tunesmith.data.pii import PiiScanner
+
+        scanner = PiiScanner(cfg.pii.types, phone_region=cfg.pii.phone_region)
+        for r in pool:
+            pii_found += scanner.apply(r, redact=cfg.pii.mode == "redact")
+    if counter is None:
+        return pool, 0, pii_found
+    from tunesmith.data.checks import LENGTH_BATCH
+
+    kept: list[Record] = []
+    for start in range(0, len(pool), LENGTH_BATCH):
+        batch = pool[start : start + LENGTH_BATCH]
+        kept += [r for r, n in zip(batch, counter.count(batch), strict=True) if n <= max_seq_length]
+    return kept, len(pool) - len(kept), pii_found

@@ -1,5 +1,15 @@
-"""Prepare a dataset: read every input row, validate, scrub PII, deduplicate, check lengths and
-consistency, split, check leakage, mix general data, write.
+"""Prepare a dataset: the entry point of the data stage, and the order of its stages.
+
+Each stage is a function that takes the results of the stages before it and returns a small frozen
+result of its own; ``stats.json`` is built from those results (:mod:`.stats`):
+
+1. read (:mod:`.first_pass`): every input row through validation, PII and hashing; records spooled
+   to disk; exact duplicates marked (:mod:`.dedup`)
+2. near duplicates (:func:`.dedup.mark_near_duplicates`)
+3. checks (:mod:`.checks`): token lengths and answer consistency, a second pass over the spool
+4. split (:mod:`.split`): ``max_examples``, seeded stratified splits, leakage into train
+5. mix (:mod:`.mix`): general data for train (and ``general_eval.jsonl``)
+6. write (:mod:`.split_files`): the shuffled split files, unless the preparation failed
 
 Every input row ends up in exactly one place and ``stats.json`` counts them::
 
@@ -12,122 +22,34 @@ text; ``removed.jsonl`` names each duplicate or leaking row and the row it dupli
 Streaming: rows are read one at a time and spooled to disk as canonical records; MinHash
 signatures go to a memory-mapped file; what stays in memory per row is a few bytes in compact
 arrays (id, hashes, label code). Only the split files are shuffled through bounded in-memory
-buckets. The stages themselves are in :mod:`tunesmith.data.stages`.
+buckets.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tunesmith.data.checks import check_rows
 from tunesmith.data.config import DataConfig, InputFile
-from tunesmith.data.records import Record
-from tunesmith.data.split import SPLITS
-from tunesmith.data.stages import Preparation
+from tunesmith.data.dedup import mark_near_duplicates
+from tunesmith.data.first_pass import read_inputs
+from tunesmith.data.inputs import fingerprint, resolve_inputs
+from tunesmith.data.mix import mix_general
+from tunesmith.data.prepared import PreparedData
+from tunesmith.data.spool import JsonlSink
+from tunesmith.data.split import SPLITS, split_rows
+from tunesmith.data.split_files import write_split_files
+from tunesmith.data.stats import build_stats, judge
 from tunesmith.errors import DataError
-from tunesmith.utils.io import atomic_dir, read_jsonl, write_json
-
-
-class PreparedData:
-    """The prepared splits. Created from lists, or backed by a prepared folder whose split files
-    are read (as lists) the first time each split is used."""
-
-    def __init__(
-        self,
-        train: list[Record] | None = None,
-        validation: list[Record] | None = None,
-        test: list[Record] | None = None,
-        rejected: list[dict[str, Any]] | None = None,
-        stats: dict[str, Any] | None = None,
-        *,
-        source_dir: Path | None = None,
-    ):
-        self._splits: dict[str, list[Record] | None] = {"train": train, "validation": validation, "test": test}
-        self._rejected = rejected
-        self.stats = stats or {}
-        self.source_dir = source_dir
-
-    def _load(self, name: str) -> list[Record]:
-        value = self._splits.get(name)
-        if value is None:
-            path = self.source_dir / f"{name}.jsonl" if self.source_dir else None
-            value = read_jsonl(path) if path and path.is_file() else []
-            self._splits[name] = value
-        return value
-
-    @property
-    def train(self) -> list[Record]:
-        return self._load("train")
-
-    @train.setter
-    def train(self, v: list[Record]) -> None:
-        self._splits["train"] = v
-
-    @property
-    def validation(self) -> list[Record]:
-        return self._load("validation")
-
-    @validation.setter
-    def validation(self, v: list[Record]) -> None:
-        self._splits["validation"] = v
-
-    @property
-    def test(self) -> list[Record]:
-        return self._load("test")
-
-    @test.setter
-    def test(self, v: list[Record]) -> None:
-        self._splits["test"] = v
-
-    @property
-    def rejected(self) -> list[dict[str, Any]]:
-        if self._rejected is None:
-            path = self.source_dir / "rejected.jsonl" if self.source_dir else None
-            self._rejected = read_jsonl(path) if path and path.is_file() else []
-        return self._rejected
-
-    def split(self, name: str) -> list[Record]:
-        return getattr(self, name)
-
-
-# ---------------------------------------------------------------------------------------------
-# inputs
-
-
-def resolve_inputs(cfg: DataConfig, base_dir: Path, input_path: Path | None = None) -> list[tuple[Path, InputFile]]:
-    specs = cfg.inputs()
-    if input_path is not None:
-        specs = [InputFile(path=str(input_path), format=cfg.format, columns=cfg.columns)] + list(cfg.files)
-    if not specs:
-        raise DataError("no input data: data.train_file and data.files are both empty", hint="set data.train_file to your data file")
-    out = []
-    for spec in specs:
-        p = Path(spec.path).expanduser()
-        p = p if p.is_absolute() else (base_dir / p).resolve()
-        if not p.is_file():
-            raise DataError(f"data file {p} does not exist", hint="check data.train_file / data.files (relative to the config file)")
-        out.append((p, spec))
-    return out
-
-
-def fingerprint(cfg: DataConfig, inputs: list[tuple[Path, InputFile]], extra: dict[str, Any]) -> str:
-    """Identifies a preparation: config, input files (path, size, mtime) and tokenizer settings."""
-    h = hashlib.sha256(cfg.model_dump_json().encode())
-    for p, _ in inputs:
-        st = p.stat()
-        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
-    h.update(json.dumps(extra, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------
-# the stages
+from tunesmith.utils.io import atomic_dir, write_json
 
 
 def prepare_data(
@@ -152,11 +74,15 @@ def prepare_data(
     base_dir = Path(base_dir) if base_dir is not None else (Path(input_path).parent if input_path else Path.cwd())
     inputs = resolve_inputs(cfg, base_dir, input_path)
     fp = fingerprint(cfg, inputs, {"seed": seed, "max_seq_length": max_seq_length, "truncation": truncation, **(fingerprint_extra or {})})
+
+    def run(folder: Path) -> dict[str, Any]:
+        return run_stages(cfg, inputs, folder, seed=seed, base_dir=base_dir, tokenizer=tokenizer, max_seq_length=max_seq_length,
+                          truncation=truncation, fingerprint=fp)
+
     if out_dir is None:
         tmp = Path(tempfile.mkdtemp(prefix="tunesmith-data-"))
         try:
-            stats = Preparation(cfg, inputs, tmp, seed=seed, base_dir=base_dir, tokenizer=tokenizer,
-                                max_seq_length=max_seq_length, truncation=truncation, fingerprint=fp).run()
+            stats = run(tmp)
             data = PreparedData(stats=stats, source_dir=tmp)
             for s in (*SPLITS, "rejected"):
                 getattr(data, s)  # load into memory before the folder goes
@@ -167,11 +93,63 @@ def prepare_data(
             shutil.rmtree(tmp, ignore_errors=True)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        stats = Preparation(cfg, inputs, tmp, seed=seed, base_dir=base_dir, tokenizer=tokenizer,
-                            max_seq_length=max_seq_length, truncation=truncation, fingerprint=fp).run()
+        stats = run(tmp)
     _readable(out_dir)
     _raise_if_too_many_rejected(stats, cfg, out_dir)
     return PreparedData(stats=stats, source_dir=out_dir)
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    t = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - t
+
+
+def run_stages(cfg: DataConfig, inputs: list[tuple[Path, InputFile]], out: Path, *, seed: int, base_dir: Path, tokenizer: Any,
+               max_seq_length: int | None, truncation: str, fingerprint: str) -> dict[str, Any]:
+    """Run the stages in order into the folder ``out``; write ``stats.json`` and the reports there and return the stats."""
+    t0 = time.perf_counter()
+    counter = None
+    if tokenizer is not None and cfg.check_length and max_seq_length:
+        from tunesmith.data.length import TokenCounter
+
+        counter = TokenCounter(tokenizer, max_seq_length, truncation)
+    work = out / ".work"
+    work.mkdir()
+    seconds: dict[str, float] = {}
+    rejected, removed = JsonlSink(out / "rejected.jsonl"), JsonlSink(out / "removed.jsonl")
+    try:
+        with _timed(seconds, "read_validate_pii_exact"):
+            read = read_inputs(cfg, inputs, work, rejected=rejected, removed=removed)
+        with _timed(seconds, "near_dedup"):
+            near = mark_near_duplicates(read.signatures, cfg.dedup, read.exact.is_duplicate, read.rows.ids, removed)
+        with _timed(seconds, "length_consistency"):
+            check = check_rows(cfg, read, read.exact.is_duplicate | near.is_duplicate, work, counter=counter,
+                               max_seq_length=max_seq_length, truncation=truncation, base_dir=base_dir, rejected=rejected)
+        with _timed(seconds, "split_leakage"):
+            split = split_rows(cfg, check.survivors, check.label_codes, read.rows.labels, read.rows.ids, read.signatures,
+                               seed=seed, removed=removed)
+        with _timed(seconds, "mix"):
+            mix = mix_general(cfg, split.counts["train"], out, counter=counter, max_seq_length=max_seq_length, base_dir=base_dir,
+                              seed=seed)
+        with _timed(seconds, "write"):
+            outcome = judge(cfg, read, check, split)
+            if outcome.failure is None:  # a failed preparation writes no split to train on
+                write_split_files(check.spool, split.assign, mix.general_train, out, work, seed=seed)
+    finally:
+        rejected.close()
+        removed.close()
+        shutil.rmtree(work, ignore_errors=True)
+    seconds["total"] = time.perf_counter() - t0
+    stats = build_stats(cfg, inputs, fingerprint, read=read, near=near, check=check, split=split, mix=mix, outcome=outcome,
+                        max_seq_length=max_seq_length, seconds=seconds)
+    write_json(out / "stats.json", stats)
+    if cfg.report:
+        from tunesmith.data.report import write_reports
+
+        write_reports(out, stats)
+    return stats
 
 
 def _readable(folder: Path) -> None:
@@ -199,22 +177,3 @@ def _raise_if_too_many_rejected(stats: dict[str, Any], cfg: DataConfig, where: P
             f"above data.max_rejected_fraction={cfg.max_rejected_fraction} ({top})",
             hint=f"see {where / 'rejected.jsonl'} (line numbers, reasons, what to do); fix the data or raise the threshold",
         )
-
-
-def save_prepared(data: PreparedData, out_dir: Path) -> None:
-    from tunesmith.utils.io import write_jsonl
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for s in SPLITS:
-        write_jsonl(out_dir / f"{s}.jsonl", data.split(s))
-    write_jsonl(out_dir / "rejected.jsonl", data.rejected)
-    write_json(out_dir / "stats.json", data.stats)
-
-
-def load_prepared(out_dir: Path) -> PreparedData:
-    out_dir = Path(out_dir)
-    missing = [s for s in SPLITS if not (out_dir / f"{s}.jsonl").is_file()]
-    if missing:
-        raise DataError(f"prepared data in {out_dir} lacks {', '.join(missing)}", hint="run `tunesmith data prepare` first")
-    stats = json.loads((out_dir / "stats.json").read_text()) if (out_dir / "stats.json").is_file() else {}
-    return PreparedData(stats=stats, source_dir=out_dir)

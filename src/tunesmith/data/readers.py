@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunesmith.data import strict_json
 from tunesmith.errors import DataError
 
 _SURROGATE = re.compile("[\udc80-\udcff]")  # undecodable bytes under errors="surrogateescape"
@@ -53,17 +54,89 @@ class ReadWarnings:
         self.first_line.setdefault(kind, line)
 
 
-def detect_container(path: Path) -> str:
-    name = path.name.lower()
+_EXTENSIONS = ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".csv", "csv"), (".parquet", "parquet"))
+
+
+def _container_of_name(name: str) -> str | None:
+    name = name.lower()
     if name.endswith(".gz"):
         name = name[:-3]
-    for ext, kind in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".csv", "csv"), (".parquet", "parquet")):
-        if name.endswith(ext):
-            return kind
-    raise DataError(
-        f"{path}: cannot tell the file type from its name",
-        hint="use .jsonl, .json, .csv or .parquet (optionally .gz), or set container: in data.files",
-    )
+    return next((kind for ext, kind in _EXTENSIONS if name.endswith(ext)), None)
+
+
+def detect_container(path: Path) -> str:
+    kind = _container_of_name(path.name)
+    if kind is None:
+        raise DataError(
+            f"{path}: cannot tell the file type from its name",
+            hint="use .jsonl, .json, .csv or .parquet (optionally .gz), or set container: in data.files",
+        )
+    return kind
+
+
+def data_files(path: Path) -> list[Path]:
+    """The files to read for an input path: the path itself, or for a folder the data files directly
+    in it (.jsonl, .ndjson, .json, .csv, .parquet, each optionally .gz), sorted by name."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and _container_of_name(p.name))
+        if not files:
+            raise DataError(f"{path} is a directory with no data files in it",
+                            hint="put .jsonl, .json, .csv or .parquet files (optionally .gz) in it, or point data.train_file at a file")
+        return files
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist", hint="check data.train_file / data.files (relative to the config file)")
+    if not path.is_file():
+        raise DataError(f"{path} is not a regular file", hint="point data.train_file / data.files at a data file or a folder of them")
+    return [path]
+
+
+SNIFF_BYTES = 65536
+
+
+def _looks_like(path: Path) -> str | None:
+    """What the start of a file looks like: "parquet" (magic bytes), "jsonl" (its first line is a
+    JSON object by itself), "json" (it opens with '[' or a '{' that spans lines), "other" (such as
+    CSV), or None when it cannot be read (the reader then says what is wrong)."""
+    try:
+        with _open_binary(path) as f:
+            head = f.read(SNIFF_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    text = head.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace").lstrip()
+    if text[:1] == "[":
+        return "json"
+    if text[:1] == "{":
+        try:
+            return "jsonl" if isinstance(json.loads(text.split("\n", 1)[0]), dict) else "json"
+        except (ValueError, RecursionError):
+            return "json"
+    return "other"
+
+
+_LOOKS = {"jsonl": "JSON Lines (its first line is a JSON object)", "json": "JSON", "parquet": "Parquet (it starts with the PAR1 magic bytes)",
+          "other": "something else (it does not start with Parquet's PAR1 magic bytes)"}
+_MISMATCH = {  # declared type -> content types that plainly contradict it
+    "csv": ("jsonl", "json", "parquet"), "jsonl": ("parquet",), "json": ("jsonl", "parquet"), "parquet": ("jsonl", "json", "other"),
+}
+
+
+def input_container(path: Path, container: str = "auto") -> str:
+    """The type to read the file ``path`` as: ``container``, or from its name. A DataError when the
+    content plainly is another type (a JSONL file named .csv would otherwise lose its first line to
+    the CSV header and yield rows of nonsense)."""
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a data file", hint="point the setting at a data file (.jsonl, .json, .csv or .parquet)")
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist", hint="check data.train_file / data.files (relative to the config file)")
+    kind = detect_container(path) if container == "auto" else container
+    looks = _looks_like(path)
+    if looks in _MISMATCH[kind]:
+        said = f"its name says {kind}" if container == "auto" else f"container: {kind} is set for it"
+        fix = f"rename it (e.g. to .{looks}) or set container: {looks} for it in data.files" if looks != "other" else "check it is the file you meant"
+        raise DataError(f"{path}: {said}, but the content looks like {_LOOKS[looks]}", hint=fix)
+    return kind
 
 
 def _open_binary(path: Path):
@@ -121,13 +194,15 @@ def parse_jsonl_line(lineno: int, data: bytes, *, max_line_bytes: int, warnings:
         warnings.add("blank_lines_skipped", lineno)
         return None
     try:
-        row = json.loads(text)
+        row = strict_json.loads(text)
     except json.JSONDecodeError as e:
         return RawRow(
             lineno,
             _cut(text),
             problem=Problem("malformed_json", f"malformed JSON: {e.msg} at column {e.colno}", "fix the JSON on this line (one object per line)"),
         )
+    except strict_json.UnusableJson as e:
+        return RawRow(lineno, _cut(text), problem=_unusable(e))
     if not isinstance(row, dict):
         return RawRow(
             lineno,
@@ -135,6 +210,10 @@ def parse_jsonl_line(lineno: int, data: bytes, *, max_line_bytes: int, warnings:
             problem=Problem("not_an_object", f"each line must be a JSON object, got {type(row).__name__}", "write one {...} object per line"),
         )
     return RawRow(lineno, text if len(text) <= RAW_LIMIT else _cut(text), row=row)
+
+
+def _unusable(e: strict_json.UnusableJson) -> Problem:
+    return Problem(e.kind, e.reason, e.hint, e.field)
 
 
 def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, bytes] | RawRow]:
@@ -190,48 +269,51 @@ def iter_json_array(path: Path, *, max_line_bytes: int, warnings: ReadWarnings, 
             return
         warnings.add("crlf_normalised", 1)
         text = text.replace("\r\n", "\n")
-    dec = json.JSONDecoder()
-    n = len(text)
-    pos = 0
-    line = 1
-
-    def skip_ws(p: int) -> int:
-        while p < n and text[p] in " \t\n\r":
-            p += 1
-        return p
-
-    pos = skip_ws(pos)
-    if pos >= n or text[pos] != "[":
+    pos = _skip_ws(text, 0)
+    if pos >= len(text) or text[pos] != "[":
         yield RawRow(1, _cut(text[:200]), problem=Problem("not_an_array", "a .json file must hold an array of objects [...]", "use [ {...}, {...} ] or JSONL"))
         return
-    pos = skip_ws(pos + 1)
-    line_at = 0  # position up to which newlines were counted
-    while pos < n and text[pos] != "]":
+    pos = _skip_ws(text, pos + 1)
+    line, line_at = 1, 0  # line of pos; position up to which newlines were counted
+    while pos < len(text) and text[pos] != "]":
         line += text.count("\n", line_at, pos)
         line_at = pos
-        try:
-            obj, end = dec.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            yield RawRow(
-                e.lineno,
-                _cut(text[pos : pos + 500]),
-                problem=Problem(
-                    "malformed_json",
-                    f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}; the rest of the file could not be read",
-                    "fix the JSON there; everything after it was not read",
-                ),
-            )
+        raw, end = _array_element(text, pos, line, max_line_bytes)
+        yield raw
+        if end is None:
             return
-        raw = text[pos:end]
-        if len(raw.encode("utf-8")) > max_line_bytes:
-            yield RawRow(line, _cut(raw), problem=Problem("line_too_long", f"element is over {max_line_bytes} bytes", "split it or raise data.max_line_bytes"))
-        elif not isinstance(obj, dict):
-            yield RawRow(line, _cut(raw), problem=Problem("not_an_object", f"array element must be an object, got {type(obj).__name__}", "use objects {...}"))
-        else:
-            yield RawRow(line, _cut(raw), row=obj)
-        pos = skip_ws(end)
-        if pos < n and text[pos] == ",":
-            pos = skip_ws(pos + 1)
+        pos = _skip_ws(text, end)
+        if pos < len(text) and text[pos] == ",":
+            pos = _skip_ws(text, pos + 1)
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\n\r":
+        pos += 1
+    return pos
+
+
+def _array_element(text: str, pos: int, line: int, max_line_bytes: int) -> tuple[RawRow, int | None]:
+    """The array element starting at ``pos`` (on ``line``) and where it ends; None when the rest of
+    the file cannot be read after it."""
+    rest_lost = "fix the JSON there; everything after it was not read"
+    try:
+        obj, end = strict_json.raw_decode(text, pos)
+    except strict_json.UnusableJson as e:  # a duplicate key or too deep: find its end, and read on after it
+        end = strict_json.end_of_value(text, pos)
+        if end is None:
+            return RawRow(line, _cut(text[pos : pos + 500]), problem=Problem(
+                e.kind, f"{e.reason}, and its brackets never close; the rest of the file could not be read", rest_lost, e.field)), None
+        return RawRow(line, _cut(text[pos:end]), problem=_unusable(e)), end
+    except json.JSONDecodeError as e:
+        return RawRow(e.lineno, _cut(text[pos : pos + 500]), problem=Problem(
+            "malformed_json", f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}; the rest of the file could not be read", rest_lost)), None
+    raw = text[pos:end]
+    if len(raw.encode("utf-8")) > max_line_bytes:
+        return RawRow(line, _cut(raw), problem=Problem("line_too_long", f"element is over {max_line_bytes} bytes", "split it or raise data.max_line_bytes")), end
+    if not isinstance(obj, dict):
+        return RawRow(line, _cut(raw), problem=Problem("not_an_object", f"array element must be an object, got {type(obj).__name__}", "use objects {...}")), end
+    return RawRow(line, _cut(raw), row=obj), end
 
 
 def iter_csv(path: Path, *, max_line_bytes: int, warnings: ReadWarnings, fix: bool = True) -> Iterator[RawRow]:
@@ -316,7 +398,5 @@ CONTAINERS = {"jsonl": iter_jsonl, "json": iter_json_array, "csv": iter_csv, "pa
 
 
 def iter_rows(path: Path, container: str = "auto", *, max_line_bytes: int, warnings: ReadWarnings, fix: bool = True) -> Iterator[RawRow]:
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist", hint="check data.train_file / data.files (relative to the config file)")
-    kind = detect_container(path) if container == "auto" else container
+    kind = input_container(path, container)
     return _guarded(CONTAINERS[kind](path, max_line_bytes=max_line_bytes, warnings=warnings, fix=fix))

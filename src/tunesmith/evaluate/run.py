@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tunesmith.config import RunConfig
 from tunesmith.console import console
-from tunesmith.data.prepare import PreparedData
+from tunesmith.data.prepared import PreparedData
 from tunesmith.data.records import prompt_messages, reference_answer
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate import adversarial as adv

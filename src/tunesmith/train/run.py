@@ -25,7 +25,7 @@ from rich.progress import (
 
 from tunesmith.config import RunConfig
 from tunesmith.console import console
-from tunesmith.data.prepare import PreparedData
+from tunesmith.data.prepared import PreparedData
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.models.loading import load_tokenizer, model_dir_or_id
 from tunesmith.train.batching import epoch_batches
