@@ -1,14 +1,12 @@
-"""Write what evaluation found: metrics.json, report.md, report.html and a rich table in the terminal."""
+"""What evaluation found as report.md and as a rich table in the terminal."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from tunesmith.console import console
-from tunesmith.utils.io import write_json, write_text
 
 
 def pct(x: float | None) -> str:
@@ -90,6 +88,8 @@ def markdown(results: dict[str, Any], metrics: dict[str, Any], *, title: str, sh
     for k in ("model", "method", "test_examples", "scorer"):
         if k in metrics:
             lines.append(f"- **{k}**: {metrics[k]}")
+    if "evaluation" in metrics:
+        lines.append(f"- **evaluation**: {metrics['evaluation']['id']} (`{metrics['evaluation']['folder']}/`)")
     lines += ["", "## 1. Task accuracy and format compliance (held-out test split)", "",
               "Numbers in brackets are 95% bootstrap confidence intervals. Format compliance is measured apart from "
               "correctness.", ""]
@@ -182,11 +182,3 @@ def markdown(results: dict[str, Any], metrics: dict[str, Any], *, title: str, sh
                 lines += [f"**{e['id']}**", "", "input:", *_fence(e["prompt"]), "expected:", *_fence(e["reference"]),
                           "got:", *_fence(e["prediction"]), ""]
     return "\n".join(lines) + "\n"
-
-
-def write_report(run_dir: Path, results: dict[str, Any], metrics: dict[str, Any], *, title: str, show_failures: int) -> None:
-    from tunesmith.evaluate.report_html import html_report
-
-    write_json(run_dir / "metrics.json", metrics)
-    write_text(run_dir / "report.md", markdown(results, metrics, title=title, show_failures=show_failures))
-    write_text(run_dir / "report.html", html_report(results, metrics, title=title, show_failures=show_failures))

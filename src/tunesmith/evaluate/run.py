@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tunesmith.config import RunConfig
@@ -30,7 +31,9 @@ from tunesmith.evaluate.general import general_prompts, general_text
 from tunesmith.evaluate.generate import generate_greedy, render_prompts
 from tunesmith.evaluate.metrics import ExampleScore, TaskScorer, aggregate, paired_comparison
 from tunesmith.evaluate.regression import forgetting_flags, perplexity, window_losses
-from tunesmith.evaluate.report import print_table, write_report
+from tunesmith.evaluate.history import Finished, abandon_evaluation, finish_evaluation, start_evaluation
+from tunesmith.evaluate.report import markdown, print_table
+from tunesmith.evaluate.report_html import html_report
 from tunesmith.evaluate.scorers import rouge_l
 from tunesmith.evaluate.stats import bootstrap_ci, paired_permutation
 from tunesmith.models.loading import load_model, load_tokenizer
@@ -244,7 +247,8 @@ class Evaluator:
 
     # -- the whole evaluation ---------------------------------------------------------------
 
-    def run(self) -> dict[str, ModelResult]:
+    def run(self, generations_dir: Path) -> dict[str, ModelResult]:
+        """Every model on every set; each model's generations are written to ``generations_dir`` as it finishes."""
         ec, cfg = self.ec, self.cfg
         local_names = [m for m in ec.models if m not in self.clients]
         text, text_src, prompts, prompts_src = "", None, [], None
@@ -288,9 +292,9 @@ class Evaluator:
             if model is not None and name != "few_shot" and (text or prompts):
                 self.regression(name, model, gen, res, text, prompts)
             results[name] = res
-            write_jsonl(cfg.run_dir / "eval" / f"{name}.jsonl", res.examples)
+            write_jsonl(generations_dir / f"{name}.jsonl", res.examples)
             if res.adversarial_examples:
-                write_jsonl(cfg.run_dir / "eval" / f"{name}.adversarial.jsonl", res.adversarial_examples)
+                write_jsonl(generations_dir / f"{name}.adversarial.jsonl", res.adversarial_examples)
             if model is not None and model is not base:
                 if hasattr(model, "unload"):
                     base = model.unload()  # give the clean base back for the next model
@@ -348,27 +352,50 @@ class Evaluator:
         return metrics
 
 
-def evaluate_from_config(cfg: RunConfig, prepared: PreparedData, *, fail_under: dict[str, float] | None = None) -> dict[str, Any]:
-    """Evaluate, write metrics.json / report.md / report.html / eval/*.jsonl, print the table.
+def _print_where(run_dir: Path, saved: Finished) -> None:
+    if saved.earlier is not None:
+        console.print(f"results of an earlier evaluation kept in {escape(str(saved.earlier))}/", soft_wrap=True)
+    console.print(f"this evaluation: {escape(str(saved.folder))}/ (report.html, report.md, metrics.json, config.yaml, "
+                  "eval/)", soft_wrap=True)
+    latest = "  ".join(escape(str(run_dir / f)) for f in ("report.html", "report.md", "metrics.json", "eval/"))
+    console.print(f"latest evaluation of the run (same files): {latest}", soft_wrap=True)
 
-    Raises :class:`GateFailed` (after writing everything) when a gate of ``eval.fail_under`` or
-    ``fail_under`` is missed.
+
+def evaluate_from_config(cfg: RunConfig, prepared: PreparedData, *, fail_under: dict[str, float] | None = None) -> dict[str, Any]:
+    """Evaluate; keep the evaluation in its own folder and make it the run's latest; print the table.
+
+    ``<run_dir>/evaluations/<UTC start>/`` gets metrics.json, report.md, report.html, config.yaml and
+    eval/*.jsonl; the same files are then the latest at the top of the run folder (see
+    :mod:`tunesmith.evaluate.history`). Raises :class:`GateFailed` (after writing everything) when a
+    gate of ``eval.fail_under`` or ``fail_under`` is missed.
     """
     ev = Evaluator(cfg, prepared)
-    results = ev.run()
+    evaluation = start_evaluation(cfg.run_dir)
+    try:
+        results = ev.run(evaluation.generations)
+    except BaseException:
+        left = abandon_evaluation(evaluation)
+        if left is not None:
+            console.print(f"evaluation stopped; its generations so far are in {escape(str(left))}/", soft_wrap=True)
+        raise
     metrics = ev.summary(results)
     gates = {**cfg.eval.fail_under, **(fail_under or {})}
     gate_rows = check_gates(metrics, gates) if gates else []
     if gate_rows:
         metrics["gates"] = gate_rows
-    write_report(cfg.run_dir, results, metrics, title=f"tunesmith report: {cfg.name}", show_failures=cfg.eval.show_failures)
+    metrics["evaluation"] = evaluation.describe()
+    title, show = f"tunesmith report: {cfg.name}", cfg.eval.show_failures
+    saved = finish_evaluation(evaluation, metrics=metrics,
+                              report_md=markdown(results, metrics, title=title, show_failures=show),
+                              report_html=html_report(results, metrics, title=title, show_failures=show),
+                              config_yaml=cfg.to_yaml())
     print_table(results, metrics)
-    console.print(f"report: {cfg.run_dir / 'report.html'}  {cfg.run_dir / 'report.md'}  metrics: {cfg.run_dir / 'metrics.json'}")
+    _print_where(cfg.run_dir, saved)
     missed = [g for g in gate_rows if not g["passed"]]
     for g in gate_rows:
         mark = "[green]pass[/]" if g["passed"] else "[red]FAIL[/]"
         console.print(f"gate {g['key']} >= {g['threshold']:g}: {g['value']} {mark}")
     if missed:
         raise GateFailed("missed gate(s): " + ", ".join(f"{g['key']}={g['value']} < {g['threshold']:g}" for g in missed),
-                         hint="see metrics.json 'gates' and report.md")
+                         hint=f"see 'gates' in {saved.folder / 'metrics.json'} and report.md")
     return metrics
