@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_eval_endpoint import FakeOpenAI
+from fakes import FakeOpenAI
 from tunesmith.config import build_config
 from tunesmith.data.prepare import PreparedData
 from tunesmith.evaluate.gates import GateFailed, check_gates, lookup, parse_gates
