@@ -6,7 +6,7 @@ import pytest
 
 from tunesmith.evaluate import scorers
 from tunesmith.evaluate.compliance import FormatChecker, load_schema
-from tunesmith.evaluate.metrics import TaskScorer, aggregate, classification_report, paired_comparison
+from tunesmith.evaluate.task_scoring import TaskScorer, aggregate, classification_report, paired_comparison
 from tunesmith.evaluate.stats import bootstrap_ci, mcnemar_exact, paired_permutation
 from tunesmith.errors import ConfigError
 

@@ -29,13 +29,13 @@ from tunesmith.evaluate.fewshot import few_shot_conversation, pick_shots
 from tunesmith.evaluate.gates import GateFailed, check_gates
 from tunesmith.evaluate.general import general_prompts, general_text
 from tunesmith.evaluate.generate import generate_greedy, render_prompts
-from tunesmith.evaluate.metrics import ExampleScore, TaskScorer, aggregate, paired_comparison
-from tunesmith.evaluate.regression import forgetting_flags, perplexity, window_losses
 from tunesmith.evaluate.history import Finished, abandon_evaluation, finish_evaluation, start_evaluation
+from tunesmith.evaluate.regression import forgetting_flags, perplexity, window_losses
 from tunesmith.evaluate.report import markdown, print_table
 from tunesmith.evaluate.report_html import html_report
 from tunesmith.evaluate.scorers import rouge_l
 from tunesmith.evaluate.stats import bootstrap_ci, paired_permutation
+from tunesmith.evaluate.task_scoring import ExampleScore, TaskScorer, aggregate, paired_comparison
 from tunesmith.models.loading import load_model, load_tokenizer
 from tunesmith.utils.io import write_jsonl
 
@@ -361,13 +361,13 @@ def _print_where(run_dir: Path, saved: Finished) -> None:
     console.print(f"latest evaluation of the run (same files): {latest}", soft_wrap=True)
 
 
-def evaluate_from_config(cfg: RunConfig, prepared: PreparedData, *, fail_under: dict[str, float] | None = None) -> dict[str, Any]:
+def evaluate_from_config(cfg: RunConfig, prepared: PreparedData) -> dict[str, Any]:
     """Evaluate; keep the evaluation in its own folder and make it the run's latest; print the table.
 
     ``<run_dir>/evaluations/<UTC start>/`` gets metrics.json, report.md, report.html, config.yaml and
     eval/*.jsonl; the same files are then the latest at the top of the run folder (see
     :mod:`tunesmith.evaluate.history`). Raises :class:`GateFailed` (after writing everything) when a
-    gate of ``eval.fail_under`` or ``fail_under`` is missed.
+    gate of ``eval.fail_under`` (the config's and ``--fail-under``'s) is missed.
     """
     ev = Evaluator(cfg, prepared)
     evaluation = start_evaluation(cfg.run_dir)
@@ -379,8 +379,7 @@ def evaluate_from_config(cfg: RunConfig, prepared: PreparedData, *, fail_under: 
             console.print(f"evaluation stopped; its generations so far are in {escape(str(left))}/", soft_wrap=True)
         raise
     metrics = ev.summary(results)
-    gates = {**cfg.eval.fail_under, **(fail_under or {})}
-    gate_rows = check_gates(metrics, gates) if gates else []
+    gate_rows = check_gates(metrics, cfg.eval.fail_under) if cfg.eval.fail_under else []
     if gate_rows:
         metrics["gates"] = gate_rows
     metrics["evaluation"] = evaluation.describe()
