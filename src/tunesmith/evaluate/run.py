@@ -34,8 +34,10 @@ from tunesmith.evaluate.history import Finished, abandon_evaluation, finish_eval
 from tunesmith.evaluate.regression import (
     change_vs_base, general_prompt_scores, general_prompt_summary, perplexity, window_losses,
 )
-from tunesmith.evaluate.report import markdown, print_table
-from tunesmith.evaluate.report_html import html_report
+from tunesmith.evaluate.report_content import build_report
+from tunesmith.evaluate.report_html import render_html
+from tunesmith.evaluate.report_markdown import render_markdown
+from tunesmith.evaluate.report_terminal import print_summary
 from tunesmith.evaluate.task_scoring import ExampleScore, TaskScorer, aggregate, pairwise_comparisons
 from tunesmith.models.loading import load_model, load_tokenizer
 from tunesmith.utils.io import write_jsonl
@@ -306,7 +308,8 @@ def _print_where(run_dir: Path, saved: Finished) -> None:
         console.print(f"results of an earlier evaluation kept in {escape(str(saved.earlier))}/", soft_wrap=True)
     console.print(f"this evaluation: {escape(str(saved.folder))}/ (report.html, report.md, metrics.json, config.yaml, "
                   "eval/)", soft_wrap=True)
-    latest = "  ".join(escape(str(run_dir / f)) for f in ("report.html", "report.md", "metrics.json", "eval/"))
+    latest = "  ".join(escape(f"{run_dir / f}") for f in ("report.html", "report.md", "metrics.json")) + \
+        "  " + escape(f"{run_dir / 'eval'}/")
     console.print(f"latest evaluation of the run (same files): {latest}", soft_wrap=True)
 
 
@@ -332,12 +335,10 @@ def evaluate_from_config(cfg: RunConfig, prepared: PreparedData) -> dict[str, An
     if gate_rows:
         metrics["gates"] = gate_rows
     metrics["evaluation"] = evaluation.describe()
-    title, show = f"tunesmith report: {cfg.name}", cfg.eval.show_failures
-    saved = finish_evaluation(evaluation, metrics=metrics,
-                              report_md=markdown(results, metrics, title=title, show_failures=show),
-                              report_html=html_report(results, metrics, title=title, show_failures=show),
-                              config_yaml=cfg.to_yaml())
-    print_table(results, metrics)
+    report = build_report(results, metrics, title=f"tunesmith report: {cfg.name}", show_failures=cfg.eval.show_failures)
+    saved = finish_evaluation(evaluation, metrics=metrics, report_md=render_markdown(report),
+                              report_html=render_html(report), config_yaml=cfg.to_yaml())
+    print_summary(report)
     _print_where(cfg.run_dir, saved)
     missed = [g for g in gate_rows if not g["passed"]]
     for g in gate_rows:
