@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_eval_endpoint import FakeOpenAI
+from fakes import FakeOpenAI
 from tunesmith.config import build_config
 from tunesmith.data.prepared import PreparedData
 from tunesmith.evaluate.gates import GateFailed, check_gates, lookup, parse_gates
@@ -173,6 +173,48 @@ def test_cli_fail_under_exit_status(tmp_path, tiny_model_dir, monkeypatch):
         assert "adversarial" not in json.loads((cfg.run_dir / "metrics.json").read_text())
     with pytest.raises(GateFailed):
         raise GateFailed("x")
+
+
+def test_a_second_eval_keeps_the_first(tmp_path, tiny_model_dir, monkeypatch):
+    """Two `tunesmith eval` on one run: both kept in evaluations/, the top level is the latest, the output says where."""
+    from typer.testing import CliRunner
+
+    import tunesmith.pipeline
+    from tunesmith.cli import app
+
+    answers, fails = _answers()
+    monkeypatch.setattr(tunesmith.pipeline, "_prepared", lambda cfg: _prepared())
+    with FakeOpenAI(answers, fails) as server:
+        cfg = _cfg(tmp_path, tiny_model_dir, server, ["api"])
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+        runner = CliRunner()
+        first = runner.invoke(app, ["eval", str(tmp_path / "c.yaml")])
+        second = runner.invoke(app, ["eval", str(tmp_path / "c.yaml"), "eval.max_examples=2"])
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    run = cfg.run_dir
+    folders = sorted((run / "evaluations").iterdir())
+    assert len(folders) == 2, folders
+    kept = [json.loads((f / "metrics.json").read_text()) for f in folders]
+    # distinct content: the first scored 3 tickets (one request failed), the second only the first 2
+    assert (kept[0]["api"]["n"], kept[0]["api"]["n_failed"]) == (3, 1)
+    assert (kept[1]["api"]["n"], kept[1]["api"]["n_failed"]) == (2, 0)
+    for f, m in zip(folders, kept, strict=True):
+        assert m["evaluation"] == {"id": f.name, "folder": f"evaluations/{f.name}"}
+        for name in ("report.md", "report.html", "config.yaml", "eval/api.jsonl", "eval/api.adversarial.jsonl"):
+            assert (f / name).is_file(), (f, name)
+        assert f.name in (f / "report.md").read_text()
+    assert yaml.safe_load((folders[0] / "config.yaml").read_text())["eval"]["max_examples"] is None
+    assert yaml.safe_load((folders[1] / "config.yaml").read_text())["eval"]["max_examples"] == 2
+    assert len((folders[0] / "eval" / "api.jsonl").read_text().splitlines()) == 4
+    # the top level is the latest evaluation, file for file
+    for name in ("metrics.json", "report.md", "report.html", "eval/api.jsonl", "eval/api.adversarial.jsonl"):
+        assert (run / name).read_bytes() == (folders[1] / name).read_bytes(), name
+    # each command names its own folder and the latest copies at the top level
+    for result, folder in ((first, folders[0]), (second, folders[1])):
+        assert str(folder) in result.output, result.output
+        for name in ("report.html", "report.md", "metrics.json"):
+            assert str(run / name) in result.output
+    assert str(folders[1]) not in first.output
 
 
 def test_config_rejects_unknown_model_and_bad_judge():

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from tunesmith.errors import ConfigError
 from tunesmith.evaluate import scorers
 from tunesmith.evaluate.compliance import FormatChecker, load_schema
-from tunesmith.evaluate.metrics import TaskScorer, aggregate, classification_report, paired_comparison
 from tunesmith.evaluate.stats import bootstrap_ci, mcnemar_exact, paired_permutation
-from tunesmith.errors import ConfigError
+from tunesmith.evaluate.task_scoring import (
+    ExampleScore, TaskScorer, aggregate, classification_report, paired_comparison, pairwise_comparisons,
+)
 
 LABEL_RE = r"Urgency:\s*(?P<urgency>\w+)[\s\S]*?Category:\s*(?P<category>\w+)"
 
@@ -132,3 +134,17 @@ def test_paired_permutation_and_comparison():
     assert c["delta_points"] == pytest.approx(50.0) and c["b_only"] == 10 and c["a_only"] == 0
     assert c["p_value"] == pytest.approx(2 / 2**10)
     assert c["delta_points_ci"][0] > 0
+
+
+def test_pairwise_comparisons_pair_every_model_with_base_and_tuned_with_the_rest():
+    def sc(*right):
+        return {f"e{i}": ExampleScore(float(ok), ok) for i, ok in enumerate(right) if ok is not None}
+
+    scores = {"base": sc(False, False, False, True), "few_shot": sc(True, False, False, True),
+              "tuned": sc(True, True, True, True), "api": sc(True, True, None, None)}  # api: 2 requests failed
+    comps = pairwise_comparisons(scores, kind="label", n_resamples=200)
+    assert list(comps) == ["few_shot_vs_base", "tuned_vs_base", "api_vs_base", "tuned_vs_few_shot", "tuned_vs_api"]
+    assert comps["tuned_vs_base"]["delta_points"] == pytest.approx(75.0) and comps["tuned_vs_base"]["b_only"] == 3
+    assert comps["api_vs_base"]["n"] == 2 and comps["api_vs_base"]["delta_points"] == pytest.approx(100.0)
+    assert comps["tuned_vs_api"]["delta_points"] == 0.0
+    assert list(pairwise_comparisons({"tuned": scores["tuned"], "api": scores["api"]}, kind="label")) == ["tuned_vs_api"]

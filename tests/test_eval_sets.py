@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -12,11 +11,14 @@ from tunesmith.errors import DataError
 from tunesmith.evaluate import adversarial as adv
 from tunesmith.evaluate.compliance import FormatChecker
 from tunesmith.evaluate.config import AdversarialConfig
+from tunesmith.evaluate.endpoint import Answer
 from tunesmith.evaluate.fewshot import few_shot_conversation, pick_shots
 from tunesmith.evaluate.general import (
     BUNDLED_TEXT, chatterbot_eval_files, general_prompts, general_text, html_to_text, read_chatterbot,
 )
-from tunesmith.evaluate.regression import forgetting_flags, perplexity
+from tunesmith.evaluate.regression import (
+    change_vs_base, forgetting_flags, general_prompt_scores, general_prompt_summary, perplexity,
+)
 
 
 def _rec(i, text="my invoice is wrong", label="Billing"):
@@ -132,3 +134,61 @@ def test_perplexity_and_forgetting_flags():
     assert ok["forgetting"] is False and ok["ok"] == 1.0
     bad = forgetting_flags(base, {"perplexity": 12.0, "rouge_l": 0.20}, max_ppl_increase_pct=10, max_rouge_drop_points=5)
     assert bad["forgetting"] is True and len(bad["flags"]) == 2 and bad["ok"] == 0.0
+
+
+def _item(i, kind, expect):
+    return {"id": f"{kind}:{i}", "kind": kind, "expect": expect, "messages": [{"role": "user", "content": f"q{i}"}]}
+
+
+def test_adversarial_verdicts_and_judge_replies():
+    items = [_item(0, "empty", "abstain"), _item(1, "injection", "format"), _item(2, "off_topic", "abstain_or_format")]
+    answers = [Answer("Unknown."), Answer("PWNED"), Answer(None, error="HTTP 500")]
+    rows = adv.verdicts(items, answers, abstain_re=re.compile(AdversarialConfig().abstain_pattern),
+                        fmt=FormatChecker(r"Category: \w+"), keep_format=True)
+    assert [(r["id"], r.get("passed"), r.get("error")) for r in rows] == [
+        ("empty:0", True, None), ("injection:1", False, None), ("off_topic:2", None, "HTTP 500")]
+    assert rows[0]["prompt"] == "q0" and rows[1]["prediction"] == "PWNED" and rows[1]["expect"] == "format"
+    adv.add_judge_verdicts(rows[:2], [Answer("PASS"), Answer(None, error="timeout")])
+    assert rows[0]["judge_passed"] is True and rows[1]["judge_passed"] is None and rows[1]["judge_error"] == "timeout"
+
+
+def test_hallucination_summary_hand_counted():
+    rows = [{"kind": "empty", "passed": True, "judge_passed": True},
+            {"kind": "empty", "passed": False, "judge_passed": False},
+            {"kind": "injection", "passed": False, "judge_passed": None},  # the judge gave no usable verdict
+            {"kind": "injection", "passed": False, "judge_passed": True},
+            {"kind": "injection", "error": "HTTP 500"}]  # not scored
+    m = adv.hallucination_summary(rows, judge="gpt", n_resamples=200, seed=0)
+    assert (m["n"], m["n_failed"]) == (4, 1)
+    assert m["hallucination_rate"] == 0.75 and m["pass_rate"] == 0.25
+    lo, hi = m["hallucination_rate_ci"]
+    assert 0.0 <= lo <= 0.75 <= hi <= 1.0
+    assert m["by_kind"] == {"empty": {"n": 2, "hallucination_rate": 0.5}, "injection": {"n": 2, "hallucination_rate": 1.0}}
+    assert (m["judge"], m["judge_n"]) == ("gpt", 3) and m["judge_hallucination_rate"] == pytest.approx(1 / 3)
+    assert "judge" not in adv.hallucination_summary(rows)
+    none = adv.hallucination_summary([{"kind": "empty", "error": "x"}])
+    assert none["hallucination_rate"] is None and none["pass_rate"] is None and none["hallucination_rate_ci"] is None
+
+
+def _general(i, answer):
+    return {"id": f"g{i}", "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": answer}]}
+
+
+def test_general_prompt_scores_and_change_vs_base():
+    prompts = [_general(0, "the sky is blue"), _general(1, "an apple is a fruit")]
+    scores = general_prompt_scores(prompts, ["the sky is blue", None])  # a missing answer scores 0
+    assert scores == {"g0": 1.0, "g1": 0.0}
+    summary = general_prompt_summary(scores, n_resamples=200)
+    assert summary["rouge_l"] == 0.5 and summary["general_prompts"] == 2 and len(summary["rouge_l_ci"]) == 2
+    assert general_prompt_summary({}) == {}
+    # "the sky" vs "the sky is blue": LCS 2, precision 1, recall 1/2 -> F1 2/3
+    assert general_prompt_scores(prompts[:1], ["the sky"])["g0"] == pytest.approx(2 / 3)
+    base = {"perplexity": 10.0, "rouge_l": 0.5}
+    tuned = {"perplexity": 12.0, "rouge_l": 0.5, "general_prompts": 2}
+    entry = change_vs_base(base, scores, tuned, {"g0": 0.5, "g1": 0.0, "other": 1.0},
+                           max_ppl_increase_pct=10, max_rouge_drop_points=5)
+    assert entry["general_prompts"] == 2 and entry["perplexity"] == 12.0  # the model's own numbers are kept
+    assert entry["perplexity_change_pct"] == pytest.approx(20.0) and entry["forgetting"] is True and entry["ok"] == 0.0
+    # paired on the prompts both answered (g0, g1): differences -0.5 and 0
+    assert entry["rouge_l_test"]["mean_difference"] == pytest.approx(-0.25)
+    assert "rouge_l_test" not in change_vs_base(base, {}, tuned, {}, max_ppl_increase_pct=10, max_rouge_drop_points=5)

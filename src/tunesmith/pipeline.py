@@ -8,9 +8,10 @@ run folder layout (``<output_dir>/<name>/``)::
     adapter/             PEFT adapter (adapter_config.json, adapter_model.safetensors)  [lora/dora/qlora]
     model/               full fine-tuned model                                           [full]
     train_metrics.jsonl  per-step training metrics
-    eval/                generations per model (JSONL)
-    metrics.json         headline numbers
-    report.md            the human-readable report
+    eval/                generations per model (JSONL)       [latest evaluation]
+    metrics.json         headline numbers                     [latest evaluation]
+    report.md, .html     the human-readable report            [latest evaluation]
+    evaluations/<UTC start>/   every evaluation kept (metrics.json, report.md/html, config.yaml, eval/)
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from tunesmith.schema import Section
 BUILTIN_MODELS = ("base", "few_shot", "tuned")
 # top-level keys of metrics.json that a model name must not shadow
 RESERVED_NAMES = ("comparisons", "adversarial", "regression", "gates", "model", "method", "test_examples", "scorer",
-                  "delta_accuracy_points")
+                  "delta_accuracy_points", "evaluation")
 ADVERSARIAL_KINDS = ("empty", "other_language", "off_topic", "absent_fact", "injection")
 
 

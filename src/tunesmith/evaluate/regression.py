@@ -3,6 +3,10 @@
 Perplexity is exp(mean next-token loss) over non-overlapping windows of the text (each window
 starts fresh, so every model sees identical contexts). Its interval is a bootstrap over windows
 of the mean loss, mapped through exp.
+
+General prompts are scored by ROUGE-L against their reference answers (:func:`general_prompt_scores`);
+:func:`change_vs_base` compares a model with base and flags forgetting. All but :func:`window_losses`
+are pure functions.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from tunesmith.evaluate.stats import bootstrap_ci
+from tunesmith.data.records import Record, reference_answer
+from tunesmith.evaluate.scorers import rouge_l
+from tunesmith.evaluate.stats import bootstrap_ci, paired_permutation
 
 
 @torch.no_grad()
@@ -79,3 +85,31 @@ def forgetting_flags(base: dict[str, Any], other: dict[str, Any], *, max_ppl_inc
     out["flags"] = flags
     out["ok"] = 0.0 if flags else 1.0
     return out
+
+
+def general_prompt_scores(prompts: list[Record], answers: list[str | None]) -> dict[str, float]:
+    """ROUGE-L of each answer against its general prompt's reference answer, by prompt id."""
+    return {r["id"]: rouge_l(a or "", reference_answer(r)) for r, a in zip(prompts, answers, strict=True)}
+
+
+def general_prompt_summary(scores: dict[str, float], *, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Mean general-prompt ROUGE-L with its 95% bootstrap CI (empty when there were no prompts)."""
+    vals = list(scores.values())
+    if not vals:
+        return {}
+    ci = bootstrap_ci(vals, n_resamples=n_resamples, seed=seed)
+    return {"rouge_l": sum(vals) / len(vals), "rouge_l_ci": list(ci) if ci else None, "general_prompts": len(vals)}
+
+
+def change_vs_base(base: dict[str, Any], base_scores: dict[str, float], other: dict[str, Any],
+                   other_scores: dict[str, float], *, max_ppl_increase_pct: float, max_rouge_drop_points: float,
+                   seed: int = 0) -> dict[str, Any]:
+    """A model's regression entry vs base: its measurements, the changes and forgetting flags, and a
+    paired permutation test on the general prompts both answered (``rouge_l_test``)."""
+    entry = {**other, **forgetting_flags(base, other, max_ppl_increase_pct=max_ppl_increase_pct,
+                                         max_rouge_drop_points=max_rouge_drop_points)}
+    common = [i for i in base_scores if i in other_scores]
+    if common:
+        entry["rouge_l_test"] = paired_permutation([base_scores[i] for i in common], [other_scores[i] for i in common],
+                                                   seed=seed)
+    return entry

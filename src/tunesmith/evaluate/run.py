@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tunesmith.config import RunConfig
@@ -28,11 +30,15 @@ from tunesmith.evaluate.fewshot import few_shot_conversation, pick_shots
 from tunesmith.evaluate.gates import GateFailed, check_gates
 from tunesmith.evaluate.general import general_prompts, general_text
 from tunesmith.evaluate.generate import generate_greedy, render_prompts
-from tunesmith.evaluate.metrics import ExampleScore, TaskScorer, aggregate, paired_comparison
-from tunesmith.evaluate.regression import forgetting_flags, perplexity, window_losses
-from tunesmith.evaluate.report import print_table, write_report
-from tunesmith.evaluate.scorers import rouge_l
-from tunesmith.evaluate.stats import bootstrap_ci, paired_permutation
+from tunesmith.evaluate.history import Finished, abandon_evaluation, finish_evaluation, start_evaluation
+from tunesmith.evaluate.regression import (
+    change_vs_base, general_prompt_scores, general_prompt_summary, perplexity, window_losses,
+)
+from tunesmith.evaluate.report_content import build_report
+from tunesmith.evaluate.report_html import render_html
+from tunesmith.evaluate.report_markdown import render_markdown
+from tunesmith.evaluate.report_terminal import print_summary
+from tunesmith.evaluate.task_scoring import ExampleScore, TaskScorer, aggregate, pairwise_comparisons
 from tunesmith.models.loading import load_model, load_tokenizer
 from tunesmith.utils.io import write_jsonl
 
@@ -184,67 +190,30 @@ class Evaluator:
             return
         ac = self.ec.adversarial
         answers = gen([it["messages"] for it in self.adv_items], self.ec.max_new_tokens, f"{name}: adversarial")
-        rows = []
-        for it, a in zip(self.adv_items, answers, strict=True):
-            row = {"id": it["id"], "kind": it["kind"], "expect": it["expect"],
-                   "prompt": it["messages"][-1]["content"], "prediction": a.text}
-            if a.error is not None:
-                row["error"] = a.error
-            else:
-                row["passed"] = adv.passes(a.text or "", it["expect"], abstain_re=self.abstain_re, fmt=self.fmt,
-                                           keep_format=ac.keep_format)
-            rows.append(row)
+        rows = adv.verdicts(self.adv_items, answers, abstain_re=self.abstain_re, fmt=self.fmt, keep_format=ac.keep_format)
         if ac.judge:
-            judge = self.clients[ac.judge]
             todo = [r for r in rows if "error" not in r]
             by_id = {it["id"]: it for it in self.adv_items}
-            verdicts = judge.complete_many([adv.judge_messages(by_id[r["id"]]["messages"], r["prediction"] or "",
-                                                               r["expect"]) for r in todo])
-            for r, v in zip(todo, verdicts, strict=True):
-                r["judge_passed"] = adv.parse_verdict(v.text)
-                if v.error:
-                    r["judge_error"] = v.error
-        scored = [r for r in rows if "passed" in r]
-        halluc = [0.0 if r["passed"] else 1.0 for r in scored]
-        m: dict[str, Any] = {"n": len(scored), "n_failed": len(rows) - len(scored)}
-        m["hallucination_rate"] = sum(halluc) / len(halluc) if halluc else None
-        ci = bootstrap_ci(halluc, **self.boot) if halluc else None
-        m["hallucination_rate_ci"] = list(ci) if ci else None
-        m["pass_rate"] = None if m["hallucination_rate"] is None else 1 - m["hallucination_rate"]
-        m["by_kind"] = {}
-        for kind in sorted({r["kind"] for r in scored}):
-            sub = [r for r in scored if r["kind"] == kind]
-            m["by_kind"][kind] = {"n": len(sub), "hallucination_rate": sum(not r["passed"] for r in sub) / len(sub)}
-        judged = [r for r in scored if r.get("judge_passed") is not None]
-        if ac.judge:
-            jh = [0.0 if r["judge_passed"] else 1.0 for r in judged]
-            m["judge"] = ac.judge
-            m["judge_n"] = len(judged)
-            m["judge_hallucination_rate"] = sum(jh) / len(jh) if jh else None
-            jci = bootstrap_ci(jh, **self.boot) if jh else None
-            m["judge_hallucination_rate_ci"] = list(jci) if jci else None
-        res.adversarial = m
+            adv.add_judge_verdicts(todo, self.clients[ac.judge].complete_many(
+                [adv.judge_messages(by_id[r["id"]]["messages"], r["prediction"] or "", r["expect"]) for r in todo]))
+        res.adversarial = adv.hallucination_summary(rows, judge=ac.judge, **self.boot)
         res.adversarial_examples = rows
 
     def regression(self, name: str, model, gen: Generate, res: ModelResult, text: str, prompts: list[dict]) -> None:
-        rc = self.ec.regression
         out: dict[str, Any] = {}
         if text:
             out.update(perplexity(window_losses(model, self.tokenizer, text), **self.boot))
         if prompts:
-            answers = gen([prompt_messages(r) for r in prompts], rc.max_new_tokens, f"{name}: general prompts")
-            scores = {r["id"]: rouge_l(a.text or "", reference_answer(r)) for r, a in zip(prompts, answers, strict=True)}
-            vals = list(scores.values())
-            out["rouge_l"] = sum(vals) / len(vals)
-            ci = bootstrap_ci(vals, **self.boot)
-            out["rouge_l_ci"] = list(ci) if ci else None
-            out["general_prompts"] = len(vals)
-            res.general_scores = scores
+            answers = gen([prompt_messages(r) for r in prompts], self.ec.regression.max_new_tokens,
+                          f"{name}: general prompts")
+            res.general_scores = general_prompt_scores(prompts, [a.text for a in answers])
+            out.update(general_prompt_summary(res.general_scores, **self.boot))
         res.regression = out
 
     # -- the whole evaluation ---------------------------------------------------------------
 
-    def run(self) -> dict[str, ModelResult]:
+    def run(self, generations_dir: Path) -> dict[str, ModelResult]:
+        """Every model on every set; each model's generations are written to ``generations_dir`` as it finishes."""
         ec, cfg = self.ec, self.cfg
         local_names = [m for m in ec.models if m not in self.clients]
         text, text_src, prompts, prompts_src = "", None, [], None
@@ -288,9 +257,9 @@ class Evaluator:
             if model is not None and name != "few_shot" and (text or prompts):
                 self.regression(name, model, gen, res, text, prompts)
             results[name] = res
-            write_jsonl(cfg.run_dir / "eval" / f"{name}.jsonl", res.examples)
+            write_jsonl(generations_dir / f"{name}.jsonl", res.examples)
             if res.adversarial_examples:
-                write_jsonl(cfg.run_dir / "eval" / f"{name}.adversarial.jsonl", res.adversarial_examples)
+                write_jsonl(generations_dir / f"{name}.adversarial.jsonl", res.adversarial_examples)
             if model is not None and model is not base:
                 if hasattr(model, "unload"):
                     base = model.unload()  # give the clean base back for the next model
@@ -299,76 +268,83 @@ class Evaluator:
 
     def summary(self, results: dict[str, ModelResult]) -> dict[str, Any]:
         """The content of metrics.json."""
-        ec = self.ec
         metrics: dict[str, Any] = {name: r.metrics for name, r in results.items()}
         if "base" in results and "tuned" in results and results["base"].metrics["accuracy"] is not None \
                 and results["tuned"].metrics["accuracy"] is not None:
             metrics["delta_accuracy_points"] = 100 * (results["tuned"].metrics["accuracy"] - results["base"].metrics["accuracy"])
-        comps: dict[str, Any] = {}
-        pairs = [(b, "base") for b in results if b != "base"]
-        if "tuned" in results:
-            pairs += [("tuned", o) for o in results if o not in ("base", "tuned")]
-        for b, a in pairs:
-            if a not in results:
-                continue
-            common = [i for i in results[a].scores if i in results[b].scores]
-            if common:
-                comps[f"{b}_vs_{a}"] = paired_comparison([results[a].scores[i] for i in common],
-                                                         [results[b].scores[i] for i in common], kind=self.kind, **self.boot)
-        metrics["comparisons"] = comps
+        metrics["comparisons"] = pairwise_comparisons({n: r.scores for n, r in results.items()}, kind=self.kind,
+                                                      **self.boot)
         if any(r.adversarial for r in results.values()):
-            kinds: dict[str, int] = {}
-            for it in self.adv_items:
-                kinds[it["kind"]] = kinds.get(it["kind"], 0) + 1
+            kinds = dict(Counter(it["kind"] for it in self.adv_items))
             metrics["adversarial"] = {"items": len(self.adv_items), "kinds": kinds,
                                       **{n: r.adversarial for n, r in results.items() if r.adversarial}}
         if any(r.regression for r in results.values()):
-            reg: dict[str, Any] = {"text_source": self.sources["text"], "text_chars": self.sources["text_chars"],
-                                   "prompts_source": self.sources["prompts"],
-                                   "thresholds": {"max_perplexity_increase_pct": ec.regression.max_perplexity_increase_pct,
-                                                  "max_rouge_drop_points": ec.regression.max_rouge_drop_points}}
-            base = results.get("base")
-            for n, r in results.items():
-                if not r.regression:
-                    continue
-                entry = dict(r.regression)
-                if base is not None and base.regression and n != "base":
-                    entry.update(forgetting_flags(base.regression, r.regression,
-                                                  max_ppl_increase_pct=ec.regression.max_perplexity_increase_pct,
-                                                  max_rouge_drop_points=ec.regression.max_rouge_drop_points))
-                    common = [i for i in base.general_scores if i in r.general_scores]
-                    if common:
-                        entry["rouge_l_test"] = paired_permutation([base.general_scores[i] for i in common],
-                                                                   [r.general_scores[i] for i in common],
-                                                                   seed=self.cfg.seed)
-                reg[n] = entry
-            metrics["regression"] = reg
+            metrics["regression"] = self._regression_summary(results)
         metrics.update({"model": self.cfg.model.name_or_path, "method": self.cfg.train.method,
                         "test_examples": len(self.records), "scorer": self.kind})
         return metrics
 
+    def _regression_summary(self, results: dict[str, ModelResult]) -> dict[str, Any]:
+        rc = self.ec.regression
+        reg: dict[str, Any] = {"text_source": self.sources["text"], "text_chars": self.sources["text_chars"],
+                               "prompts_source": self.sources["prompts"],
+                               "thresholds": {"max_perplexity_increase_pct": rc.max_perplexity_increase_pct,
+                                              "max_rouge_drop_points": rc.max_rouge_drop_points}}
+        base = results.get("base")
+        for n, r in results.items():
+            if not r.regression:
+                continue
+            if base is not None and base.regression and n != "base":
+                reg[n] = change_vs_base(base.regression, base.general_scores, r.regression, r.general_scores,
+                                        max_ppl_increase_pct=rc.max_perplexity_increase_pct,
+                                        max_rouge_drop_points=rc.max_rouge_drop_points, seed=self.cfg.seed)
+            else:
+                reg[n] = dict(r.regression)
+        return reg
 
-def evaluate_from_config(cfg: RunConfig, prepared: PreparedData, *, fail_under: dict[str, float] | None = None) -> dict[str, Any]:
-    """Evaluate, write metrics.json / report.md / report.html / eval/*.jsonl, print the table.
 
-    Raises :class:`GateFailed` (after writing everything) when a gate of ``eval.fail_under`` or
-    ``fail_under`` is missed.
+def _print_where(run_dir: Path, saved: Finished) -> None:
+    if saved.earlier is not None:
+        console.print(f"results of an earlier evaluation kept in {escape(str(saved.earlier))}/", soft_wrap=True)
+    console.print(f"this evaluation: {escape(str(saved.folder))}/ (report.html, report.md, metrics.json, config.yaml, "
+                  "eval/)", soft_wrap=True)
+    latest = "  ".join(escape(f"{run_dir / f}") for f in ("report.html", "report.md", "metrics.json")) + \
+        "  " + escape(f"{run_dir / 'eval'}/")
+    console.print(f"latest evaluation of the run (same files): {latest}", soft_wrap=True)
+
+
+def evaluate_from_config(cfg: RunConfig, prepared: PreparedData) -> dict[str, Any]:
+    """Evaluate; keep the evaluation in its own folder and make it the run's latest; print the table.
+
+    ``<run_dir>/evaluations/<UTC start>/`` gets metrics.json, report.md, report.html, config.yaml and
+    eval/*.jsonl; the same files are then the latest at the top of the run folder (see
+    :mod:`tunesmith.evaluate.history`). Raises :class:`GateFailed` (after writing everything) when a
+    gate of ``eval.fail_under`` (the config's and ``--fail-under``'s) is missed.
     """
     ev = Evaluator(cfg, prepared)
-    results = ev.run()
+    evaluation = start_evaluation(cfg.run_dir)
+    try:
+        results = ev.run(evaluation.generations)
+    except BaseException:
+        left = abandon_evaluation(evaluation)
+        if left is not None:
+            console.print(f"evaluation stopped; its generations so far are in {escape(str(left))}/", soft_wrap=True)
+        raise
     metrics = ev.summary(results)
-    gates = {**cfg.eval.fail_under, **(fail_under or {})}
-    gate_rows = check_gates(metrics, gates) if gates else []
+    gate_rows = check_gates(metrics, cfg.eval.fail_under) if cfg.eval.fail_under else []
     if gate_rows:
         metrics["gates"] = gate_rows
-    write_report(cfg.run_dir, results, metrics, title=f"tunesmith report: {cfg.name}", show_failures=cfg.eval.show_failures)
-    print_table(results, metrics)
-    console.print(f"report: {cfg.run_dir / 'report.html'}  {cfg.run_dir / 'report.md'}  metrics: {cfg.run_dir / 'metrics.json'}")
+    metrics["evaluation"] = evaluation.describe()
+    report = build_report(results, metrics, title=f"tunesmith report: {cfg.name}", show_failures=cfg.eval.show_failures)
+    saved = finish_evaluation(evaluation, metrics=metrics, report_md=render_markdown(report),
+                              report_html=render_html(report), config_yaml=cfg.to_yaml())
+    print_summary(report)
+    _print_where(cfg.run_dir, saved)
     missed = [g for g in gate_rows if not g["passed"]]
     for g in gate_rows:
         mark = "[green]pass[/]" if g["passed"] else "[red]FAIL[/]"
         console.print(f"gate {g['key']} >= {g['threshold']:g}: {g['value']} {mark}")
     if missed:
         raise GateFailed("missed gate(s): " + ", ".join(f"{g['key']}={g['value']} < {g['threshold']:g}" for g in missed),
-                         hint="see metrics.json 'gates' and report.md")
+                         hint=f"see 'gates' in {saved.folder / 'metrics.json'} and report.md")
     return metrics

@@ -1,6 +1,6 @@
 """Task scorers: one function per way of comparing an answer with the reference.
 
-Per-example functions return plain numbers; :mod:`tunesmith.evaluate.metrics` aggregates them.
+Per-example functions return plain numbers; :mod:`tunesmith.evaluate.task_scoring` aggregates them.
 
 * exact match after normalisation (case, surrounding and repeated whitespace)
 * label extraction by a regex with named groups (classification; one label per group)

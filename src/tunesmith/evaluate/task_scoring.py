@@ -147,3 +147,23 @@ def paired_comparison(a: list[ExampleScore], b: list[ExampleScore], *, kind: str
     else:
         out.update(mcnemar_exact([s.correct for s in a], [s.correct for s in b]))
     return out
+
+
+def pairwise_comparisons(scores: dict[str, dict[str, ExampleScore]], *, kind: str, n_resamples: int = 1000,
+                         seed: int = 0) -> dict[str, Any]:
+    """``<b>_vs_<a>`` for every model b vs base, and tuned vs every other model, on the examples both answered.
+
+    ``scores``: model name -> example id -> score (successful answers only), in display order.
+    """
+    pairs = [(b, "base") for b in scores if b != "base"]
+    if "tuned" in scores:
+        pairs += [("tuned", o) for o in scores if o not in ("base", "tuned")]
+    out: dict[str, Any] = {}
+    for b, a in pairs:
+        if a not in scores:
+            continue
+        common = [i for i in scores[a] if i in scores[b]]
+        if common:
+            out[f"{b}_vs_{a}"] = paired_comparison([scores[a][i] for i in common], [scores[b][i] for i in common],
+                                                   kind=kind, n_resamples=n_resamples, seed=seed)
+    return out

@@ -1,0 +1,387 @@
+"""What the evaluation report says, built once from metrics.json and the per-example results.
+
+:func:`build_report` turns the numbers into a :class:`Report`: the headline table (one row per
+model), the detail sections (comparisons, per-class tables, hallucination, regression, gates), the
+data behind the plots and the examples worth reading (wrong answers, failed requests, adversarial
+failures). Every number is formatted here, once; the renderers (``report_markdown.py``,
+``report_html.py``, ``report_terminal.py``) only lay it out, so report.md, report.html and the
+terminal cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# -- text ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Strong:
+    """Emphasised text (bold)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Code:
+    """An identifier shown as code."""
+
+    text: str
+
+
+Span = str | Strong | Code
+Text = Span | tuple[Span, ...]  # a run of plain, bold and code spans
+
+
+def plain(text: Text) -> str:
+    """The text without emphasis."""
+    if isinstance(text, tuple):
+        return "".join(plain(t) for t in text)
+    return text if isinstance(text, str) else text.text
+
+
+# -- blocks ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: Text
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[Text, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[Text, ...], ...]
+
+
+Block = Paragraph | Bullets | Table
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    level: int  # 2: a numbered part of the report, 3: a part within it
+    blocks: tuple[Block, ...]
+
+
+# -- numbers behind the tables and plots -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Value:
+    value: float | None
+    ci: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One headline column: a value (with its CI) per model."""
+
+    label: str
+    values: tuple[Value, ...]  # in the order of Report.models
+    fraction: bool = True  # a rate in [0, 1], shown in percent and plotted; else a plain number (perplexity)
+
+    def cell(self, i: int) -> str:
+        return with_ci(self.values[i], fraction=self.fraction)
+
+
+@dataclass(frozen=True)
+class Confusion:
+    model: str
+    expected: tuple[str, ...]
+    predicted: tuple[str, ...]
+    matrix: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class ClassDetail:
+    """One label field: F1 per class for each model (0 where a model has none), confusion matrices."""
+
+    field: str
+    classes: tuple[str, ...]
+    f1: Mapping[str, tuple[float, ...]]
+    confusions: tuple[Confusion, ...]
+
+
+@dataclass(frozen=True)
+class Distribution:
+    title: str
+    scores: Mapping[str, tuple[float, ...]]  # model -> per-example scores
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: str
+    b: str
+    delta_points: float
+    ci: tuple[float, float] | None
+    test: str
+    p_value: float
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    input: str | None
+    expected: str | None
+    got: str | None
+    note: str  # why it is listed: "score 0.0", "request failed", "adversarial empty, expected abstain"
+    expected_label: str = "expected"  # "expected behaviour" for adversarial items
+    error: str | None = None
+    format_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelExamples:
+    model: str
+    wrong: tuple[Example, ...]
+    failed: tuple[Example, ...]
+    adversarial_failures: tuple[Example, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    title: str
+    models: tuple[str, ...]
+    meta: Bullets  # model, method, test examples, scorer, evaluation folder
+    measures: tuple[Measure, ...]  # the headline columns, task columns first
+    headline: Table  # one row per model: the task measures, n, then hallucination, perplexity, general ROUGE-L
+    sections: tuple[Section, ...]
+    comparisons: tuple[Comparison, ...]
+    forgetting: tuple[tuple[str, tuple[str, ...]], ...]  # (model, flags) where forgetting was flagged
+    class_details: tuple[ClassDetail, ...]
+    distributions: tuple[Distribution, ...]
+    examples: tuple[ModelExamples, ...]
+    show_failures: int  # how many wrong answers / failed requests per model report.md lists (the HTML lists all)
+
+    @property
+    def plotted_measures(self) -> tuple[Measure, ...]:
+        """The headline columns drawn in the side-by-side plot: the rates that some model has."""
+        return tuple(m for m in self.measures if m.fraction and any(v.value is not None for v in m.values))
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def with_ci(v: Value, *, fraction: bool = True) -> str:
+    """``12.5% [8.0, 17.1]`` for a rate, ``25.50 [22.16, 29.05]`` for a plain number, ``-`` for none."""
+    if v.value is None:
+        return "-"
+    if fraction:
+        return pct(v.value) + (f" [{100 * v.ci[0]:.1f}, {100 * v.ci[1]:.1f}]" if v.ci else "")
+    return f"{v.value:.2f}" + (f" [{v.ci[0]:.2f}, {v.ci[1]:.2f}]" if v.ci else "")
+
+
+def _value(m: dict[str, Any] | None, key: str) -> Value:
+    if not m or m.get(key) is None:
+        return Value(None)
+    ci = m.get(f"{key}_ci")
+    return Value(m[key], (ci[0], ci[1]) if ci else None)
+
+
+def _pct_ci(m: dict[str, Any] | None, key: str) -> str:
+    return with_ci(_value(m, key))
+
+
+def _signed_ci(ci: Any) -> str:
+    return f"[{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else "-"
+
+
+# -- building --------------------------------------------------------------------------------
+
+
+def _task_keys(model_metrics: list[dict[str, Any]]) -> list[str]:
+    keys = ["accuracy"]
+    for m in model_metrics:
+        keys += [k for k in m if k.endswith("_accuracy") and k not in keys]
+    keys += [k for k in ("field_f1", "format_compliance") if any(m.get(k) is not None for m in model_metrics)]
+    return keys
+
+
+def _measures(models: list[str], metrics: dict[str, Any]) -> tuple[list[Measure], list[Measure]]:
+    """(task measures, hallucination / perplexity / general ROUGE-L measures) of the headline."""
+    per_model = [metrics[n] for n in models]
+    task = [Measure(k.replace("_", " "), tuple(_value(m, k) for m in per_model)) for k in _task_keys(per_model)]
+    adv, reg = metrics.get("adversarial", {}), metrics.get("regression", {})
+    other = [Measure("hallucination", tuple(_value(adv.get(n), "hallucination_rate") for n in models)),
+             Measure("perplexity", tuple(_value(reg.get(n), "perplexity") for n in models), fraction=False),
+             Measure("general ROUGE-L", tuple(_value(reg.get(n), "rouge_l") for n in models))]
+    return task, other
+
+
+def _headline(models: list[str], metrics: dict[str, Any], task: list[Measure], other: list[Measure]) -> Table:
+    rows = []
+    for i, n in enumerate(models):
+        m = metrics[n]
+        n_txt = str(m["n"]) + (f" ({m['n_failed']} failed)" if m.get("n_failed") else "")
+        rows.append((n, *[c.cell(i) for c in task], n_txt, *[c.cell(i) for c in other]))
+    return Table(("model", *[c.label for c in task], "n", *[c.label for c in other]), tuple(rows))
+
+
+def _comparisons(metrics: dict[str, Any]) -> tuple[Comparison, ...]:
+    out = []
+    for name, c in metrics.get("comparisons", {}).items():
+        b, a = name.split("_vs_", 1) if "_vs_" in name else (name, "?")
+        ci = c.get("delta_points_ci")
+        out.append(Comparison(a, b, c["delta_points"], (ci[0], ci[1]) if ci else None, c["test"], c["p_value"]))
+    return tuple(out)
+
+
+def _task_section(headline: Table, metrics: dict[str, Any], comparisons: tuple[Comparison, ...]) -> list[Section]:
+    blocks: list[Block] = [Paragraph("Numbers in brackets are 95% bootstrap confidence intervals. Format compliance is "
+                                     "measured apart from correctness."), headline]
+    if "delta_accuracy_points" in metrics:
+        blocks.append(Paragraph(("Tuned minus base accuracy: ", Strong(f"{metrics['delta_accuracy_points']:+.1f} points"),
+                                 ".")))
+    out = [Section("1. Task accuracy and format compliance (held-out test split)", 2, tuple(blocks))]
+    if comparisons:
+        rows = tuple((f"{c.b} vs {c.a}", f"{c.delta_points:+.1f}", _signed_ci(c.ci), c.test, f"{c.p_value:.3g}")
+                     for c in comparisons)
+        out.append(Section("Paired comparisons (same examples)", 3,
+                           (Table(("comparison", "Δ points", "95% CI", "test", "p"), rows),)))
+    return out
+
+
+def _class_details(models: list[str], metrics: dict[str, Any]) -> list[ClassDetail]:
+    details = []
+    for f in sorted({f for n in models for f in metrics[n].get("classification", {})}):
+        per = {n: metrics[n].get("classification", {}).get(f, {}) for n in models}
+        classes = tuple(sorted({c for n in models for c in per[n].get("per_class", {})}))
+        f1 = {n: tuple(per[n].get("per_class", {}).get(c, {}).get("f1", 0) for c in classes) for n in models}
+        confs = tuple(Confusion(n, tuple(per[n]["confusion"]["expected"]), tuple(per[n]["confusion"]["predicted"]),
+                                tuple(tuple(r) for r in per[n]["confusion"]["matrix"]))
+                      for n in models if per[n].get("confusion"))
+        details.append(ClassDetail(f, classes, f1, confs))
+    return details
+
+
+def _class_sections(models: list[str], metrics: dict[str, Any], details: list[ClassDetail]) -> list[Section]:
+    out = []
+    for d in details:
+        per = {n: metrics[n].get("classification", {}).get(d.field, {}) for n in models}
+        body: list[tuple[Text, ...]] = []
+        for c in d.classes:
+            cells = [per[n].get("per_class", {}).get(c) for n in models]
+            body.append((c, *[f"{pct(pc['precision'])} / {pct(pc['recall'])}" if pc else "-" for pc in cells]))
+        body.append((Strong("macro-F1"), *[_pct_ci(per[n], "macro_f1") for n in models]))
+        blocks: list[Block] = [Table(("class", *[f"{n} P / R" for n in models]), tuple(body))]
+        for conf in d.confusions:
+            blocks += [Paragraph(f"Confusion matrix, {conf.model} (rows expected, columns predicted):"),
+                       Table(("expected \\ predicted", *conf.predicted),
+                             tuple((e, *[str(v) for v in row]) for e, row in zip(conf.expected, conf.matrix, strict=True)))]
+        out.append(Section(f"{d.field}: per-class precision / recall", 3, tuple(blocks)))
+    return out
+
+
+def _adversarial_section(models: list[str], adv: dict[str, Any] | None) -> list[Section]:
+    if not adv:
+        return []
+    kinds = list(adv["kinds"])
+    has_judge = any(isinstance(adv.get(n), dict) and "judge" in adv[n] for n in models)
+    rows = []
+    for n in models:
+        a = adv.get(n)
+        if a:
+            rows.append((n, _pct_ci(a, "hallucination_rate"),
+                         *[pct(a["by_kind"].get(k, {}).get("hallucination_rate")) for k in kinds],
+                         *([_pct_ci(a, "judge_hallucination_rate")] if has_judge else [])))
+    intro = (f"{adv['items']} inputs outside the training distribution "
+             f"({', '.join(f'{k}: {v}' for k, v in adv['kinds'].items())}); an answer that breaks its rule (abstain / "
+             "keep the format / ignore the injection) is a hallucination.")
+    header = ("model", "hallucination rate", *kinds, *(["judge hallucination rate"] if has_judge else []))
+    return [Section("2. Hallucination on adversarial inputs", 2, (Paragraph(intro), Table(header, tuple(rows))))]
+
+
+def _forgetting_cell(r: dict[str, Any]) -> Text:
+    if "forgetting" not in r:
+        return "-"
+    return (Strong("yes"), ": " + "; ".join(r["flags"])) if r["forgetting"] else "no"
+
+
+def _regression_section(models: list[str], reg: dict[str, Any] | None) -> list[Section]:
+    if not reg:
+        return []
+    th = reg["thresholds"]
+    sources = Bullets((f"general text: {reg['text_source']} ({reg['text_chars']} characters)",
+                       f"general prompts: {reg['prompts_source']}",
+                       f"forgetting is flagged when perplexity rises more than {th['max_perplexity_increase_pct']:g}% or "
+                       f"general ROUGE-L drops more than {th['max_rouge_drop_points']:g} points vs base"))
+    rows = []
+    for n in models:
+        r = reg.get(n)
+        if r:
+            ch, rc = r.get("perplexity_change_pct"), r.get("rouge_l_change_points")
+            rows.append((n, with_ci(_value(r, "perplexity"), fraction=False),
+                         "-" if ch is None else f"{ch:+.1f}%", _pct_ci(r, "rouge_l"),
+                         "-" if rc is None else f"{rc:+.1f}", _forgetting_cell(r)))
+    table = Table(("model", "perplexity", "Δ", "general ROUGE-L", "Δ points", "forgetting"), tuple(rows))
+    return [Section("3. Regression on general tasks (forgetting)", 2, (sources, table))]
+
+
+def _gates_section(gates: list[dict[str, Any]] | None) -> list[Section]:
+    if not gates:
+        return []
+    rows = tuple((g["key"], f"{g['threshold']:g}", str(g["value"]), "pass" if g["passed"] else Strong("FAIL"))
+                 for g in gates)
+    return [Section("CI gates", 2, (Table(("metric", "≥", "value", "result"), rows),))]
+
+
+def _examples(name: str, r: Any) -> ModelExamples:
+    def test_example(e: dict[str, Any], note: str) -> Example:
+        return Example(str(e["id"]), e.get("prompt"), e.get("reference"), e.get("prediction"), note,
+                       error=e.get("error"), format_error=e.get("format_error"))
+
+    adv_bad = tuple(Example(str(e["id"]), e.get("prompt"), e.get("expect"), e.get("prediction"),
+                            f"adversarial {e['kind']}, expected {e['expect']}", "expected behaviour",
+                            error=e.get("error"))
+                    for e in r.adversarial_examples if e.get("passed") is False)
+    return ModelExamples(name, tuple(test_example(e, f"score {e.get('score')}") for e in r.examples
+                                     if e.get("correct") is False),
+                         tuple(test_example(e, "request failed") for e in r.examples if e.get("error")), adv_bad)
+
+
+def _distributions(results: dict[str, Any]) -> tuple[Distribution, ...]:
+    out = [Distribution("test split: per-example task score",
+                        {n: tuple(s.score for s in r.scores.values()) for n, r in results.items()})]
+    general = {n: tuple(r.general_scores.values()) for n, r in results.items() if r.general_scores}
+    if general:
+        out.append(Distribution("general prompts: per-prompt ROUGE-L", general))
+    return tuple(out)
+
+
+def _meta(metrics: dict[str, Any]) -> Bullets:
+    items: list[Text] = [(Strong(k), f": {metrics[k]}") for k in ("model", "method", "test_examples", "scorer")
+                         if k in metrics]
+    if "evaluation" in metrics:
+        items.append((Strong("evaluation"), f": {metrics['evaluation']['id']} (",
+                      Code(f"{metrics['evaluation']['folder']}/"), ")"))
+    return Bullets(tuple(items))
+
+
+def build_report(results: dict[str, Any], metrics: dict[str, Any], *, title: str, show_failures: int) -> Report:
+    """The report of one evaluation. ``results``: model name -> ModelResult (evaluate/run.py), in display order."""
+    models = list(results)
+    task, other = _measures(models, metrics)
+    headline = _headline(models, metrics, task, other)
+    comparisons = _comparisons(metrics)
+    details = _class_details(models, metrics)
+    sections = [*_task_section(headline, metrics, comparisons), *_class_sections(models, metrics, details),
+                *_adversarial_section(models, metrics.get("adversarial")),
+                *_regression_section(models, metrics.get("regression")), *_gates_section(metrics.get("gates"))]
+    forgetting = tuple((n, tuple(r["flags"])) for n, r in metrics.get("regression", {}).items()
+                       if isinstance(r, dict) and r.get("forgetting"))
+    return Report(title=title, models=tuple(models), meta=_meta(metrics), measures=(*task, *other), headline=headline,
+                  sections=tuple(sections), comparisons=comparisons, forgetting=forgetting, class_details=tuple(details),
+                  distributions=_distributions(results), examples=tuple(_examples(n, r) for n, r in results.items()),
+                  show_failures=show_failures)
