@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 from fakes import FakeOpenAI
 from tunesmith.config import build_config
-from tunesmith.data.prepare import PreparedData
+from tunesmith.data.prepared import PreparedData
 
 INSTR = "Classify this ticket."
 LABEL_RE = r"Urgency:\s*(?P<urgency>\w+)[\s\S]*?Category:\s*(?P<category>\w+)"
