@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tunesmith.errors import ModelError
-from tunesmith.models import ModelConfig, load_model, load_tokenizer
+from tunesmith.models import ModelConfig
+from tunesmith.models.loading import load_model, load_tokenizer
 from tunesmith.models import embedded
 
 

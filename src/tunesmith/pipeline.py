@@ -36,7 +36,7 @@ def run_data(cfg: RunConfig) -> PreparedData:
         raise ConfigError("data.train_file is not set", hint="point it at your data file (or list files under data.files)")
     tokenizer = None
     if cfg.data.check_length:
-        from tunesmith.models import load_tokenizer
+        from tunesmith.models.loading import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.model)
     data_dir = cfg.run_dir / "data"
