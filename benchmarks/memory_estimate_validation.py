@@ -1,4 +1,4 @@
-"""Validate ``tunesmith.advise.memory.estimate_memory`` against measured peak memory on this machine.
+"""Validate ``tunesmith.estimate.memory.estimate_memory`` against measured peak memory on this machine.
 
 For each configuration a fresh subprocess (``--worker``) does:
 
@@ -204,8 +204,8 @@ def measure(ckpt: Path, method: str, batch: int, seq_len: int, *, neutral: bool)
 
 
 def predict(model_name: str, method: str, batch: int, seq_len: int, device: str = "cpu"):
-    from tunesmith.advise.arch import Architecture
-    from tunesmith.advise.memory import estimate_memory
+    from tunesmith.estimate.arch import Architecture
+    from tunesmith.estimate.memory import estimate_memory
 
     arch = Architecture.from_config_dict(model_config_dict(model_name), name=model_name)
     return estimate_memory(arch, method=method, batch_size=batch, seq_len=seq_len, dtype="float32",
@@ -229,7 +229,7 @@ def main() -> None:
         ckpt = save_checkpoint(CALIBRATION[0], Path(tmp))
         calib = measure(ckpt, *CALIBRATION[1:], neutral=True)
         est = predict(*CALIBRATION)
-        from tunesmith.advise.memory import CPU_OVERHEAD_BYTES
+        from tunesmith.estimate.memory import CPU_OVERHEAD_BYTES
 
         rest_mb = (est.total_bytes - CPU_OVERHEAD_BYTES) / 2**20
         print(f"calibration {CALIBRATION}: measured {calib['peak_mb']:.1f} MiB, predicted without overhead "

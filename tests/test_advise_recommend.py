@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.advise.arch import Architecture
+from tunesmith.estimate.arch import Architecture
 from tunesmith.advise.config import AdviseConfig
 from tunesmith.advise.dataset import answer_shape, measure_dataset
-from tunesmith.advise.hardware import load_gpu_catalog
+from tunesmith.estimate.hardware import load_gpu_catalog
 from tunesmith.advise.recommend import advise, plan_options
 
 LABELS = ["billing", "bug", "account", "feature_request"]

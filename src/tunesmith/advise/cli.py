@@ -87,10 +87,10 @@ def advise(
     if list_models or list_gpus:
         _list(console, list_models, list_gpus, gpu_catalog)
         return
-    from tunesmith.advise.arch import Architecture
+    from tunesmith.estimate.arch import Architecture
     from tunesmith.advise.config import AdviseConfig
     from tunesmith.advise.dataset import measure_dataset
-    from tunesmith.advise.hardware import get_gpu, load_gpu_catalog
+    from tunesmith.estimate.hardware import get_gpu, load_gpu_catalog
     from tunesmith.advise.recommend import advise as make_advice
     from tunesmith.advise.recommend import recommended_seq_len
     from tunesmith.advise.render import advice_to_dict, render
@@ -199,8 +199,8 @@ def _tokenizer_for(arch_spec: str, cfg) -> Any | None:
 def _list(console, models: bool, gpus_: bool, gpu_catalog: Path | None) -> None:
     from rich.table import Table
 
-    from tunesmith.advise.arch import Architecture, load_architecture_catalog
-    from tunesmith.advise.hardware import load_gpu_catalog
+    from tunesmith.estimate.arch import Architecture, load_architecture_catalog
+    from tunesmith.estimate.hardware import load_gpu_catalog
 
     if models:
         t = Table(title="Architectures (--model)", title_justify="left")

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tunesmith.advise.arch import Architecture
+from tunesmith.estimate.arch import Architecture
 from tunesmith.advise.config import AdviseConfig
-from tunesmith.advise.cost import (
+from tunesmith.estimate.cost import (
     DAYS_PER_MONTH,
     DEFAULT_MFU,
     BreakEven,
@@ -29,8 +29,8 @@ from tunesmith.advise.cost import (
     estimate_training_time,
 )
 from tunesmith.advise.dataset import DatasetFacts
-from tunesmith.advise.hardware import GIB, GPU
-from tunesmith.advise.memory import MemoryEstimate, estimate_memory, fits
+from tunesmith.estimate.hardware import GPU
+from tunesmith.estimate.memory import GIB, MemoryEstimate, estimate_memory, fits
 
 MIN_EXAMPLES = {"instruction": 500, "domain": 10_000, "task": 500}
 RECOMMENDED = {"instruction": (1_000, 5_000), "domain": (10_000, None), "task": (500, 2_000)}
@@ -57,10 +57,6 @@ class MethodOption:
     memory: MemoryEstimate
     time: TrainingTime
     fits: bool
-
-    @property
-    def spare_gib(self) -> float:
-        return (self.gpu.memory_bytes - self.memory.total_bytes) / GIB
 
 
 @dataclass

@@ -57,8 +57,8 @@ def _suggestions(cfg: RunConfig, world: int = 1, sharding: str = "none") -> str:
 
 def check_memory(cfg: RunConfig, model_config, device: torch.device, dtype: torch.dtype) -> Preflight:
     """Estimate with the advise estimator; raise DoesNotFitError when it cannot fit."""
-    from tunesmith.advise.arch import Architecture
-    from tunesmith.advise.memory import estimate_memory, fits
+    from tunesmith.estimate.arch import Architecture
+    from tunesmith.estimate.memory import estimate_memory, fits
 
     tc = cfg.train
     from tunesmith.train.parallel import launched_world_size

@@ -14,7 +14,7 @@ API (also used by the training pre-flight check)::
         lora_r: int = 16,
         lora_targets: list[str] | "all-linear" = ["q_proj", "k_proj", "v_proj", "o_proj"],
         lora_dropout: float = 0.05,
-        double_quant: bool = True,          # QLoRA: NF4 with double-quantised block constants
+        double_quant: bool = True,          # QLoRA: NF4 with double-quantised block constants (as training)
         attention: "sdpa" | "eager" = "sdpa",
         device: "cuda" | "cpu" | torch.device = "cuda",
         sharding: "none" | "optimizer" | "full" = "none",  # DDP | ZeRO-2 | FSDP, ZeRO-3
@@ -65,8 +65,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tunesmith.advise.arch import Architecture
+from tunesmith.estimate.arch import Architecture
 from tunesmith.errors import TunesmithError
+from tunesmith.models.quantization import NF4_DOUBLE_QUANT
 
 Method = Literal["full", "lora", "dora", "qlora"]
 METHODS: tuple[str, ...] = ("full", "lora", "dora", "qlora")
@@ -112,10 +113,6 @@ class MemoryEstimate:
     @property
     def trainable_fraction(self) -> float:
         return self.trainable_params / self.total_params
-
-    @property
-    def total_gib(self) -> float:
-        return self.total_bytes / GIB
 
     def component(self, name: str) -> Component:
         return next(c for c in self.components if c.name == name)
@@ -181,7 +178,7 @@ def estimate_memory(
     lora_r: int = 16,
     lora_targets: list[str] | str | None = None,
     lora_dropout: float = 0.05,
-    double_quant: bool = True,
+    double_quant: bool = NF4_DOUBLE_QUANT,
     attention: str = "sdpa",
     device: str = "cuda",
     sharding: str = "none",
