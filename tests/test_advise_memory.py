@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tunesmith.errors import TunesmithError
 from tunesmith.estimate.arch import Architecture, load_architecture_catalog
 from tunesmith.estimate.cost import break_even, estimate_training_time, mfu_for_hours
 from tunesmith.estimate.hardware import GIB, get_gpu, load_gpu_catalog
@@ -19,7 +20,6 @@ from tunesmith.estimate.memory import (
     estimate_memory,
     fits,
 )
-from tunesmith.errors import TunesmithError
 
 ROOT = Path(__file__).resolve().parents[1]
 QKVO = ["q_proj", "k_proj", "v_proj", "o_proj"]

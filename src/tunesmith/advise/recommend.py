@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tunesmith.estimate.arch import Architecture
 from tunesmith.advise.config import AdviseConfig
+from tunesmith.advise.dataset import DatasetFacts
+from tunesmith.estimate.arch import Architecture
 from tunesmith.estimate.cost import (
     DAYS_PER_MONTH,
     DEFAULT_MFU,
@@ -28,7 +29,6 @@ from tunesmith.estimate.cost import (
     estimate_eval_seconds,
     estimate_training_time,
 )
-from tunesmith.advise.dataset import DatasetFacts
 from tunesmith.estimate.hardware import GPU
 from tunesmith.estimate.memory import GIB, MemoryEstimate, estimate_memory, fits
 
