@@ -139,17 +139,16 @@ def worker(spec: dict) -> dict:
     if spec["method"] == "qlora":
         import bitsandbytes  # noqa: F401
     torch.set_num_threads(1)  # shared machine; memory does not depend on the thread count
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.models.quantization import bnb_nf4_config
 
     gc.collect()
     baseline_kb = _status_kb("VmRSS")
 
     kwargs = {"dtype": torch.float32}
     if spec["method"] == "qlora":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32,
-        )
+        kwargs["quantization_config"] = bnb_nf4_config(torch.float32)  # what QLoRA training uses
         kwargs["device_map"] = {"": "cpu"}
     model = AutoModelForCausalLM.from_pretrained(spec["checkpoint"], **kwargs)
     model.config.use_cache = False
