@@ -184,3 +184,25 @@ def test_no_signal_and_no_saving_falls_back_to_prompt_engineering(gpus):
     assert a.verdict == "prompt-engineer-first"
     assert any("rests on the data count alone" in r for r in a.reasons)
     assert any("nothing argues for fine-tuning yet" in r for r in a.reasons)
+
+
+def test_one_verdict_function_applies_the_rules_in_order():
+    """decide() is the only place a verdict is set; the first rule that applies decides."""
+    from tunesmith.advise.recommend import decide, read_signals
+    from tunesmith.estimate.cost import break_even
+
+    never = break_even(monthly_tokens=1e6, api_usd_per_m=0.5, one_off_usd=10, ft_usd_per_m=1.0)
+    pays = break_even(monthly_tokens=1e9, api_usd_per_m=30, one_off_usd=10, ft_usd_per_m=0.1)
+    cases = [
+        (dict(prompt_engineering_tried=False, examples=5000, knowledge_changes_often=True), never, ("prompt-engineer-first", "untried")),
+        (dict(examples=100, needs_citations=True, narrow_task=True), None, ("rag", "rag")),
+        (dict(examples=5000, needs_citations=True, narrow_task=True), never, ("both", "both")),
+        (dict(examples=100, narrow_task=True), None, ("not-yet", "too-few")),
+        (dict(examples=5000, narrow_task=False), None, ("prompt-engineer-first", "broad")),
+        (dict(examples=5000), never, ("prompt-engineer-first", "no-saving")),
+        (dict(examples=5000), pays, ("fine-tune", "fine-tune")),
+        (dict(examples=5000, narrow_task=True), never, ("fine-tune", "fine-tune")),
+    ]
+    for answers, be, expected in cases:
+        a = AdviseConfig(**answers)
+        assert decide(a, read_signals(a, None), be) == expected, answers
