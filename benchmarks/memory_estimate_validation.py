@@ -1,4 +1,4 @@
-"""Validate ``tunesmith.advise.memory.estimate_memory`` against measured peak memory on this machine.
+"""Validate ``tunesmith.estimate.memory.estimate_memory`` against measured peak memory on this machine.
 
 For each configuration a fresh subprocess (``--worker``) does:
 
@@ -139,17 +139,16 @@ def worker(spec: dict) -> dict:
     if spec["method"] == "qlora":
         import bitsandbytes  # noqa: F401
     torch.set_num_threads(1)  # shared machine; memory does not depend on the thread count
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.models.quantization import bnb_nf4_config
 
     gc.collect()
     baseline_kb = _status_kb("VmRSS")
 
     kwargs = {"dtype": torch.float32}
     if spec["method"] == "qlora":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32,
-        )
+        kwargs["quantization_config"] = bnb_nf4_config(torch.float32)  # what QLoRA training uses
         kwargs["device_map"] = {"": "cpu"}
     model = AutoModelForCausalLM.from_pretrained(spec["checkpoint"], **kwargs)
     model.config.use_cache = False
@@ -204,8 +203,8 @@ def measure(ckpt: Path, method: str, batch: int, seq_len: int, *, neutral: bool)
 
 
 def predict(model_name: str, method: str, batch: int, seq_len: int, device: str = "cpu"):
-    from tunesmith.advise.arch import Architecture
-    from tunesmith.advise.memory import estimate_memory
+    from tunesmith.estimate.arch import Architecture
+    from tunesmith.estimate.memory import estimate_memory
 
     arch = Architecture.from_config_dict(model_config_dict(model_name), name=model_name)
     return estimate_memory(arch, method=method, batch_size=batch, seq_len=seq_len, dtype="float32",
@@ -229,7 +228,7 @@ def main() -> None:
         ckpt = save_checkpoint(CALIBRATION[0], Path(tmp))
         calib = measure(ckpt, *CALIBRATION[1:], neutral=True)
         est = predict(*CALIBRATION)
-        from tunesmith.advise.memory import CPU_OVERHEAD_BYTES
+        from tunesmith.estimate.memory import CPU_OVERHEAD_BYTES
 
         rest_mb = (est.total_bytes - CPU_OVERHEAD_BYTES) / 2**20
         print(f"calibration {CALIBRATION}: measured {calib['peak_mb']:.1f} MiB, predicted without overhead "

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.advise.arch import Architecture, load_architecture_catalog
-from tunesmith.advise.cost import break_even, estimate_training_time, mfu_for_hours
-from tunesmith.advise.hardware import GIB, get_gpu, load_gpu_catalog
-from tunesmith.advise.memory import (
+from tunesmith.errors import TunesmithError
+from tunesmith.estimate.arch import Architecture, load_architecture_catalog
+from tunesmith.estimate.cost import break_even, estimate_training_time, mfu_for_hours
+from tunesmith.estimate.hardware import GIB, get_gpu, load_gpu_catalog
+from tunesmith.estimate.memory import (
     DEFAULT_LORA_TARGETS,
     MemoryEstimate,
     estimate_memory,
     fits,
 )
-from tunesmith.errors import TunesmithError
 
 ROOT = Path(__file__).resolve().parents[1]
 QKVO = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -216,7 +216,7 @@ def test_bad_inputs_are_user_errors():
 
 
 def test_gpu_catalogue_has_sources_and_can_be_overridden(tmp_path):
-    raw = json.loads((ROOT / "src/tunesmith/advise/data/gpus.json").read_text())
+    raw = json.loads((ROOT / "src/tunesmith/estimate/data/gpus.json").read_text())
     assert raw["compiled"] and all(g["source"] for g in raw["gpus"].values())
     cat = load_gpu_catalog()
     assert {"A10G", "L4", "A100-40GB", "A100-80GB", "H100-80GB", "H200", "RTX4090"} <= {g.name for g in cat.values()}

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.advise.arch import Architecture
 from tunesmith.advise.config import AdviseConfig
-from tunesmith.advise.dataset import answer_shape, measure_dataset
-from tunesmith.advise.hardware import load_gpu_catalog
+from tunesmith.advise.dataset import measure_dataset
 from tunesmith.advise.recommend import advise, plan_options
+from tunesmith.data.answer_format import answer_format
+from tunesmith.estimate.arch import Architecture
+from tunesmith.estimate.hardware import load_gpu_catalog
 
 LABELS = ["billing", "bug", "account", "feature_request"]
 WORDS = ["invoice", "charged", "twice", "login", "password", "crash", "app", "error", "refund", "export", "csv", "dark", "mode", "slow", "page", "upgrade", "plan"]
@@ -44,7 +45,7 @@ def test_dataset_facts_dedup_labels_and_lengths(tmp_path, tokenizer):
         f.write("{not json\n")
     facts = measure_dataset(path, tokenizer=tokenizer)
     assert (facts.rows, facts.unique, facts.duplicates, facts.rejected) == (215, 200, 15, 1)
-    assert facts.dominant_shape == "label" and facts.format_consistency == 1.0
+    assert facts.dominant_shape == "short" and facts.format_consistency == 1.0
     assert set(facts.labels) == set(LABELS) and sum(facts.labels.values()) == 200
     assert facts.labels["billing"] > 100 and facts.imbalance > 4
     assert facts.label_source == "short answers"
@@ -73,9 +74,27 @@ def test_dataset_answer_shapes_measure_inconsistency(tmp_path):
     p = tmp_path / "chat.jsonl"
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     facts = measure_dataset(p)
-    assert facts.answer_shapes == {"json": 10, "label": 10, "line": 10, "multiline": 10}
-    assert facts.format_consistency == 0.25
-    assert answer_shape('[1, 2]') == "json" and answer_shape("{broken") == "label"
+    # the data stage's answer classes (data/answer_format.py): one line of <= 3 words is "short"
+    assert facts.answer_shapes == {"json": 10, "short": 10, "prose": 20}
+    assert facts.dominant_shape == "prose" and facts.format_consistency == 0.5
+    assert answer_format('[1, 2]') == "json" and answer_format("{broken") == "short"
+
+
+def test_advise_and_the_data_stage_classify_answers_alike(tmp_path):
+    """One classifier: advise's answer shapes are the data stage's answer_formats for the same rows."""
+    from tunesmith.data.config import DataConfig, DedupConfig
+    from tunesmith.data.prepare import prepare_data
+
+    answers = ['{"a": 1}', "yes", "four words long here", "a\nb", "```py\nx = 1\n```", "- one\n- two", "Billing", "High urgency"]
+    rows = [{"messages": [{"role": "user", "content": f"question number {i}"},
+                          {"role": "assistant", "content": answers[i % len(answers)]}]} for i in range(40)]
+    p = tmp_path / "chat.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stats = prepare_data(DataConfig(validation_fraction=0.0, test_fraction=0.0, dedup=DedupConfig(near=False, cross_split=False)),
+                         p, None, seed=0).stats["consistency"]
+    facts = measure_dataset(p)
+    assert facts.answer_shapes == stats["answer_formats"] == {"short": 15, "prose": 10, "json": 5, "code": 5, "list": 5}
+    assert facts.dominant_shape == stats["majority_format"] == "short"
 
 
 # ---------------------------------------------------------------------------- the seed's scenarios
@@ -91,7 +110,7 @@ def test_support_ticket_classification_1200_examples_fine_tunes_with_lora_or_qlo
     assert a.examples == 1200  # measured after dedup
     text = " ".join(a.reasons)
     assert "1,200 unique examples after removing 30 duplicates" in text
-    assert "100% of answers share one shape (label)" in text
+    assert "100% of answers share one shape (short)" in text  # the data stage's class for a label-like line
     assert a.plan.fits and a.plan.memory.total_bytes <= a.plan.gpu.memory_bytes
     assert a.breakeven is not None and a.breakeven.days is not None and a.breakeven.days < 30
     assert a.breakeven.api_monthly_usd == pytest.approx(600)
@@ -165,3 +184,25 @@ def test_no_signal_and_no_saving_falls_back_to_prompt_engineering(gpus):
     assert a.verdict == "prompt-engineer-first"
     assert any("rests on the data count alone" in r for r in a.reasons)
     assert any("nothing argues for fine-tuning yet" in r for r in a.reasons)
+
+
+def test_one_verdict_function_applies_the_rules_in_order():
+    """decide() is the only place a verdict is set; the first rule that applies decides."""
+    from tunesmith.advise.recommend import decide, read_signals
+    from tunesmith.estimate.cost import break_even
+
+    never = break_even(monthly_tokens=1e6, api_usd_per_m=0.5, one_off_usd=10, ft_usd_per_m=1.0)
+    pays = break_even(monthly_tokens=1e9, api_usd_per_m=30, one_off_usd=10, ft_usd_per_m=0.1)
+    cases = [
+        (dict(prompt_engineering_tried=False, examples=5000, knowledge_changes_often=True), never, ("prompt-engineer-first", "untried")),
+        (dict(examples=100, needs_citations=True, narrow_task=True), None, ("rag", "rag")),
+        (dict(examples=5000, needs_citations=True, narrow_task=True), never, ("both", "both")),
+        (dict(examples=100, narrow_task=True), None, ("not-yet", "too-few")),
+        (dict(examples=5000, narrow_task=False), None, ("prompt-engineer-first", "broad")),
+        (dict(examples=5000), never, ("prompt-engineer-first", "no-saving")),
+        (dict(examples=5000), pays, ("fine-tune", "fine-tune")),
+        (dict(examples=5000, narrow_task=True), never, ("fine-tune", "fine-tune")),
+    ]
+    for answers, be, expected in cases:
+        a = AdviseConfig(**answers)
+        assert decide(a, read_signals(a, None), be) == expected, answers

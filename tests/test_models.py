@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tunesmith.errors import ModelError
-from tunesmith.models import ModelConfig, load_model, load_tokenizer
-from tunesmith.models import embedded
+from tunesmith.models import ModelConfig, embedded
+from tunesmith.models.loading import load_model, load_tokenizer
 
 
 def test_materialised_checkpoint_matches_gguf_logits(embedded_model_dir):

@@ -216,8 +216,8 @@ def test_preflight_counts_what_fsdp_and_zero_shard_across_ranks(tiny_model_dir, 
     the estimator splits exactly the states each strategy splits."""
     from transformers import AutoConfig
 
-    from tunesmith.advise.arch import Architecture
-    from tunesmith.advise.memory import estimate_memory
+    from tunesmith.estimate.arch import Architecture
+    from tunesmith.estimate.memory import estimate_memory
     from tunesmith.train import preflight
 
     arch = Architecture.from_transformers_config(AutoConfig.from_pretrained(tiny_model_dir))

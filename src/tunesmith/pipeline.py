@@ -29,6 +29,13 @@ def _start(cfg: RunConfig) -> None:
     write_text(cfg.run_dir / "config.yaml", cfg.to_yaml())
 
 
+def _data_settings(cfg: RunConfig) -> dict:
+    """Everything outside ``data:`` that the prepared data depends on. prepare_data fingerprints these
+    (stats.json keeps the fingerprint), so a change to any of them prepares the data again."""
+    return {"seed": cfg.seed, "max_seq_length": cfg.train.max_seq_length, "truncation": cfg.train.truncation,
+            "model": cfg.model.name_or_path, "revision": cfg.model.revision}
+
+
 def run_data(cfg: RunConfig) -> PreparedData:
     from tunesmith.data.report import print_summary
     from tunesmith.errors import DataError
@@ -38,7 +45,7 @@ def run_data(cfg: RunConfig) -> PreparedData:
         raise ConfigError("data.train_file is not set", hint="point it at your data file (or list files under data.files)")
     tokenizer = None
     if cfg.data.check_length:
-        from tunesmith.models import load_tokenizer
+        from tunesmith.models.loading import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.model)
     data_dir = cfg.run_dir / "data"
@@ -52,7 +59,8 @@ def run_data(cfg: RunConfig) -> PreparedData:
             tokenizer=tokenizer,
             max_seq_length=cfg.train.max_seq_length,
             truncation=cfg.train.truncation,
-            fingerprint_extra={"model": cfg.model.name_or_path, "revision": cfg.model.revision},
+            # all of them, so that the fingerprint is the one _prepared computes
+            fingerprint_extra=_data_settings(cfg),
         )
     except DataError:
         stats_path = data_dir / "stats.json"
@@ -82,10 +90,7 @@ def _prepared(cfg: RunConfig) -> PreparedData:
         try:
             stats = json.loads(stats_path.read_text())
             inputs = resolve_inputs(cfg.data, cfg.resolve_path("."))
-            # the same settings prepare_data fingerprints (see run_data)
-            extra = {"seed": cfg.seed, "max_seq_length": cfg.train.max_seq_length, "truncation": cfg.train.truncation,
-                     "model": cfg.model.name_or_path, "revision": cfg.model.revision}
-            if stats.get("status") == "ok" and stats.get("fingerprint") == fingerprint(cfg.data, inputs, extra):
+            if stats.get("status") == "ok" and stats.get("fingerprint") == fingerprint(cfg.data, inputs, _data_settings(cfg)):
                 return load_prepared(data_dir)
         except (OSError, ValueError, TunesmithError):
             pass

@@ -87,18 +87,9 @@ def advise(
     if list_models or list_gpus:
         _list(console, list_models, list_gpus, gpu_catalog)
         return
-    from tunesmith.advise.arch import Architecture
-    from tunesmith.advise.config import AdviseConfig
-    from tunesmith.advise.dataset import measure_dataset
-    from tunesmith.advise.hardware import get_gpu, load_gpu_catalog
-    from tunesmith.advise.recommend import advise as make_advice
-    from tunesmith.advise.recommend import recommended_seq_len
-    from tunesmith.advise.render import advice_to_dict, render
-    from tunesmith.advise.runconfig import run_config_dict, write_run_config
-    from tunesmith.config import format_validation_error, load_config
+    from tunesmith.config import load_config
 
     cfg = load_config(config)
-    base = cfg.advise.model_dump(exclude_unset=True)
     flags = _flags_to_answers(
         model=model, gpu=gpu, num_gpus=num_gpus, examples=examples, data_kind=kind,
         prompt_engineering_tried=prompt_engineering, narrow_task=narrow, consistent_format=consistent_format,
@@ -107,71 +98,92 @@ def advise(
         latency_sensitive=latency_sensitive, api_price_per_m=api_price, ft_price_per_m=ft_price,
         price_per_hour=price_per_hour, mfu=mfu, gpu_catalog=str(gpu_catalog) if gpu_catalog else None,
     )
-    merged = {**base, **flags}
-
-    # the dataset: --data, else the config's prepared data or input file
-    data_path = data
-    if data_path is None:
-        prepared = cfg.run_dir / "data"
-        if (prepared / "train.jsonl").is_file():
-            data_path = prepared
-        elif cfg.data.train_file and cfg.resolve_path(cfg.data.train_file).is_file():
-            data_path = cfg.resolve_path(cfg.data.train_file)
-
+    data_path = data if data is not None else _config_dataset(cfg)
     if interactive is None:
         interactive = sys.stdin.isatty() and sys.stdout.isatty() and not as_json
-    if interactive:
-        merged = _ask(merged, have_data=data_path is not None)
-    try:
-        answers = AdviseConfig.model_validate(merged)
-    except Exception as err:  # pydantic ValidationError: name the flag/key
-        from pydantic import ValidationError
-
-        if isinstance(err, ValidationError):
-            raise TunesmithError(format_validation_error(err, "advise answers", AdviseConfig)) from None
-        raise
-
-    catalog_path = answers.gpu_catalog
-    if catalog_path and config and not Path(catalog_path).is_absolute() and "gpu_catalog" not in flags:
-        catalog_path = str(cfg.resolve_path(catalog_path))
-    gpus = load_gpu_catalog(catalog_path)
-    if answers.gpu:
-        get_gpu(answers.gpu, gpus)  # unknown name -> error with the known ones
-    arch_spec = answers.model or cfg.model.name_or_path
-    try:
-        arch = Architecture.resolve(arch_spec)
-    except TunesmithError as err:
-        if answers.model:  # asked for explicitly: a typo deserves an error
-            raise
-        arch, unresolved = None, err.message
-    else:
-        unresolved = None
-
-    facts = None
+    answers = _answers({**cfg.advise.model_dump(exclude_unset=True), **flags}, ask=interactive, have_data=data_path is not None)
+    # a relative catalogue path from the config file is relative to that file; from a flag, to the working directory
+    catalog = answers.gpu_catalog
+    if catalog and config and not Path(catalog).is_absolute() and "gpu_catalog" not in flags:
+        catalog = str(cfg.resolve_path(catalog))
     field = stratify_field or cfg.data.stratify_field
-    if data_path is not None:
-        tokenizer = _tokenizer_for(arch_spec, cfg) if arch is not None else None
-        facts = measure_dataset(data_path, tokenizer=tokenizer, stratify_field=field)
+    advice = _advice(cfg, answers, gpu_catalog=catalog, data_path=data_path, stratify_field=field)
+    from tunesmith.advise.render import advice_to_dict, render
 
-    seq_len = recommended_seq_len(facts, cfg.train.max_seq_length)
-    advice = make_advice(
-        answers, arch=arch, gpus=gpus, facts=facts, batch_size=cfg.train.batch_size, seq_len=seq_len,
-        epochs=cfg.train.epochs, lora_r=cfg.train.lora.r, lora_targets=cfg.train.lora.target_modules,
-        eval_fraction=cfg.data.test_fraction, eval_new_tokens=cfg.eval.max_new_tokens,
-    )
-    if unresolved:
-        advice.reasons.append(f"Memory, time and cost are not estimated: {unresolved}. Pass --model with a catalogue "
-                              "architecture (tunesmith advise --list-models) or a folder holding the model's config.json.")
     if as_json:
         typer.echo(json.dumps(advice_to_dict(advice), indent=2))
     else:
         render(advice, console)
     if output is not None:
-        d = run_config_dict(advice, cfg, data_path=data_path if data_path and data_path.is_file() else None,
-                            stratify_field=field)
-        write_run_config(output, d)
-        note = "" if advice.verdict in ("fine-tune", "both") else " (for when you do fine-tune: the verdict is " + advice.verdict + ")"
-        (console if not as_json else _stderr()).print(f"\nrun config written to {output}{note}")
+        _write_run_config(output, advice, cfg, data_path=data_path, stratify_field=field, console=console if not as_json else _stderr())
+
+
+def _config_dataset(cfg) -> Path | None:
+    """The dataset the config points at: its prepared data, else its input file (None when neither exists)."""
+    prepared = cfg.run_dir / "data"
+    if (prepared / "train.jsonl").is_file():
+        return prepared
+    if cfg.data.train_file and cfg.resolve_path(cfg.data.train_file).is_file():
+        return cfg.resolve_path(cfg.data.train_file)
+    return None
+
+
+def _answers(merged: dict[str, Any], *, ask: bool, have_data: bool):
+    """The advise answers (config section overridden by flags, then prompts), validated: errors name the key."""
+    from pydantic import ValidationError
+
+    from tunesmith.advise.config import AdviseConfig
+    from tunesmith.config import format_validation_error
+
+    if ask:
+        merged = _ask(merged, have_data=have_data)
+    try:
+        return AdviseConfig.model_validate(merged)
+    except ValidationError as err:
+        raise TunesmithError(format_validation_error(err, "advise answers", AdviseConfig)) from None
+
+
+def _advice(cfg, answers, *, gpu_catalog: str | None, data_path: Path | None, stratify_field: str | None):
+    """Resolve the GPUs and the architecture, measure the dataset, and ask the recommender."""
+    from tunesmith.advise.dataset import measure_dataset
+    from tunesmith.advise.recommend import advise as make_advice
+    from tunesmith.advise.recommend import recommended_seq_len
+    from tunesmith.estimate.arch import Architecture
+    from tunesmith.estimate.hardware import get_gpu, load_gpu_catalog
+
+    gpus = load_gpu_catalog(gpu_catalog)
+    if answers.gpu:
+        get_gpu(answers.gpu, gpus)  # unknown name -> error with the known ones
+    arch_spec = answers.model or cfg.model.name_or_path
+    try:
+        arch, unresolved = Architecture.resolve(arch_spec), None
+    except TunesmithError as err:
+        if answers.model:  # asked for explicitly: a typo deserves an error
+            raise
+        arch, unresolved = None, err.message
+    facts = None
+    if data_path is not None:
+        tokenizer = _tokenizer_for(arch_spec, cfg) if arch is not None else None
+        facts = measure_dataset(data_path, tokenizer=tokenizer, stratify_field=stratify_field)
+    advice = make_advice(
+        answers, arch=arch, gpus=gpus, facts=facts, batch_size=cfg.train.batch_size,
+        seq_len=recommended_seq_len(facts, cfg.train.max_seq_length), epochs=cfg.train.epochs, lora_r=cfg.train.lora.r,
+        lora_targets=cfg.train.lora.target_modules, eval_fraction=cfg.data.test_fraction, eval_new_tokens=cfg.eval.max_new_tokens,
+    )
+    if unresolved:
+        advice.reasons.append(f"Memory, time and cost are not estimated: {unresolved}. Pass --model with a catalogue "
+                              "architecture (tunesmith advise --list-models) or a folder holding the model's config.json.")
+    return advice
+
+
+def _write_run_config(output: Path, advice, cfg, *, data_path: Path | None, stratify_field: str | None, console) -> None:
+    from tunesmith.advise.runconfig import run_config_dict, write_run_config
+
+    d = run_config_dict(advice, cfg, data_path=data_path if data_path and data_path.is_file() else None,
+                        stratify_field=stratify_field)
+    write_run_config(output, d)
+    note = "" if advice.verdict in ("fine-tune", "both") else " (for when you do fine-tune: the verdict is " + advice.verdict + ")"
+    console.print(f"\nrun config written to {output}{note}")
 
 
 def _stderr():
@@ -199,8 +211,8 @@ def _tokenizer_for(arch_spec: str, cfg) -> Any | None:
 def _list(console, models: bool, gpus_: bool, gpu_catalog: Path | None) -> None:
     from rich.table import Table
 
-    from tunesmith.advise.arch import Architecture, load_architecture_catalog
-    from tunesmith.advise.hardware import load_gpu_catalog
+    from tunesmith.estimate.arch import Architecture, load_architecture_catalog
+    from tunesmith.estimate.hardware import load_gpu_catalog
 
     if models:
         t = Table(title="Architectures (--model)", title_justify="left")

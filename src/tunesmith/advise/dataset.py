@@ -7,7 +7,6 @@ Accepts a raw JSONL input file (any format `tunesmith data` reads, or rows that 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -16,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.chat_template import ChatTemplateError, render_conversation
+from tunesmith.data.answer_format import answer_format
 from tunesmith.data.records import Record
 from tunesmith.errors import DataError
-
-LABEL_MAX_WORDS = 4
-LABEL_MAX_CHARS = 40
 
 
 @dataclass
@@ -29,7 +26,7 @@ class DatasetFacts:
     rows: int
     rejected: int
     unique: int
-    answer_shapes: dict[str, int]
+    answer_shapes: dict[str, int]  # answer class (data.answer_format: json/code/list/short/prose) -> count
     dominant_shape: str
     format_consistency: float  # share of answers with the dominant shape
     labels: dict[str, int] | None
@@ -61,22 +58,6 @@ class DatasetFacts:
 
 def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
-
-
-def answer_shape(text: str) -> str:
-    """json | label (one line, <= 4 words) | line (one longer line) | multiline."""
-    t = text.strip()
-    if t[:1] in "{[":
-        try:
-            json.loads(t)
-            return "json"
-        except ValueError:
-            pass
-    if "\n" in t:
-        return "multiline"
-    if len(t.split()) <= LABEL_MAX_WORDS and len(t) <= LABEL_MAX_CHARS:
-        return "label"
-    return "line"
 
 
 def _last_answer(record: Record) -> str:
@@ -131,30 +112,14 @@ def measure_dataset(path: str | Path, *, tokenizer: Any | None = None, stratify_
     records, rejected = read_any(path, stratify_field=stratify_field)
     if not records:
         raise DataError(f"dataset {path} has no usable examples ({rejected} rejected)", hint="run `tunesmith data prepare` to see why")
-    seen: set[str] = set()
-    unique: list[Record] = []
-    for r in records:
-        key = "\x1f".join(f"{m['role']}:{_norm(m['content'])}" for m in r["messages"])
-        if key not in seen:
-            seen.add(key)
-            unique.append(r)
+    unique = _unique(records)
     answers = [_last_answer(r) for r in unique]
-    shapes = Counter(answer_shape(a) for a in answers)
+    shapes = Counter(answer_format(a) for a in answers)  # the data stage's classes
     dominant, dom_n = shapes.most_common(1)[0]
-    notes = []
-    labels: dict[str, int] | None = None
-    label_source = None
-    given = [r.get("label") for r in unique if r.get("label") is not None]
-    if given:
-        labels = dict(Counter(given).most_common())
-        label_source = f"field '{stratify_field}'" if stratify_field else "record labels"
-    elif dominant == "label":
-        counts = Counter(_norm(a) for a in answers if answer_shape(a) == "label")
-        if len(counts) <= max(20, len(unique) // 10):
-            labels = dict(counts.most_common())
-            label_source = "short answers"
+    labels, label_source = _labels(unique, answers, dominant, stratify_field)
     lengths, counter = _count_tokens(unique, tokenizer)
     lengths_sorted = sorted(lengths)
+    notes = []
     if len(unique) < len(records):
         notes.append(f"{len(records) - len(unique)} duplicate examples removed before counting")
     return DatasetFacts(
@@ -163,3 +128,29 @@ def measure_dataset(path: str | Path, *, tokenizer: Any | None = None, stratify_
         token_counter=counter, token_mean=sum(lengths) / len(lengths), token_p50=_percentile(lengths_sorted, 0.5),
         token_p95=_percentile(lengths_sorted, 0.95), token_max=lengths_sorted[-1], notes=notes,
     )
+
+
+def _unique(records: list[Record]) -> list[Record]:
+    """First occurrence of each example, comparing whitespace/case-normalised messages."""
+    seen: set[str] = set()
+    unique: list[Record] = []
+    for r in records:
+        key = "\x1f".join(f"{m['role']}:{_norm(m['content'])}" for m in r["messages"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    return unique
+
+
+def _labels(unique: list[Record], answers: list[str], dominant: str,
+            stratify_field: str | None) -> tuple[dict[str, int] | None, str | None]:
+    """Label counts and where they come from: the records' labels, else the answers when most are
+    label-like ("short") and few distinct (classification-like); else none."""
+    given = [r.get("label") for r in unique if r.get("label") is not None]
+    if given:
+        return dict(Counter(given).most_common()), f"field '{stratify_field}'" if stratify_field else "record labels"
+    if dominant == "short":
+        counts = Counter(_norm(a) for a in answers if answer_format(a) == "short")
+        if len(counts) <= max(20, len(unique) // 10):
+            return dict(counts.most_common()), "short answers"
+    return None, None

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tunesmith.advise.arch import Architecture
 from tunesmith.advise.config import AdviseConfig
-from tunesmith.advise.cost import (
+from tunesmith.advise.dataset import DatasetFacts
+from tunesmith.estimate.arch import Architecture
+from tunesmith.estimate.cost import (
     DAYS_PER_MONTH,
     DEFAULT_MFU,
     BreakEven,
@@ -28,9 +29,8 @@ from tunesmith.advise.cost import (
     estimate_eval_seconds,
     estimate_training_time,
 )
-from tunesmith.advise.dataset import DatasetFacts
-from tunesmith.advise.hardware import GIB, GPU
-from tunesmith.advise.memory import MemoryEstimate, estimate_memory, fits
+from tunesmith.estimate.hardware import GPU
+from tunesmith.estimate.memory import GIB, MemoryEstimate, estimate_memory, fits
 
 MIN_EXAMPLES = {"instruction": 500, "domain": 10_000, "task": 500}
 RECOMMENDED = {"instruction": (1_000, 5_000), "domain": (10_000, None), "task": (500, 2_000)}
@@ -57,10 +57,6 @@ class MethodOption:
     memory: MemoryEstimate
     time: TrainingTime
     fits: bool
-
-    @property
-    def spare_gib(self) -> float:
-        return (self.gpu.memory_bytes - self.memory.total_bytes) / GIB
 
 
 @dataclass
@@ -175,6 +171,137 @@ def choose_plan(options: list[MethodOption], *, kind: str, examples: int | None)
     return fitting.get("full")
 
 
+# ---------------------------------------------------------------------------- signals
+
+
+@dataclass
+class Signals:
+    """What the answers and the measured dataset say, before anything is decided."""
+
+    examples: int | None  # measured (unique, after de-duplication) when a dataset is given, else declared
+    consistent: bool | None  # one output format: declared, else measured
+    enough: bool  # examples >= the minimum for the kind of tuning
+    rag: list[str]  # reasons for retrieval
+    ft: list[str]  # reasons for fine-tuning
+    against: list[str]  # reasons against fine-tuning
+    tokens_per_example: float
+
+
+def read_signals(a: AdviseConfig, facts: DatasetFacts | None) -> Signals:
+    examples, consistent = a.examples, a.consistent_format
+    if facts is not None:  # measured beats declared
+        examples = facts.unique
+        if consistent is None:
+            consistent = facts.format_consistency >= CONSISTENT_FORMAT_SHARE
+    rag = []
+    if a.knowledge_changes_often:
+        rag.append("the knowledge changes often, and a fine-tune freezes what it learned while retrieval serves today's documents")
+    if a.needs_citations:
+        rag.append("answers must cite sources, which retrieval provides and fine-tuning cannot")
+    if a.documents_exceed_context:
+        rag.append("the documents exceed the context window, so they must be retrieved, not memorised")
+    ft = []
+    if a.narrow_task:
+        ft.append("the task is narrow and consistent")
+    if consistent:
+        ft.append("the output format is consistent")
+    if (a.monthly_inference_tokens or 0) >= HIGH_VOLUME_TOKENS:
+        ft.append(f"volume is high ({_fmt_int(a.monthly_inference_tokens)} tokens/month)")
+    if a.latency_sensitive:
+        ft.append("latency matters (a small tuned model answers faster than a large prompted one)")
+    against = []
+    if a.narrow_task is False:
+        against.append("the task is broad")
+    if consistent is False:
+        against.append("the output format varies")
+    tokens = facts.token_mean if facts is not None else a.avg_tokens_per_example or DEFAULT_TOKENS_PER_EXAMPLE
+    enough = examples is not None and examples >= MIN_EXAMPLES[a.data_kind]
+    return Signals(examples, consistent, enough, rag, ft, against, tokens)
+
+
+# ---------------------------------------------------------------------------- the verdict
+
+TUNING_RULES = ("fine-tune", "both", "no-saving")  # the rules that would fine-tune before the cost is weighed
+
+
+def decide(a: AdviseConfig, s: Signals, breakeven: BreakEven | None) -> tuple[str, str]:
+    """(verdict, the rule that gave it): the seed's rules in order, the first that applies decides."""
+    if a.prompt_engineering_tried is False:
+        return "prompt-engineer-first", "untried"
+    if s.rag and not (s.enough and s.ft):
+        return "rag", "rag"
+    if not s.enough:
+        return "not-yet", "too-few"
+    if not s.ft and s.against:
+        return "prompt-engineer-first", "broad"
+    if s.rag:
+        return "both", "both"
+    if breakeven is not None and not breakeven.pays_off and not (a.narrow_task or s.consistent or a.latency_sensitive):
+        return "prompt-engineer-first", "no-saving"
+    return "fine-tune", "fine-tune"
+
+
+# ---------------------------------------------------------------------------- method, time and cost
+
+
+@dataclass
+class Costs:
+    """The plan for ``arch`` and what it costs (computed whatever the verdict: the method is shown either way)."""
+
+    options: list[MethodOption]
+    plan: MethodOption | None
+    n_examples: int
+    eval_seconds: float | None = None
+    eval_usd: float | None = None
+    breakeven: BreakEven | None = None
+    assumptions: list[str] = field(default_factory=list)
+
+
+def plan_costs(a: AdviseConfig, s: Signals, arch: Architecture, gpus: dict[str, GPU], *, batch_size: int, seq_len: int,
+               epochs: float, lora_r: int, lora_targets: list[str] | str | None, eval_fraction: float,
+               eval_new_tokens: int) -> Costs:
+    n_examples = s.examples if s.examples else max(MIN_EXAMPLES[a.data_kind], 1000)
+    assumptions = [] if s.examples else [f"{_fmt_int(n_examples)} examples for the time estimate"]
+    train_examples = n_examples * (1 - 2 * eval_fraction)
+    tokens = train_examples * s.tokens_per_example * epochs
+    chosen = [gpus[a.gpu.lower()]] if a.gpu else sorted(gpus.values(), key=lambda g: g.usd_per_hour)
+    options = plan_options(arch, chosen, batch_size=batch_size, seq_len=seq_len, tokens=tokens, lora_r=lora_r,
+                           lora_targets=lora_targets, num_gpus=a.num_gpus, mfu=a.mfu, price_per_hour=a.price_per_hour)
+    plan = choose_plan(options, kind=a.data_kind, examples=s.examples)
+    mfus = {o.method: o.time.mfu for o in options}
+    assumptions.append("MFU " + ", ".join(f"{m} {v:.0%}" for m, v in mfus.items())
+                       + (" (given)" if a.mfu else " (defaults: typical single-GPU Hugging Face training)"))
+    assumptions.append(f"{_fmt_int(tokens)} training tokens = {_fmt_int(train_examples)} train examples x "
+                       f"{s.tokens_per_example:.0f} tokens x {epochs:g} epochs; bf16 compute, AdamW, "
+                       f"batch {batch_size} x {seq_len} tokens")
+    costs = Costs(options, plan, n_examples, assumptions=assumptions)
+    if plan is None:
+        return costs
+    n_eval = max(1, int(n_examples * eval_fraction))
+    costs.eval_seconds = estimate_eval_seconds(arch, plan.gpu, examples=n_eval, prompt_tokens=s.tokens_per_example,
+                                               new_tokens=eval_new_tokens)
+    costs.eval_usd = costs.eval_seconds / 3600 * (a.price_per_hour or plan.gpu.usd_per_hour)
+    if a.monthly_inference_tokens is not None and a.api_price_per_m is not None:
+        costs.breakeven = _break_even(a, arch, gpus, one_off=plan.time.usd + costs.eval_usd)
+    return costs
+
+
+def _break_even(a: AdviseConfig, arch: Architecture, gpus: dict[str, GPU], *, one_off: float) -> BreakEven:
+    """Against the API: serving at the given per-token price, else on the cheapest GPU that holds the model."""
+    if a.ft_price_per_m is not None:
+        return break_even(monthly_tokens=a.monthly_inference_tokens, api_usd_per_m=a.api_price_per_m,
+                          one_off_usd=one_off, ft_usd_per_m=a.ft_price_per_m)
+    host = serving_gpu(arch, gpus)
+    be = break_even(monthly_tokens=a.monthly_inference_tokens, api_usd_per_m=a.api_price_per_m,
+                    one_off_usd=one_off, hosting_usd_per_hour=host.usd_per_hour,
+                    hosting_hours_per_month=a.hosting_hours_per_month)
+    be.serve_basis += f" ({host.name}, the cheapest GPU that holds the model in bf16)"
+    return be
+
+
+# ---------------------------------------------------------------------------- the advice
+
+
 def advise(
     answers: AdviseConfig,
     *,
@@ -189,202 +316,141 @@ def advise(
     eval_fraction: float = 0.1,
     eval_new_tokens: int = 64,
 ) -> Advice:
+    """Signals -> the method and its cost (when the architecture is known) -> one verdict -> reasons."""
     a = answers
-    reasons: list[str] = []
-    assumptions: list[str] = []
-    kind = a.data_kind
-    kind_name = KIND_NAMES[kind]
-
-    # ---- data: measured beats declared
-    examples = a.examples
-    consistent = a.consistent_format
-    if facts is not None:
-        examples = facts.unique
-        dup = f" after removing {facts.duplicates} duplicates" if facts.duplicates else ""
-        rej = f" ({facts.rejected} rows rejected)" if facts.rejected else ""
-        reasons.append(f"The dataset {facts.source} has {_fmt_int(facts.unique)} unique examples{dup}{rej} (measured).")
-        consistent_measured = facts.format_consistency >= CONSISTENT_FORMAT_SHARE
-        reasons.append(
-            f"{facts.format_consistency:.0%} of answers share one shape ({facts.dominant_shape}): the output format is "
-            + ("consistent (measured)." if consistent_measured else "not consistent (measured); fine-tuning learns a format best when one is used throughout.")
-        )
-        if consistent is None:
-            consistent = consistent_measured
-        if facts.labels and len(facts.labels) >= 2:
-            top = max(facts.labels, key=facts.labels.get)
-            ratio = facts.imbalance or 1.0
-            msg = (f"{len(facts.labels)} labels ({facts.label_source}); the largest, '{top}', is {facts.majority_share:.0%} "
-                   f"of examples, {ratio:.1f}x the smallest")
-            if ratio > 5:
-                msg += ": imbalanced, so collect more of the rare labels and read per-label accuracy, not just the total."
-            else:
-                msg += ": balanced enough."
-            reasons.append(msg)
-        reasons.append(
-            f"Examples are {facts.token_p50} tokens at the median, {facts.token_p95} at the 95th percentile, "
-            f"{facts.token_max} at most ({facts.token_counter})."
-        )
-    tokens_per_example = (facts.token_mean if facts is not None else a.avg_tokens_per_example or DEFAULT_TOKENS_PER_EXAMPLE)
+    s = read_signals(a, facts)
+    assumptions = []
     if facts is None and a.avg_tokens_per_example is None:
         assumptions.append(f"{DEFAULT_TOKENS_PER_EXAMPLE} tokens per example (no dataset given; set avg_tokens_per_example)")
-
-    minimum = MIN_EXAMPLES[kind]
-    low, high = RECOMMENDED[kind]
-    rec_range = f"{_fmt_int(low)}-{_fmt_int(high)}" if high else f"{_fmt_int(low)}+"
-    enough = examples is not None and examples >= minimum
-    if examples is None:
-        reasons.append(f"The number of high-quality examples is unknown: {kind_name} needs at least {_fmt_int(minimum)} "
-                       f"({rec_range} recommended); count them or pass --data.")
-    elif not enough:
-        reasons.append(f"{_fmt_int(examples)} examples are fewer than the {_fmt_int(minimum)} {kind_name} needs "
-                       f"({rec_range} recommended): collect {_fmt_int(minimum - examples)}+ more before fine-tuning.")
-    else:
-        where = "within" if (examples <= high if high else True) and examples >= low else ("above" if high and examples > high else "below")
-        reasons.append(f"{_fmt_int(examples)} examples meet the {_fmt_int(minimum)} minimum for {kind_name} "
-                       f"({where} the recommended {rec_range}).")
-
-    # ---- RAG signals
-    rag = []
-    if a.knowledge_changes_often:
-        rag.append("the knowledge changes often, and a fine-tune freezes what it learned while retrieval serves today's documents")
-    if a.needs_citations:
-        rag.append("answers must cite sources, which retrieval provides and fine-tuning cannot")
-    if a.documents_exceed_context:
-        rag.append("the documents exceed the context window, so they must be retrieved, not memorised")
-    for r in rag:
-        reasons.append(f"RAG: {r[0].upper()}{r[1:]}.")
-
-    # ---- fine-tuning signals
-    ft = []
-    if a.narrow_task:
-        ft.append("the task is narrow and consistent")
-    if consistent:
-        ft.append("the output format is consistent")
-    high_volume = (a.monthly_inference_tokens or 0) >= HIGH_VOLUME_TOKENS
-    if high_volume:
-        ft.append(f"volume is high ({_fmt_int(a.monthly_inference_tokens)} tokens/month)")
-    if a.latency_sensitive:
-        ft.append("latency matters (a small tuned model answers faster than a large prompted one)")
-    against = []
-    if a.narrow_task is False:
-        against.append("the task is broad")
-    if consistent is False:
-        against.append("the output format varies")
-
-    # ---- verdict
-    if a.prompt_engineering_tried is False:
-        verdict = "prompt-engineer-first"
-        reasons.insert(0, "Prompt engineering (few-shot examples, chain-of-thought, structured output) has not been tried: "
-                          "it costs hours, not GPU dollars, and sets the baseline a fine-tune must beat.")
-    elif rag and not (enough and ft):
-        verdict = "rag"
-    elif not enough:
-        verdict = "not-yet"
-    elif not ft and against:
-        verdict = "prompt-engineer-first"
-        reasons.append(f"Fine-tuning pays off for narrow, consistent tasks; here {' and '.join(against)}: "
-                       "improve the prompt (or split the task) first.")
-    else:
-        verdict = "both" if rag else "fine-tune"
-        if ft:
-            reasons.append(f"Fine-tune: {'; '.join(ft)}.")
-        else:
-            reasons.append("Nothing says the task is narrow, the format consistent or the volume high (answer --narrow/--broad, "
-                           "give --data or --monthly-tokens): the verdict rests on the data count alone.")
-        if a.prompt_engineering_tried is None:
-            reasons.append("Check first that prompt engineering (few-shot, chain-of-thought, structured output) "
-                           "falls short: it is the baseline the fine-tune must beat.")
-    if verdict == "not-yet" and a.prompt_engineering_tried is not False:
-        reasons.append("Until then, prompt-engineer (few-shot with your best examples, structured output) and keep "
-                       "collecting and labelling examples.")
-
-    advice = Advice(verdict=verdict, reasons=reasons, answers=a, arch=arch, facts=facts, examples=examples,
-                    tokens_per_example=tokens_per_example, epochs=epochs, seq_len=seq_len, assumptions=assumptions)
-
-    # ---- method, memory, time, cost
+    costs = None
     if arch is not None:
-        n_examples = examples if examples else max(minimum, 1000)
-        if not examples:
-            assumptions.append(f"{_fmt_int(n_examples)} examples for the time estimate")
-        train_examples = n_examples * (1 - 2 * eval_fraction)
-        tokens = train_examples * tokens_per_example * epochs
-        chosen = [gpus[a.gpu.lower()]] if a.gpu else sorted(gpus.values(), key=lambda g: g.usd_per_hour)
-        options = plan_options(arch, chosen, batch_size=batch_size, seq_len=seq_len, tokens=tokens, lora_r=lora_r,
-                               lora_targets=lora_targets, num_gpus=a.num_gpus, mfu=a.mfu, price_per_hour=a.price_per_hour)
-        advice.options = options
-        plan = choose_plan(options, kind=kind, examples=examples)
-        advice.plan = plan
-        mfus = {o.method: o.time.mfu for o in options}
-        assumptions.append("MFU " + ", ".join(f"{m} {v:.0%}" for m, v in mfus.items())
-                           + (" (given)" if a.mfu else " (defaults: typical single-GPU Hugging Face training)"))
-        assumptions.append(f"{_fmt_int(tokens)} training tokens = {_fmt_int(train_examples)} train examples x "
-                           f"{tokens_per_example:.0f} tokens x {epochs:g} epochs; bf16 compute, AdamW, "
-                           f"batch {batch_size} x {seq_len} tokens")
-        if plan is None:
-            o = min(options, key=lambda o: o.memory.total_bytes)
-            reasons.append(
-                f"No method fits {'the ' + a.gpu if a.gpu else 'any catalogue GPU'}: the smallest, {o.method.upper()} with "
-                f"checkpointing at batch 1, needs {_gib(o.memory.total_bytes)} and the largest GPU has "
-                f"{o.gpu.memory_gib:g} GiB; use a smaller model, shorter sequences or several GPUs with sharding."
-            )
+        costs = plan_costs(a, s, arch, gpus, batch_size=batch_size, seq_len=seq_len, epochs=epochs, lora_r=lora_r,
+                           lora_targets=lora_targets, eval_fraction=eval_fraction, eval_new_tokens=eval_new_tokens)
+        assumptions += costs.assumptions
+    verdict, rule = decide(a, s, costs.breakeven if costs else None)
+    reasons = ([UNTRIED_REASON] if rule == "untried" else []) + (dataset_reasons(facts) if facts is not None else [])
+    reasons += [count_reason(a.data_kind, s.examples)] + [f"RAG: {r[0].upper()}{r[1:]}." for r in s.rag]
+    reasons += verdict_reasons(rule, a, s)
+    if arch is not None:
+        reasons += method_reasons(costs, a, arch, examples=s.examples, batch_size=batch_size, tuning=rule in TUNING_RULES)
+        reasons += breakeven_reasons(costs.breakeven)
+    if rule == "no-saving":
+        reasons.append("With no narrow task, consistent format or latency need, and no saving, nothing argues "
+                       "for fine-tuning yet: prompt-engineer first.")
+    return Advice(verdict=verdict, reasons=reasons, answers=a, arch=arch, facts=facts, examples=s.examples,
+                  tokens_per_example=s.tokens_per_example, epochs=epochs, seq_len=seq_len,
+                  plan=costs.plan if costs else None, options=costs.options if costs else [],
+                  eval_seconds=costs.eval_seconds if costs else None, eval_usd=costs.eval_usd if costs else None,
+                  breakeven=costs.breakeven if costs else None, assumptions=assumptions)
+
+
+# ---------------------------------------------------------------------------- reasons, section by section
+
+UNTRIED_REASON = ("Prompt engineering (few-shot examples, chain-of-thought, structured output) has not been tried: "
+                  "it costs hours, not GPU dollars, and sets the baseline a fine-tune must beat.")
+
+
+def dataset_reasons(facts: DatasetFacts) -> list[str]:
+    dup = f" after removing {facts.duplicates} duplicates" if facts.duplicates else ""
+    rej = f" ({facts.rejected} rows rejected)" if facts.rejected else ""
+    out = [f"The dataset {facts.source} has {_fmt_int(facts.unique)} unique examples{dup}{rej} (measured)."]
+    consistent_measured = facts.format_consistency >= CONSISTENT_FORMAT_SHARE
+    out.append(
+        f"{facts.format_consistency:.0%} of answers share one shape ({facts.dominant_shape}): the output format is "
+        + ("consistent (measured)." if consistent_measured else "not consistent (measured); fine-tuning learns a format best when one is used throughout.")
+    )
+    if facts.labels and len(facts.labels) >= 2:
+        top = max(facts.labels, key=facts.labels.get)
+        ratio = facts.imbalance or 1.0
+        msg = (f"{len(facts.labels)} labels ({facts.label_source}); the largest, '{top}', is {facts.majority_share:.0%} "
+               f"of examples, {ratio:.1f}x the smallest")
+        if ratio > 5:
+            msg += ": imbalanced, so collect more of the rare labels and read per-label accuracy, not just the total."
         else:
-            p = plan
-            gc = " with gradient checkpointing" if p.gradient_checkpointing else ""
-            bs = f" at batch {p.batch_size}" if p.batch_size != batch_size else ""
-            why = {
-                "full": f"full fine-tuning (domain adaptation with {_fmt_int(examples or 0)} examples benefits from updating every weight)",
-                "lora": f"LoRA (trains {p.memory.trainable_fraction:.2%} of {arch.name}'s {arch.total_params / 1e9:.2f}B parameters; "
-                        "close to full fine-tuning in quality for a fraction of the memory)",
-                "qlora": f"QLoRA (the base in 4-bit NF4 so {arch.name} fits one {p.gpu.name}; "
-                         f"trains {p.memory.trainable_fraction:.2%} of the parameters)",
-            }[p.method]
-            lead = "Method" if verdict in ("fine-tune", "both") else "If you fine-tune later, the method"
-            reasons.append(
-                f"{lead}: {why}. It needs {_gib(p.memory.total_bytes)} on one {p.gpu.name} ({p.gpu.memory_gib:g} GiB){gc}{bs}, "
-                f"and takes ~{_hours(p.time.seconds)} for {_usd(p.time.usd)} at {p.time.mfu:.0%} MFU."
-            )
-            others = [o for o in options if o is not p]
-            for o in others:
-                if o.fits:
-                    reasons.append(f"Alternative: {o.method.upper()} on {o.gpu.name} needs {_gib(o.memory.total_bytes)}, "
-                                   f"~{_hours(o.time.seconds)}, {_usd(o.time.usd)}.")
-                else:
-                    reasons.append(f"{o.method.upper()} does not fit: it needs {_gib(o.memory.total_bytes)} even at batch 1 with "
-                                   f"checkpointing, more than one {o.gpu.name} has ({o.gpu.memory_gib:g} GiB).")
-            n_eval = max(1, int(n_examples * eval_fraction))
-            advice.eval_seconds = estimate_eval_seconds(arch, p.gpu, examples=n_eval, prompt_tokens=tokens_per_example,
-                                                        new_tokens=eval_new_tokens)
-            price = a.price_per_hour or p.gpu.usd_per_hour
-            advice.eval_usd = advice.eval_seconds / 3600 * price
-            if a.monthly_inference_tokens is not None and a.api_price_per_m is not None:
-                one_off = p.time.usd + advice.eval_usd
-                if a.ft_price_per_m is not None:
-                    be = break_even(monthly_tokens=a.monthly_inference_tokens, api_usd_per_m=a.api_price_per_m,
-                                    one_off_usd=one_off, ft_usd_per_m=a.ft_price_per_m)
-                else:
-                    host = serving_gpu(arch, gpus)
-                    be = break_even(monthly_tokens=a.monthly_inference_tokens, api_usd_per_m=a.api_price_per_m,
-                                    one_off_usd=one_off, hosting_usd_per_hour=host.usd_per_hour,
-                                    hosting_hours_per_month=a.hosting_hours_per_month)
-                    be.serve_basis += f" ({host.name}, the cheapest GPU that holds the model in bf16)"
-                advice.breakeven = be
-                if be.pays_off:
-                    reasons.append(
-                        f"Break-even: {_fmt_int(be.monthly_tokens)} tokens/month cost ${be.api_monthly_usd:,.2f} on the API at "
-                        f"${be.api_usd_per_m:g}/M and ${be.serve_monthly_usd:,.2f} served as a fine-tune ({be.serve_basis}); "
-                        f"the {_usd(be.one_off_usd)} of training and evaluation pays for itself in {_days(be.days)}."
-                    )
-                else:
-                    reasons.append(
-                        f"Break-even: never at this volume: the API costs ${be.api_monthly_usd:,.2f}/month and serving the "
-                        f"fine-tune ${be.serve_monthly_usd:,.2f}/month ({be.serve_basis}); fine-tune for quality or latency, not cost."
-                    )
-                    if verdict == "fine-tune" and not (a.narrow_task or consistent or a.latency_sensitive):
-                        advice.verdict = "prompt-engineer-first"
-                        reasons.append("With no narrow task, consistent format or latency need, and no saving, nothing argues "
-                                       "for fine-tuning yet: prompt-engineer first.")
-    advice.assumptions = assumptions
-    return advice
+            msg += ": balanced enough."
+        out.append(msg)
+    out.append(
+        f"Examples are {facts.token_p50} tokens at the median, {facts.token_p95} at the 95th percentile, "
+        f"{facts.token_max} at most ({facts.token_counter})."
+    )
+    return out
+
+
+def count_reason(kind: str, examples: int | None) -> str:
+    minimum, (low, high), kind_name = MIN_EXAMPLES[kind], RECOMMENDED[kind], KIND_NAMES[kind]
+    rec_range = f"{_fmt_int(low)}-{_fmt_int(high)}" if high else f"{_fmt_int(low)}+"
+    if examples is None:
+        return (f"The number of high-quality examples is unknown: {kind_name} needs at least {_fmt_int(minimum)} "
+                f"({rec_range} recommended); count them or pass --data.")
+    if examples < minimum:
+        return (f"{_fmt_int(examples)} examples are fewer than the {_fmt_int(minimum)} {kind_name} needs "
+                f"({rec_range} recommended): collect {_fmt_int(minimum - examples)}+ more before fine-tuning.")
+    where = "within" if (examples <= high if high else True) and examples >= low else ("above" if high and examples > high else "below")
+    return (f"{_fmt_int(examples)} examples meet the {_fmt_int(minimum)} minimum for {kind_name} "
+            f"({where} the recommended {rec_range}).")
+
+
+def verdict_reasons(rule: str, a: AdviseConfig, s: Signals) -> list[str]:
+    """Why the rule that decided applies (the untried and no-saving rules say it first and last in :func:`advise`)."""
+    if rule == "broad":
+        return [f"Fine-tuning pays off for narrow, consistent tasks; here {' and '.join(s.against)}: "
+                "improve the prompt (or split the task) first."]
+    if rule == "too-few":
+        return ["Until then, prompt-engineer (few-shot with your best examples, structured output) and keep "
+                "collecting and labelling examples."]
+    if rule not in TUNING_RULES:
+        return []
+    out = [f"Fine-tune: {'; '.join(s.ft)}." if s.ft else
+           "Nothing says the task is narrow, the format consistent or the volume high (answer --narrow/--broad, "
+           "give --data or --monthly-tokens): the verdict rests on the data count alone."]
+    if a.prompt_engineering_tried is None:
+        out.append("Check first that prompt engineering (few-shot, chain-of-thought, structured output) "
+                   "falls short: it is the baseline the fine-tune must beat.")
+    return out
+
+
+def method_reasons(costs: Costs, a: AdviseConfig, arch: Architecture, *, examples: int | None, batch_size: int,
+                   tuning: bool) -> list[str]:
+    """The chosen method and the alternatives; ``tuning``: the rules would fine-tune (before weighing the cost)."""
+    options, p = costs.options, costs.plan
+    if p is None:
+        o = min(options, key=lambda o: o.memory.total_bytes)
+        return [f"No method fits {'the ' + a.gpu if a.gpu else 'any catalogue GPU'}: the smallest, {o.method.upper()} with "
+                f"checkpointing at batch 1, needs {_gib(o.memory.total_bytes)} and the largest GPU has "
+                f"{o.gpu.memory_gib:g} GiB; use a smaller model, shorter sequences or several GPUs with sharding."]
+    gc = " with gradient checkpointing" if p.gradient_checkpointing else ""
+    bs = f" at batch {p.batch_size}" if p.batch_size != batch_size else ""
+    why = {
+        "full": f"full fine-tuning (domain adaptation with {_fmt_int(examples or 0)} examples benefits from updating every weight)",
+        "lora": f"LoRA (trains {p.memory.trainable_fraction:.2%} of {arch.name}'s {arch.total_params / 1e9:.2f}B parameters; "
+                "close to full fine-tuning in quality for a fraction of the memory)",
+        "qlora": f"QLoRA (the base in 4-bit NF4 so {arch.name} fits one {p.gpu.name}; "
+                 f"trains {p.memory.trainable_fraction:.2%} of the parameters)",
+    }[p.method]
+    lead = "Method" if tuning else "If you fine-tune later, the method"
+    out = [f"{lead}: {why}. It needs {_gib(p.memory.total_bytes)} on one {p.gpu.name} ({p.gpu.memory_gib:g} GiB){gc}{bs}, "
+           f"and takes ~{_hours(p.time.seconds)} for {_usd(p.time.usd)} at {p.time.mfu:.0%} MFU."]
+    for o in options:
+        if o is p:
+            continue
+        if o.fits:
+            out.append(f"Alternative: {o.method.upper()} on {o.gpu.name} needs {_gib(o.memory.total_bytes)}, "
+                       f"~{_hours(o.time.seconds)}, {_usd(o.time.usd)}.")
+        else:
+            out.append(f"{o.method.upper()} does not fit: it needs {_gib(o.memory.total_bytes)} even at batch 1 with "
+                       f"checkpointing, more than one {o.gpu.name} has ({o.gpu.memory_gib:g} GiB).")
+    return out
+
+
+def breakeven_reasons(be: BreakEven | None) -> list[str]:
+    if be is None:
+        return []
+    if be.pays_off:
+        return [f"Break-even: {_fmt_int(be.monthly_tokens)} tokens/month cost ${be.api_monthly_usd:,.2f} on the API at "
+                f"${be.api_usd_per_m:g}/M and ${be.serve_monthly_usd:,.2f} served as a fine-tune ({be.serve_basis}); "
+                f"the {_usd(be.one_off_usd)} of training and evaluation pays for itself in {_days(be.days)}."]
+    return [f"Break-even: never at this volume: the API costs ${be.api_monthly_usd:,.2f}/month and serving the "
+            f"fine-tune ${be.serve_monthly_usd:,.2f}/month ({be.serve_basis}); fine-tune for quality or latency, not cost."]
 
 
 def recommended_seq_len(facts: DatasetFacts | None, max_seq_length: int) -> int:
@@ -403,4 +469,5 @@ def serving_gpu(arch: Architecture, gpus: dict[str, GPU]) -> GPU:
     return min(fitting, key=lambda g: g.usd_per_hour)
 
 
-__all__ = ["DEFAULT_MFU", "VERDICTS", "Advice", "MethodOption", "advise", "choose_plan", "plan_options", "serving_gpu"]
+__all__ = ["DEFAULT_MFU", "VERDICTS", "Advice", "MethodOption", "Signals", "advise", "choose_plan", "decide", "plan_options",
+           "read_signals", "serving_gpu"]

@@ -8,9 +8,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tunesmith.advise.hardware import GIB
-from tunesmith.advise.memory import MemoryEstimate
 from tunesmith.advise.recommend import Advice
+from tunesmith.estimate.memory import GIB, MemoryEstimate
 
 VERDICT_STYLE = {"fine-tune": "green", "both": "green", "rag": "cyan", "prompt-engineer-first": "yellow", "not-yet": "yellow"}
 

@@ -4,7 +4,6 @@ examples whose answer format differs from the majority."""
 from __future__ import annotations
 
 import json
-import re
 from array import array
 from collections import Counter
 from collections.abc import Callable
@@ -12,31 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from tunesmith.data.answer_format import ANSWER_FORMATS, answer_format
 from tunesmith.data.records import Record, is_text_record, reference_answer
 from tunesmith.errors import ConfigError
 
-_LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.M)
-ANSWER_FORMATS = ("json", "code", "list", "short", "prose")
 MAX_LISTED = 50
 MAX_ANSWER_LABELS = 50  # more distinct short answers than this: not classification-like
-
-
-def answer_format(answer: str) -> str:
-    """A coarse class of an answer's shape: json, code, list, short (a label-like line) or prose."""
-    s = answer.strip()
-    if s[:1] in "{[":
-        try:
-            json.loads(s)
-            return "json"
-        except (json.JSONDecodeError, RecursionError):  # nested too deep to parse: not usable as JSON
-            pass
-    if "```" in s:
-        return "code"
-    if len(_LIST_LINE.findall(s)) >= 2:
-        return "list"
-    if "\n" not in s and len(s.split()) <= 3:
-        return "short"
-    return "prose"
 
 
 class ConsistencyChecker:

@@ -19,6 +19,7 @@ from tunesmith.deploy.model_card import write_model_card
 from tunesmith.errors import ModelError, TunesmithError
 from tunesmith.models.config import ModelConfig
 from tunesmith.models.loading import DTYPES, load_model, load_tokenizer
+from tunesmith.models.quantization import bnb_nf4_config  # the one training used
 from tunesmith.utils.io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -54,18 +55,6 @@ def read_adapter(path: str | Path) -> AdapterInfo:
         raise TunesmithError(f"{path} has no adapter weights (adapter_model.safetensors)")
     ranks = [int(cfg.get("r", 8)), *(int(v) for v in (cfg.get("rank_pattern") or {}).values())]
     return AdapterInfo(path, cfg, cfg.get("base_model_name_or_path"), max(ranks), bool(cfg.get("use_dora")))
-
-
-def bnb_nf4_config(compute_dtype: torch.dtype = torch.float32):
-    """The quantisation QLoRA training uses (NF4, double quantisation)."""
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype,
-    )
 
 
 def load_base(base: ModelConfig, method: str, dtype: torch.dtype):

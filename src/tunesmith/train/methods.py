@@ -7,6 +7,7 @@ import torch
 from tunesmith.config import RunConfig
 from tunesmith.errors import ConfigError
 from tunesmith.models.loading import load_model, resolve_device, resolve_dtype
+from tunesmith.models.quantization import bnb_nf4_config
 
 
 def lora_config(cfg: RunConfig):
@@ -32,20 +33,14 @@ def lora_config(cfg: RunConfig):
 
 
 def bnb_4bit_config(compute_dtype: torch.dtype):
+    """The QLoRA quantisation (models/quantization.py), with a config error when bitsandbytes is missing."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise ConfigError(
             "train.method qlora needs the bitsandbytes package", hint="pip install 'bitsandbytes>=0.50'"
         ) from None
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype,
-    )
+    return bnb_nf4_config(compute_dtype)
 
 
 def uses_deepspeed(cfg: RunConfig) -> bool:

@@ -38,7 +38,7 @@ class Distributed:
     @property
     def sharded(self) -> bool:
         """Parameters live in shards: FSDP, or ZeRO-3."""
-        return self.strategy == "fsdp" or (self.strategy == "deepspeed" and self.zero_stage == 3)
+        return sharding_of(self.strategy, self.zero_stage) == "full"
 
     def global_sum(self, x: float) -> float:
         """Sum of ``x`` over all ranks (``x`` itself in a single process)."""
@@ -73,6 +73,14 @@ class Distributed:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return norm
+
+
+def sharding_of(strategy: str, zero_stage: int) -> str:
+    """What a data-parallel strategy splits across ranks, in the memory estimator's terms: "full"
+    (parameters too: FSDP, ZeRO-3), "optimizer" (gradients and optimizer states: ZeRO-2), "none" (DDP)."""
+    if strategy == "fsdp" or (strategy == "deepspeed" and zero_stage == 3):
+        return "full"
+    return "optimizer" if strategy == "deepspeed" else "none"
 
 
 def launched_world_size() -> int:

@@ -10,6 +10,9 @@ import torch
 
 from tunesmith.config import RunConfig
 from tunesmith.errors import TunesmithError
+from tunesmith.estimate.arch import Architecture
+from tunesmith.estimate.memory import estimate_memory, fits
+from tunesmith.train.parallel import launched_world_size, sharding_of
 
 
 class DoesNotFitError(TunesmithError):
@@ -56,13 +59,8 @@ def _suggestions(cfg: RunConfig, world: int = 1, sharding: str = "none") -> str:
 
 
 def check_memory(cfg: RunConfig, model_config, device: torch.device, dtype: torch.dtype) -> Preflight:
-    """Estimate with the advise estimator; raise DoesNotFitError when it cannot fit."""
-    from tunesmith.advise.arch import Architecture
-    from tunesmith.advise.memory import estimate_memory, fits
-
+    """Estimate with tunesmith.estimate (what `tunesmith advise` shows); raise DoesNotFitError when it cannot fit."""
     tc = cfg.train
-    from tunesmith.train.parallel import launched_world_size
-
     world = launched_world_size()
     sharding = sharding_of(tc.distributed, tc.zero_stage or 2) if world > 1 else "none"
     est = estimate_memory(
@@ -86,10 +84,3 @@ def check_memory(cfg: RunConfig, model_config, device: torch.device, dtype: torc
             hint=_suggestions(cfg, world, sharding) + ". `tunesmith advise` shows the breakdown.",
         )
     return Preflight(needed, available, table)
-
-
-def sharding_of(strategy: str, zero_stage: int) -> str:
-    """What a data-parallel strategy splits across ranks, in the memory estimator's terms."""
-    if strategy == "fsdp" or (strategy == "deepspeed" and zero_stage == 3):
-        return "full"
-    return "optimizer" if strategy == "deepspeed" else "none"

@@ -14,7 +14,7 @@ API (also used by the training pre-flight check)::
         lora_r: int = 16,
         lora_targets: list[str] | "all-linear" = ["q_proj", "k_proj", "v_proj", "o_proj"],
         lora_dropout: float = 0.05,
-        double_quant: bool = True,          # QLoRA: NF4 with double-quantised block constants
+        double_quant: bool = True,          # QLoRA: NF4 with double-quantised block constants (as training)
         attention: "sdpa" | "eager" = "sdpa",
         device: "cuda" | "cpu" | torch.device = "cuda",
         sharding: "none" | "optimizer" | "full" = "none",  # DDP | ZeRO-2 | FSDP, ZeRO-3
@@ -65,8 +65,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tunesmith.advise.arch import Architecture
 from tunesmith.errors import TunesmithError
+from tunesmith.estimate.arch import Architecture
+from tunesmith.models.quantization import NF4_DOUBLE_QUANT
 
 Method = Literal["full", "lora", "dora", "qlora"]
 METHODS: tuple[str, ...] = ("full", "lora", "dora", "qlora")
@@ -112,10 +113,6 @@ class MemoryEstimate:
     @property
     def trainable_fraction(self) -> float:
         return self.trainable_params / self.total_params
-
-    @property
-    def total_gib(self) -> float:
-        return self.total_bytes / GIB
 
     def component(self, name: str) -> Component:
         return next(c for c in self.components if c.name == name)
@@ -181,7 +178,7 @@ def estimate_memory(
     lora_r: int = 16,
     lora_targets: list[str] | str | None = None,
     lora_dropout: float = 0.05,
-    double_quant: bool = True,
+    double_quant: bool = NF4_DOUBLE_QUANT,
     attention: str = "sdpa",
     device: str = "cuda",
     sharding: str = "none",
@@ -196,118 +193,22 @@ def estimate_memory(
     dtype = str(dtype).removeprefix("torch.")
     device = str(getattr(device, "type", device))
     _check(method, dtype, optimizer, attention, device, batch_size, seq_len)
-    targets = DEFAULT_LORA_TARGETS if lora_targets is None else lora_targets
-    c = DTYPE_BYTES[dtype]
-    half = c < 4
-    N = arch.total_params
-    T = batch_size * seq_len
-    h, V = arch.hidden_size, arch.vocab_size
-    adapters = method != "full"
-    lora_p = arch.lora_params(lora_r, targets) if adapters else 0
-    if method == "dora":
-        # DoRA adds a magnitude vector (out_features) per adapted linear
-        shapes = arch.linear_shapes()
-        lora_p += arch.num_layers * sum(shapes[t][1] for t in arch.lora_targets(targets))
-    P = lora_p if adapters else N
-
-    # --- static: weights, adapters, optimizer states
-    comps: dict[str, tuple[int, str]] = {}
-    # autocast's half-precision weight copies live from forward to the end of backward, not in the step
-    copies = c * N if (method == "full" and half) else 0
-    if method == "full":
-        comps["weights"] = (4 * N, "fp32 master weights")
-    elif method == "qlora":
-        q = arch.quantisable_params
-        per_param = 0.5 + (1 / 64 + 4 / (64 * 256) if double_quant else 4 / 64)
-        comps["weights"] = (
-            int(q * per_param + (N - q) * c),
-            (f"NF4 decoder linears ({per_param:.4f} B/param incl. block constants"
-            f"{', double-quantised' if double_quant else ''}); embeddings, head, norms in {dtype}"),
-        )
-    else:
-        comps["weights"] = (c * N, f"frozen base in {dtype}")
-    if adapters:
-        comps["adapter weights"] = (4 * lora_p, f"LoRA r={lora_r} on {', '.join(arch.lora_targets(targets))} (fp32)")
-    comps["optimizer states"] = (int(OPTIMIZERS[optimizer] * P), f"{optimizer}: {OPTIMIZERS[optimizer]:g} B/trainable param")
-
-    # --- dynamic
-    grads = 4 * P
-    per_layer = activation_elements_per_token_layer(
-        arch, method=method, lora_r=lora_r, lora_targets=targets, lora_dropout=lora_dropout
-    ) * c * T
-    if attention == "eager":
-        per_layer += T * arch.num_heads * seq_len * (4 + (c if half else 0))
-    if method == "qlora":
-        # bitsandbytes de-quantises one weight at a time for the matmul (forward and backward)
-        per_layer_transient = max(a * b for a, b in arch.linear_shapes().values()) * c
-    else:
-        per_layer_transient = 0
-    if gradient_checkpointing:
-        saved_acts = arch.num_layers * h * c * T
-        recompute = per_layer + per_layer_transient
-    else:
-        saved_acts = arch.num_layers * per_layer + per_layer_transient
-        recompute = 0
-    loss_buffers = T * V * (2 + 4 * 4 if half else 16) + 3 * h * c * T  # see docstring: 16 or 18 B per logit
-    if device == "cuda" and optimizer != "sgd":
-        step_tmp = 4 * P
-        step_note = "foreach AdamW: one fp32 tensor of all trainable params"
-    elif optimizer != "sgd":
-        largest = max(arch.embedding_params, max(a * b for a, b in arch.linear_shapes().values())) if not adapters else (
-            max(lora_r * max(s) for s in arch.linear_shapes().values())
-        )
-        step_tmp = 2 * 4 * largest
-        step_note = "per-tensor AdamW: two temporaries of the largest parameter"
-    else:
-        step_tmp, step_note = 0, "plain SGD"
-
+    run = _Run(arch, method, batch_size, seq_len, dtype, optimizer, gradient_checkpointing, lora_r,
+               DEFAULT_LORA_TARGETS if lora_targets is None else lora_targets, lora_dropout, attention, device)
+    terms = _terms(run, double_quant)
     if sharding not in SHARDINGS or num_shards < 1:
         raise TunesmithError(f"unknown sharding '{sharding}' over {num_shards}", hint=f"one of {', '.join(SHARDINGS)}")
     if sharding != "none" and num_shards > 1:
-        W = num_shards
-        split = ["optimizer states"] + (["weights", "adapter weights"] if sharding == "full" else [])
-        for k in split:
-            if k in comps:
-                comps[k] = (comps[k][0] // W, comps[k][1] + f"; 1/{W} per rank")
-        grads, step_tmp = grads // W, step_tmp // W
-        if sharding == "full":
-            copies //= W
-            # each layer is all-gathered for its forward/backward, the next one prefetched
-            layer_bytes = (4 if method == "full" else c) * arch.layer_params
-            comps["gathered layers"] = (2 * layer_bytes, "two decoder layers unsharded at a time (current + prefetched)")
-
-    static = sum(b for b, _ in comps.values())
+        _shard(terms, run, full=sharding == "full", ranks=num_shards)
+    static = sum(b for b, _ in terms.static.values())
     phases = {
-        "start of backward": static + copies + saved_acts + loss_buffers,
-        "optimizer step": static + grads + step_tmp,
+        "start of backward": static + terms.copies + terms.saved_acts + terms.loss_buffers,
+        "optimizer step": static + terms.grads + terms.step_tmp,
     }
     if gradient_checkpointing:
-        phases["backward (recomputing a layer)"] = static + copies + saved_acts + recompute + grads
+        phases["backward (recomputing a layer)"] = static + terms.copies + terms.saved_acts + terms.recompute + terms.grads
     peak_phase = max(phases, key=phases.get)
-
-    at_peak = {
-        "start of backward": {"weight copies", "activations", "loss buffers"},
-        "optimizer step": {"gradients", "optimizer step temporaries"},
-        "backward (recomputing a layer)": {"weight copies", "activations", "recomputed layer", "gradients"},
-    }[peak_phase]
-    components = [Component(k, int(b), True, note) for k, (b, note) in comps.items()]
-    if copies:
-        components.append(Component("weight copies", int(copies), "weight copies" in at_peak,
-                                    f"{dtype} copies autocast keeps from forward to the end of backward"))
-    act_note = (
-        f"layer inputs only (gradient checkpointing), {arch.num_layers} layers" if gradient_checkpointing
-        else f"{arch.num_layers} layers x {T} tokens, {attention} attention"
-    )
-    components += [
-        Component("gradients", int(grads), "gradients" in at_peak, "fp32, trainable params"),
-        Component("activations", int(saved_acts), "activations" in at_peak, act_note),
-    ]
-    if gradient_checkpointing:
-        components.append(Component("recomputed layer", int(recompute), "recomputed layer" in at_peak, "one layer's activations during backward"))
-    components += [
-        Component("loss buffers", int(loss_buffers), "loss buffers" in at_peak, f"{T} tokens x {V} vocab logits, log-softmax, 2 gradients"),
-        Component("optimizer step temporaries", int(step_tmp), "optimizer step temporaries" in at_peak, step_note),
-    ]
+    components = _components(terms, run, peak_phase)
     subtotal = phases[peak_phase]
     if device == "cuda":
         overhead = CUDA_CONTEXT_BYTES + int(CUDA_FRAGMENTATION * subtotal)
@@ -320,6 +221,158 @@ def estimate_memory(
     assert total == sum(x.bytes for x in components if x.at_peak)
     return MemoryEstimate(
         arch_name=arch.name, method=method, batch_size=batch_size, seq_len=seq_len, dtype=dtype, optimizer=optimizer,
-        gradient_checkpointing=gradient_checkpointing, device=device, total_params=N, trainable_params=P,
-        components=components, peak_phase=peak_phase, total_bytes=int(total),
+        gradient_checkpointing=gradient_checkpointing, device=device, total_params=arch.total_params,
+        trainable_params=terms.trainable, components=components, peak_phase=peak_phase, total_bytes=int(total),
     )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One estimate's settings, checked and normalised (dtype and device as strings)."""
+
+    arch: Architecture
+    method: str
+    batch_size: int
+    seq_len: int
+    dtype: str
+    optimizer: str
+    gradient_checkpointing: bool
+    lora_r: int
+    targets: list[str] | str
+    lora_dropout: float
+    attention: str
+    device: str
+
+    @property
+    def c(self) -> int:
+        """Bytes per element of the compute dtype."""
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def tokens(self) -> int:
+        return self.batch_size * self.seq_len
+
+
+@dataclass
+class _Terms:
+    """The terms of the model in the module docstring, in bytes, before the peak is chosen."""
+
+    static: dict[str, tuple[int, str]]  # weights, adapter weights, optimizer states: (bytes, note)
+    trainable: int
+    copies: int  # autocast's half-precision weight copies (full fine-tuning), forward to end of backward
+    grads: int
+    saved_acts: int
+    recompute: int  # one layer recomputed under gradient checkpointing
+    loss_buffers: int
+    step_tmp: int
+    step_note: str
+
+
+def _terms(r: _Run, double_quant: bool) -> _Terms:
+    arch, method, c = r.arch, r.method, r.c
+    N, T = arch.total_params, r.tokens
+    adapters = method != "full"
+    lora_p = arch.lora_params(r.lora_r, r.targets) if adapters else 0
+    if method == "dora":
+        # DoRA adds a magnitude vector (out_features) per adapted linear
+        shapes = arch.linear_shapes()
+        lora_p += arch.num_layers * sum(shapes[t][1] for t in arch.lora_targets(r.targets))
+    P = lora_p if adapters else N
+    static = {"weights": _weights(r, double_quant)}
+    if adapters:
+        static["adapter weights"] = (4 * lora_p, f"LoRA r={r.lora_r} on {', '.join(arch.lora_targets(r.targets))} (fp32)")
+    static["optimizer states"] = (int(OPTIMIZERS[r.optimizer] * P), f"{r.optimizer}: {OPTIMIZERS[r.optimizer]:g} B/trainable param")
+    saved_acts, recompute = _activations(r)
+    loss_buffers = T * arch.vocab_size * (2 + 4 * 4 if c < 4 else 16) + 3 * arch.hidden_size * c * T  # 16 or 18 B per logit
+    step_tmp, step_note = _step_temporaries(r, P)
+    return _Terms(static, P, copies=c * N if (method == "full" and c < 4) else 0, grads=4 * P, saved_acts=saved_acts,
+                  recompute=recompute, loss_buffers=loss_buffers, step_tmp=step_tmp, step_note=step_note)
+
+
+def _weights(r: _Run, double_quant: bool) -> tuple[int, str]:
+    N = r.arch.total_params
+    if r.method == "full":
+        return 4 * N, "fp32 master weights"
+    if r.method == "qlora":
+        q = r.arch.quantisable_params
+        per_param = 0.5 + (1 / 64 + 4 / (64 * 256) if double_quant else 4 / 64)
+        return (int(q * per_param + (N - q) * r.c),
+                (f"NF4 decoder linears ({per_param:.4f} B/param incl. block constants"
+                 f"{', double-quantised' if double_quant else ''}); embeddings, head, norms in {r.dtype}"))
+    return r.c * N, f"frozen base in {r.dtype}"
+
+
+def _activations(r: _Run) -> tuple[int, int]:
+    """(saved for backward at its start, one recomputed layer under gradient checkpointing)."""
+    arch, c, T = r.arch, r.c, r.tokens
+    per_layer = activation_elements_per_token_layer(
+        arch, method=r.method, lora_r=r.lora_r, lora_targets=r.targets, lora_dropout=r.lora_dropout
+    ) * c * T
+    if r.attention == "eager":
+        per_layer += T * arch.num_heads * r.seq_len * (4 + (c if c < 4 else 0))
+    # QLoRA: bitsandbytes de-quantises one weight at a time for the matmul (forward and backward)
+    transient = max(a * b for a, b in arch.linear_shapes().values()) * c if r.method == "qlora" else 0
+    if r.gradient_checkpointing:
+        return arch.num_layers * arch.hidden_size * c * T, per_layer + transient
+    return arch.num_layers * per_layer + transient, 0
+
+
+def _step_temporaries(r: _Run, trainable: int) -> tuple[int, str]:
+    if r.optimizer == "sgd":
+        return 0, "plain SGD"
+    if r.device == "cuda":
+        return 4 * trainable, "foreach AdamW: one fp32 tensor of all trainable params"
+    shapes = r.arch.linear_shapes()
+    if r.method == "full":
+        largest = max(r.arch.embedding_params, max(a * b for a, b in shapes.values()))
+    else:
+        largest = max(r.lora_r * max(s) for s in shapes.values())
+    return 2 * 4 * largest, "per-tensor AdamW: two temporaries of the largest parameter"
+
+
+def _shard(terms: _Terms, r: _Run, *, full: bool, ranks: int) -> None:
+    """Split what ZeRO-2 ("optimizer") or FSDP / ZeRO-3 (``full``) split over ``ranks``; full sharding
+    also gathers two decoder layers whole (the one computing and the one prefetched)."""
+    for k in ["optimizer states"] + (["weights", "adapter weights"] if full else []):
+        if k in terms.static:
+            b, note = terms.static[k]
+            terms.static[k] = (b // ranks, note + f"; 1/{ranks} per rank")
+    terms.grads //= ranks
+    terms.step_tmp //= ranks
+    if full:
+        terms.copies //= ranks
+        layer_bytes = (4 if r.method == "full" else r.c) * r.arch.layer_params
+        terms.static["gathered layers"] = (2 * layer_bytes, "two decoder layers unsharded at a time (current + prefetched)")
+
+
+_AT_PEAK = {
+    "start of backward": {"weight copies", "activations", "loss buffers"},
+    "optimizer step": {"gradients", "optimizer step temporaries"},
+    "backward (recomputing a layer)": {"weight copies", "activations", "recomputed layer", "gradients"},
+}
+
+
+def _components(t: _Terms, r: _Run, peak_phase: str) -> list[Component]:
+    """Every term as a component, marked when it is held at the peak (static ones always are)."""
+    at_peak = _AT_PEAK[peak_phase]
+    components = [Component(k, int(b), True, note) for k, (b, note) in t.static.items()]
+    if t.copies:
+        components.append(Component("weight copies", int(t.copies), "weight copies" in at_peak,
+                                    f"{r.dtype} copies autocast keeps from forward to the end of backward"))
+    act_note = (
+        f"layer inputs only (gradient checkpointing), {r.arch.num_layers} layers" if r.gradient_checkpointing
+        else f"{r.arch.num_layers} layers x {r.tokens} tokens, {r.attention} attention"
+    )
+    components += [
+        Component("gradients", int(t.grads), "gradients" in at_peak, "fp32, trainable params"),
+        Component("activations", int(t.saved_acts), "activations" in at_peak, act_note),
+    ]
+    if r.gradient_checkpointing:
+        components.append(Component("recomputed layer", int(t.recompute), "recomputed layer" in at_peak,
+                                    "one layer's activations during backward"))
+    components += [
+        Component("loss buffers", int(t.loss_buffers), "loss buffers" in at_peak,
+                  f"{r.tokens} tokens x {r.arch.vocab_size} vocab logits, log-softmax, 2 gradients"),
+        Component("optimizer step temporaries", int(t.step_tmp), "optimizer step temporaries" in at_peak, t.step_note),
+    ]
+    return components

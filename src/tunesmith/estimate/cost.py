@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tunesmith.advise.arch import Architecture
-from tunesmith.advise.hardware import GPU
+from tunesmith.estimate.arch import Architecture
+from tunesmith.estimate.hardware import GPU
 
 DEFAULT_MFU = {"full": 0.40, "lora": 0.35, "dora": 0.30, "qlora": 0.20}
 FLOPS_PER_TOKEN_FACTOR = {"full": 6.0, "lora": 4.0, "dora": 4.0, "qlora": 4.0}

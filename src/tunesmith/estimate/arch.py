@@ -222,8 +222,8 @@ class Architecture:
 
 def _read_json_catalog(path: Path | None, package_file: str, key: str) -> dict[str, dict[str, Any]]:
     if path is None:
-        text = resources.files("tunesmith.advise").joinpath("data", package_file).read_text(encoding="utf-8")
-        source = f"tunesmith/advise/data/{package_file}"
+        text = resources.files("tunesmith.estimate").joinpath("data", package_file).read_text(encoding="utf-8")
+        source = f"tunesmith/estimate/data/{package_file}"
     else:
         if not Path(path).is_file():
             raise TunesmithError(f"catalogue file {path} does not exist")

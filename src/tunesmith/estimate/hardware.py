@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError, closest
-
-GIB = 2**30
+from tunesmith.estimate.memory import GIB
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class GPU:
 
 
 def load_gpu_catalog(extra_file: str | Path | None = None) -> dict[str, GPU]:
-    from tunesmith.advise.arch import _read_json_catalog
+    from tunesmith.estimate.arch import _read_json_catalog
 
     raw = _read_json_catalog(None, "gpus.json", "gpus")
     names = {k.lower(): k for k in _original_names(None)}
@@ -61,7 +60,7 @@ def _original_names(path: Path | None) -> list[str]:
     import json
     from importlib import resources
 
-    text = (resources.files("tunesmith.advise").joinpath("data", "gpus.json").read_text(encoding="utf-8")
+    text = (resources.files("tunesmith.estimate").joinpath("data", "gpus.json").read_text(encoding="utf-8")
             if path is None else path.read_text(encoding="utf-8"))
     return list(json.loads(text).get("gpus", {}))
 
