@@ -45,10 +45,11 @@ from tunesmith.train.methods import (
 )
 from tunesmith.train.metrics import (
     Trackers,
-    device_peak_flops,
+    device_peak,
     flops_per_token,
     peak_memory_bytes,
     plot_loss_curve,
+    step_line,
 )
 from tunesmith.train.parallel import (
     Distributed,
@@ -57,6 +58,7 @@ from tunesmith.train.parallel import (
     init_distributed,
     setup_data_parallel,
 )
+from tunesmith.train.quiet import model_loading_noise_silenced
 from tunesmith.train.tokenize import tokenize_records
 from tunesmith.utils.io import atomic_dir, write_json
 
@@ -120,7 +122,8 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
 
     if tc.preflight:
         _preflight(cfg)
-    model, device = build_trainable_model(cfg)
+    with model_loading_noise_silenced():
+        model, device = build_trainable_model(cfg)
     _, autocast_dtype = compute_dtypes(cfg, device)
     dist = init_distributed(device, tc.distributed, tc.zero_stage or 2)
     main = dist.rank == 0
@@ -173,7 +176,7 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
     elif main:
         metrics_path.unlink(missing_ok=True)
 
-    peak = device_peak_flops(device) if main else None
+    peak = device_peak(device, autocast_dtype or compute_dtypes(cfg, device)[0]) if main else None
     if main:
         console.print(
             f"[bold]train[/]: {tc.method} on {cfg.model.name_or_path} ({device.type}, {weights_dtype}"
@@ -182,6 +185,7 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
             f"parameters ({100 * trainable / total:.2f}%); {len(train_ex)} examples, {total_steps} steps "
             f"(batch {tc.batch_size} x accumulation {tc.grad_accum}{', packed' if tc.packing else ''})"
         )
+        console.print(f"[bold]train[/]: MFU against {peak.describe()}")
     trackers = Trackers(tc.report_to if main else [], cfg.run_dir, cfg.train.model_dump())
     fault_step = int(os.environ.get("TUNESMITH_FAULT_KILL_AFTER_STEP", "0"))  # fault injection for resume tests
 
@@ -193,7 +197,7 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
         def on_step(rec: dict) -> None:
             rec["tokens_per_s"] *= dist.world_size
             rec["model_flops_per_s"] = fpt * rec["tokens_per_s"]
-            rec["mfu"] = rec["model_flops_per_s"] / (peak * dist.world_size) if peak else None
+            rec["mfu"] = peak.mfu(rec["model_flops_per_s"] / dist.world_size) if peak else None  # per device
             rec["peak_memory_gb"] = peak_memory_bytes(device) / 1e9
             if main:
                 with open(metrics_path, "a", encoding="utf-8") as f:
@@ -201,11 +205,7 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
                 trackers.log(rec)
                 progress.update(task, completed=rec["step"], loss=f"{rec['loss']:.4f}")
                 if rec["step"] % tc.logging_steps == 0 or rec["step"] == 1:
-                    progress.console.log(
-                        f"step {rec['step']}/{total_steps} loss {rec['loss']:.4f} lr {rec['lr']:.2e} "
-                        f"grad_norm {rec['grad_norm']:.3f} {rec['tokens_per_s']:.0f} tok/s"
-                        + (f" MFU {100 * rec['mfu']:.0f}%" if rec["mfu"] else "")
-                    )
+                    progress.console.log(step_line(rec, total_steps))
             if fault_step and rec["step"] == fault_step:
                 os.kill(os.getpid(), 9)
 
@@ -245,7 +245,7 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
         "first_loss": hist[0]["loss"] if hist else None, "final_loss": final_loss,
         "best_val_loss": state.best_val_loss, "used_best_checkpoint": used_best, "val_history": state.val_history,
         "train_seconds": seconds, "tokens_per_s": tokens / seconds if seconds else None,
-        "peak_memory_gb": peak_memory_bytes(device) / 1e9, "output_dir": str(out_dir),
+        "peak_memory_gb": peak_memory_bytes(device) / 1e9, "mfu_peak": peak.summary(), "output_dir": str(out_dir),
     }
     write_json(cfg.run_dir / "train_summary.json", summary)
     plot_loss_curve(metrics_path, state.val_history, cfg.run_dir / "loss_curve.png")
