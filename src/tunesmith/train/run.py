@@ -256,6 +256,7 @@ def train(run: TrainSetup) -> TrainState:
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=console, disable=not run.main) as progress, trackers:  # trackers end FAILED on error
         task = progress.add_task("train", total=run.total_steps, completed=run.state.step, loss="-")
+        fault = kill_after_step_hook()  # a test helper, inert unless TUNESMITH_FAULT_KILL_AFTER_STEP is set
 
         def on_step(rec: dict) -> None:
             _measure_step(run, rec)
@@ -266,6 +267,8 @@ def train(run: TrainSetup) -> TrainState:
                 progress.update(task, completed=rec["step"], loss=f"{rec['loss']:.4f}")
                 if rec["step"] % tc.logging_steps == 0 or rec["step"] == 1:
                     progress.console.log(step_line(rec, run.total_steps))
+            if fault:
+                fault(rec)
 
         def on_eval(rec: dict, improved: bool) -> None:
             if run.main:
@@ -284,7 +287,7 @@ def train(run: TrainSetup) -> TrainState:
             grad_accum=tc.grad_accum, device=run.device, state=run.state, max_grad_norm=tc.max_grad_norm,
             val_batches=run.val_batches, eval_every=tc.eval_steps, save_every=tc.save_steps,
             save_each_epoch=tc.save_every_epoch, early_stopping_patience=tc.early_stopping_patience,
-            hooks=Hooks(on_step=_then(on_step, kill_after_step_hook()), on_eval=on_eval, checkpoint=checkpoint),
+            hooks=Hooks(on_step=on_step, on_eval=on_eval, checkpoint=checkpoint),
             dist=run.dist, autocast_dtype=run.autocast_dtype,
         )
 
@@ -295,17 +298,6 @@ def _measure_step(run: TrainSetup, rec: dict) -> None:
     rec["model_flops_per_s"] = run.flops_per_token * rec["tokens_per_s"]
     rec["mfu"] = run.peak.mfu(rec["model_flops_per_s"] / run.dist.world_size) if run.peak else None
     rec["peak_memory_gb"] = peak_memory_bytes(run.device) / 1e9
-
-
-def _then(first: Callable[[dict], None], second: Callable[[dict], None] | None) -> Callable[[dict], None]:
-    if second is None:
-        return first
-
-    def both(rec: dict) -> None:
-        first(rec)
-        second(rec)
-
-    return both
 
 
 # --- finish: best weights, gather, save, summary -------------------------------------------------
