@@ -23,7 +23,7 @@ trl_default - what the same config gives each recipe. Compare tokens/s, not step
 Non-pad tokens are counted the same way for every side: positions of the input that hold a real token of an
 example (not padding), i.e. the attention-mask sum for padded batches and all positions of a padding-free row;
 for tunesmith's packed rows the same batches are collated once more with an impossible pad id and the
-non-pad positions counted. Model FLOPs per token = ``tunesmith.train.metrics.flops_per_token`` (4N for a frozen
+non-pad positions counted. Model FLOPs per token = ``tunesmith.train.telemetry.flops_per_token`` (4N for a frozen
 base + LoRA, N counting the tied LM head as a matmul, plus causal attention at the mean example length); it is
 the same number for all sides, so MFU ratios equal throughput ratios. The MFU denominator is the fp32 matmul peak
 (``measure_matmul_peak``) at the same thread count, measured in the same run (median of one measurement in each
@@ -119,7 +119,7 @@ def matmul_peaks(seconds: float = 0.5) -> tuple[float, float]:
     """(fp32 matmul FLOP/s wall-clock via tunesmith's measure_matmul_peak, matmul FLOP per CPU-second)."""
     import torch
 
-    from tunesmith.train.metrics import measure_matmul_peak
+    from tunesmith.train.telemetry import measure_matmul_peak
 
     wall = measure_matmul_peak(seconds)
     # the same loop, timed in CPU seconds of this process (robust to other processes on the machine)
@@ -329,7 +329,7 @@ def worker(side: str, cfg_path: str, out_path: str) -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from tunesmith.train.metrics import flops_per_token
+    from tunesmith.train.telemetry import flops_per_token
 
     cfg = json.loads(Path(cfg_path).read_text())
     torch.set_num_threads(cfg["threads"])

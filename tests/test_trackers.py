@@ -16,7 +16,7 @@ import pytest
 
 from tunesmith.config import build_config
 from tunesmith.errors import ConfigError
-from tunesmith.train.metrics import Trackers
+from tunesmith.train.telemetry import Trackers
 
 RECORDS = [
     {"step": 1, "epoch": 0.25, "loss": 2.75, "lr": 1e-4, "tokens": 512, "mfu": None, "note": "warm-up"},
@@ -117,7 +117,7 @@ def test_a_run_left_open_is_ended_when_the_process_exits(tmp_path):
     run_dir = tmp_path / "crashed"
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from tunesmith.train.metrics import Trackers
+        from tunesmith.train.telemetry import Trackers
         t = Trackers(["tensorboard", "mlflow"], Path({str(run_dir)!r}), {{}})
         t.log({{"step": 1, "loss": 4.0}})
         raise SystemExit("training crashed")

@@ -106,7 +106,7 @@ def test_packing_without_position_restart_would_differ(tiny_model, tokenizer, ex
     tiny_model.eval()
     packed = collate_packed(pack_examples(examples, row_length=256), tokenizer.pad_token_id)
     leaky = type(packed)(packed.input_ids, packed.labels,
-                         torch.arange(packed.input_ids.shape[1]).expand_as(packed.input_ids), None, packed.n_examples)
+                         torch.arange(packed.input_ids.shape[1]).expand_as(packed.input_ids), None)
     with torch.no_grad():
         a = float(summed_token_loss(tiny_model, packed))
         b = float(summed_token_loss(tiny_model, leaky))

@@ -4,6 +4,7 @@ best-checkpoint selection."""
 from __future__ import annotations
 
 import json
+import re
 
 import torch
 from safetensors.torch import load_file
@@ -32,6 +33,14 @@ def test_every_step_logs_its_metrics_and_the_run_draws_a_loss_curve(tmp_path, ti
     assert png.startswith(PNG_MAGIC) and len(png) > 5000
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["steps"] == 5 and summary["first_loss"] == rows[0]["loss"]
+    # MFU is honest: against a stated peak, never shown above 100%
+    assert "measured on this CPU" in summary["mfu_peak"]["source"] and summary["mfu_peak"]["flops_per_s"] > 0
+    assert "MFU against" in r.stdout
+    shown = [int(m) for m in re.findall(r"MFU (\d+)%", r.stdout)]
+    assert shown and all(0 <= m <= 100 for m in shown)
+    assert all(row["mfu"] <= 1 for row in rows)
+    # third-party noise a user cannot act on is not printed
+    assert "is_gradient_checkpointing" not in r.stderr and "gemm_4bit_forward" not in r.stderr
 
 
 def test_early_stopping_stops_at_patience_and_keeps_the_best_weights(tmp_path, tiny_model_dir):

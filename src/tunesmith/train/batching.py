@@ -3,9 +3,11 @@
 Packed rows hold several examples back to back. Each example's ``position_ids`` restart at 0;
 transformers derives per-example (block-diagonal) attention from those restarts when no
 attention mask is given (SDPA/eager on CPU, flash-attention varlen on GPU), so packed examples
-never attend to each other. Labels at each example's first token are the previous example's
-continuation only through the shift in the loss, which is why every example's first label is
-masked by construction: its first token is a prompt token (or BOS), never a target.
+never attend to each other. The loss shifts labels (the label at position t is predicted from
+position t-1), so an example's first label would be predicted from the previous example's last
+token: :func:`collate_packed` masks every example's first label explicitly. (With completion-only
+loss that token is a prompt token and already masked; plain-text records and
+``completion_only_loss: false`` label every token, the first one included.)
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ class Batch:
     labels: torch.Tensor  # [B, L], -100 where no loss
     position_ids: torch.Tensor  # [B, L]
     attention_mask: torch.Tensor | None  # [B, L] for padded batches; None for packed rows
-    n_examples: int
 
     @property
     def n_label_tokens(self) -> int:
@@ -43,8 +44,12 @@ class Batch:
             self.labels.to(device),
             self.position_ids.to(device),
             None if self.attention_mask is None else self.attention_mask.to(device),
-            self.n_examples,
         )
+
+    def loss_inputs(self) -> dict[str, torch.Tensor | None]:
+        """Keyword arguments of the loss module (:class:`tunesmith.train.loss.CausalLMLoss`)."""
+        return {"input_ids": self.input_ids, "labels": self.labels, "position_ids": self.position_ids,
+                "attention_mask": self.attention_mask}
 
 
 def pack_examples(examples: list[TokenizedExample], row_length: int) -> list[list[TokenizedExample]]:
@@ -71,7 +76,6 @@ def collate_packed(rows: list[list[TokenizedExample]], pad_id: int) -> Batch:
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
     pos = torch.zeros((len(rows), length), dtype=torch.long)
-    n_examples = 0
     for r, row in enumerate(rows):
         t = 0
         for ex in row:
@@ -81,10 +85,9 @@ def collate_packed(rows: list[list[TokenizedExample]], pad_id: int) -> Batch:
             labels[r, t] = IGNORE_INDEX  # never predict an example's first token from the previous example
             pos[r, t : t + n] = torch.arange(n)
             t += n
-            n_examples += 1
         if t < length:
             pos[r, t:] = torch.arange(length - t)
-    return Batch(ids, labels, pos, None, n_examples)
+    return Batch(ids, labels, pos, None)
 
 
 def collate_padded(examples: list[TokenizedExample], pad_id: int) -> Batch:
@@ -98,7 +101,7 @@ def collate_padded(examples: list[TokenizedExample], pad_id: int) -> Batch:
         labels[i, :n] = torch.tensor(ex.labels)
         mask[i, :n] = 1
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return Batch(ids, labels, pos, mask, len(examples))
+    return Batch(ids, labels, pos, mask)
 
 
 def epoch_batches(

@@ -5,12 +5,20 @@ optimizer and scheduler states, each rank's RNG states (torch, python, numpy) an
 in the seeded data order (epoch, next micro-batch). Sharded strategies write their own formats
 (:mod:`tunesmith.train.parallel`). Folders are named ``step-000123`` and appear only once every
 rank has written its part; a folder without ``state.json`` was never completed and is ignored.
+
+Resume never unpickles code: the files tunesmith writes itself (RNG states, scheduler, and in
+single-process/DDP runs the optimizer) hold only tensors and plain values and are read with
+``torch.load(weights_only=True)``; a file holding anything else is refused with a
+:class:`CheckpointError`. FSDP's ``dcp/.metadata`` and DeepSpeed's files are read by those
+libraries, which unpickle them: resume sharded runs only from folders you wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -42,12 +50,23 @@ class TrainState:
     val_history: list[dict] = field(default_factory=list)
 
 
+class CheckpointError(TunesmithError):
+    """A checkpoint file that ``--resume`` refuses to load."""
+
+
 def rng_state() -> dict:
+    """Every random stream the next step draws from, as tensors and plain numbers only, so that
+    ``torch.load(weights_only=True)`` can read it back (numpy's and python's states are tuples
+    holding an ndarray / a long tuple: stored here as int64 tensors)."""
+    np_name, np_key, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": py_version, "internal": torch.tensor(py_internal, dtype=torch.int64),
+                   "gauss_next": py_gauss},
+        "numpy": {"name": np_name, "key": torch.from_numpy(np_key.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_gauss)},
     }
 
 
@@ -55,8 +74,33 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"].tolist()), py["gauss_next"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["name"], npy["key"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
+
+
+@contextlib.contextmanager
+def refuse_pickled_code(path: Path):
+    """Turn ``torch.load(weights_only=True)``'s refusal of a file that holds more than tensors and
+    plain values (a pickle that could run code, or a checkpoint from elsewhere) into a clear error."""
+    try:
+        yield
+    except pickle.UnpicklingError as e:
+        boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+        why = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith(boilerplate)]
+        raise CheckpointError(
+            f"--resume refused {path}: it holds objects other than tensors and plain values, which could run "
+            f"code when loaded" + (f" ({why[0][:200]})" if why else ""),
+            hint="resume only from checkpoints tunesmith wrote; delete that checkpoint folder, or run without --resume",
+        ) from None
+
+
+def load_tensors(path: Path):
+    """``torch.load`` of a file tunesmith wrote: tensors and plain containers only, never code."""
+    with refuse_pickled_code(path):
+        return torch.load(path, weights_only=True)
 
 
 def save_checkpoint(folder: Path, model, optimizer, scheduler, state: TrainState, dist: Distributed | None = None,
@@ -104,9 +148,10 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, dist: Distributed |
             f"{dist.world_size} with {dist.strategy!r}",
             hint="resume with the same --nproc/--nnodes and train.distributed (the data order per rank depends on them)",
         )
-    load_model_and_optimizer(path, model, optimizer, dist)
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    set_rng_state(torch.load(path / f"rng-rank{dist.rank}.pt", weights_only=False))
+    with refuse_pickled_code(path):  # optimizer.pt (single process, DDP) is read with weights_only=True
+        load_model_and_optimizer(path, model, optimizer, dist)
+    scheduler.load_state_dict(load_tensors(path / "scheduler.pt"))
+    set_rng_state(load_tensors(path / f"rng-rank{dist.rank}.pt"))
     return TrainState(**meta)
 
 

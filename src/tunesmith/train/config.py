@@ -43,7 +43,9 @@ class TrainConfig(Section):
         True, description="Loss only on assistant answers (+ their end-of-turn token): instruction tuning."
     )
     truncation: Literal["reject", "truncate"] = Field(
-        "reject", description="Examples longer than max_seq_length: reject (reported) or cut the prompt's start."
+        "reject", description="Examples longer than max_seq_length: reject (reported), or truncate: keep the "
+        "first max_seq_length tokens, cutting the end (usually the last answer and its end-of-turn token); an "
+        "example left with no trained token is then rejected (reported)."
     )
     logging_steps: int = Field(10, gt=0)
     save_steps: int | None = Field(None, gt=0, description="Checkpoint every N optimizer steps (for resume).")

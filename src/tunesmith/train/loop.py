@@ -6,6 +6,9 @@ and batch 2 x accumulation 4 produce the same gradient. In data-parallel runs th
 summed over all ranks and the loss scaled by the world size, because DDP, FSDP and DeepSpeed
 average gradients over ranks.
 
+The loss is always computed by the loss module (:class:`tunesmith.train.loss.CausalLMLoss`): the
+data-parallel wrapper around it when there is one, else a plain one around the model.
+
 The loop is resumable: ``state`` says which step, epoch and micro-batch come next, and the data
 order of an epoch is a pure function of (seed, epoch).
 """
@@ -21,7 +24,7 @@ import torch
 
 from tunesmith.train.batching import Batch
 from tunesmith.train.checkpoint import TrainState
-from tunesmith.train.loss import summed_token_loss
+from tunesmith.train.loss import CausalLMLoss
 from tunesmith.train.parallel import Distributed
 
 
@@ -35,21 +38,16 @@ class Hooks:
 
 
 @torch.no_grad()
-def evaluate_loss(model, batches: list[Batch], device: torch.device, forward=None) -> float:
-    """Mean token loss over ``batches`` (token-weighted). ``forward`` is the (DDP/FSDP) loss module
-    when there is one: sharded parameters are only whole inside its forward."""
-    was_training = model.training
-    model.eval()
+def evaluate_loss(loss_module: torch.nn.Module, batches: list[Batch], device: torch.device) -> float:
+    """Mean token loss over ``batches`` (token-weighted). Through the (DDP/FSDP) loss module:
+    sharded parameters are only whole inside its forward."""
+    was_training = loss_module.training
+    loss_module.eval()
     total, n = 0.0, 0
     for b in batches:
-        b = b.to(device)
-        if forward is None:
-            total += float(summed_token_loss(model, b))
-        else:
-            total += float(forward(input_ids=b.input_ids, labels=b.labels, position_ids=b.position_ids,
-                                   attention_mask=b.attention_mask))
+        total += float(loss_module(**b.to(device).loss_inputs()))
         n += b.n_label_tokens
-    model.train(was_training)
+    loss_module.train(was_training)
     return total / max(n, 1)
 
 
@@ -73,70 +71,88 @@ def train_loop(
     dist: Distributed | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> TrainState:
-    state = state or TrainState()
-    hooks = hooks or Hooks()
-    dist = dist or Distributed()
-    params = [p for p in model.parameters() if p.requires_grad]
-    forward = dist.loss_module or (lambda **b: summed_token_loss(model, Batch(**b, n_examples=0)))
-    # full fine-tuning in bf16: fp32 master weights, bf16 compute
-    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    state, hooks, dist = state or TrainState(), hooks or Hooks(), dist or Distributed()
+    step = _OptimizerStep(model, dist.loss_module or CausalLMLoss(model), optimizer, scheduler, device, dist,
+                          max_grad_norm, autocast_dtype)
+
+    def validate() -> bool:  # records the validation loss; True when early stopping says stop
+        return _validate(step, val_batches, state, early_stopping_patience, hooks)
+
     model.train()
     stop = False
     while state.step < total_steps and not stop:
-        batches = epoch_batches(state.epoch)
-        # this rank's micro-batches; each optimizer step takes grad_accum of them on every rank
-        usable = len(batches) - len(batches) % dist.world_size  # equal counts on every rank, or collectives hang
-        mine = batches[:usable][dist.rank :: dist.world_size]
+        mine = _this_ranks_share(epoch_batches(state.epoch), dist)
         while state.next_batch < len(mine) and state.step < total_steps and not stop:
             group = mine[state.next_batch : state.next_batch + grad_accum]
             state.next_batch += len(group)
-            n_label = dist.global_sum(sum(b.n_label_tokens for b in group))
-            if n_label == 0:
+            stats = step(group)
+            if stats is None:  # no label tokens in this step on any rank
                 continue
-            t0 = time.perf_counter()
-            loss_sum = 0.0
-            for i, b in enumerate(group):
-                b = b.to(device)
-                with dist.no_sync(last=i == len(group) - 1):
-                    with autocast:
-                        loss = forward(input_ids=b.input_ids, labels=b.labels, position_ids=b.position_ids,
-                                       attention_mask=b.attention_mask) / n_label
-                    dist.backward(loss * dist.world_size)  # data-parallel wrappers average over ranks
-                loss_sum += float(loss.detach())
-            lr = optimizer.param_groups[0]["lr"]
-            grad_norm = dist.optimizer_step(optimizer, params, max_grad_norm)  # clip, step, zero grads
-            scheduler.step()
             state.step += 1
-            dt = time.perf_counter() - t0
-            n_tokens = sum(b.n_tokens for b in group)
-            record = {
-                "step": state.step, "epoch": state.epoch + state.next_batch / len(mine),
-                "loss": dist.global_sum(loss_sum),
-                "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens, "label_tokens": n_label,
-                "tokens_per_s": n_tokens / dt if dt > 0 else 0.0, "step_s": dt,
-            }
+            record = {"step": state.step, "epoch": state.epoch + state.next_batch / len(mine), **stats}
             state.history.append(record)
             if hooks.on_step:
                 hooks.on_step(record)
             if val_batches and eval_every and state.step % eval_every == 0:
-                stop = _validate(model, forward, val_batches, device, state, early_stopping_patience, hooks, autocast)
+                stop = validate()
             if hooks.checkpoint and save_every and state.step % save_every == 0:
                 hooks.checkpoint(state)
         if state.next_batch >= len(mine):  # epoch finished
             state.epoch += 1
             state.next_batch = 0
             if val_batches and not eval_every:
-                stop = _validate(model, forward, val_batches, device, state, early_stopping_patience, hooks, autocast) or stop
+                stop = validate() or stop
             if hooks.checkpoint and save_each_epoch:
                 hooks.checkpoint(state)
     return state
 
 
-def _validate(model, forward, val_batches, device, state: TrainState, patience: int | None, hooks: Hooks,
-              autocast=None) -> bool:
-    """Record validation loss; returns True when early stopping says to stop."""
-    with autocast or contextlib.nullcontext():
-        val = evaluate_loss(model, val_batches, device, forward)
+def _this_ranks_share(batches: list[Batch], dist: Distributed) -> list[Batch]:
+    """This rank's micro-batches of an epoch: every rank gets the same count, or collectives hang."""
+    usable = len(batches) - len(batches) % dist.world_size
+    return batches[:usable][dist.rank :: dist.world_size]
+
+
+class _OptimizerStep:
+    """One optimizer step over a group of micro-batches: forward + backward of each (gradients
+    synchronised on the last one only), then clip, step, zero, and advance the scheduler."""
+
+    def __init__(self, model, loss_module, optimizer, scheduler, device, dist: Distributed,
+                 max_grad_norm: float | None, autocast_dtype: torch.dtype | None):
+        self.loss_module, self.optimizer, self.scheduler = loss_module, optimizer, scheduler
+        self.device, self.dist, self.max_grad_norm = device, dist, max_grad_norm
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        # full fine-tuning in bf16: fp32 master weights, bf16 compute
+        self.autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype
+                         else contextlib.nullcontext())
+
+    def __call__(self, group: list[Batch]) -> dict | None:
+        dist = self.dist
+        n_label = dist.global_sum(sum(b.n_label_tokens for b in group))
+        if n_label == 0:
+            return None
+        t0 = time.perf_counter()
+        loss_sum = 0.0
+        for i, b in enumerate(group):
+            with dist.no_sync(last=i == len(group) - 1):
+                with self.autocast:
+                    loss = self.loss_module(**b.to(self.device).loss_inputs()) / n_label
+                dist.backward(loss * dist.world_size)  # data-parallel wrappers average over ranks
+            loss_sum += float(loss.detach())
+        lr = self.optimizer.param_groups[0]["lr"]
+        grad_norm = dist.optimizer_step(self.optimizer, self.params, self.max_grad_norm)  # clip, step, zero grads
+        self.scheduler.step()
+        dt = time.perf_counter() - t0
+        n_tokens = sum(b.n_tokens for b in group)
+        return {"loss": dist.global_sum(loss_sum), "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens,
+                "label_tokens": n_label, "tokens_per_s": n_tokens / dt if dt > 0 else 0.0, "step_s": dt}
+
+
+def _validate(step: _OptimizerStep, val_batches: list[Batch], state: TrainState, patience: int | None,
+              hooks: Hooks) -> bool:
+    """Record validation loss (under the step's autocast); returns True when early stopping says to stop."""
+    with step.autocast:
+        val = evaluate_loss(step.loss_module, val_batches, step.device)
     improved = state.best_val_loss is None or val < state.best_val_loss
     if improved:
         state.best_val_loss = val

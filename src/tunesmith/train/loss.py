@@ -44,11 +44,12 @@ def summed_token_loss(model, batch: Batch) -> torch.Tensor:
 
 
 class CausalLMLoss(torch.nn.Module):
-    """``summed_token_loss`` as a module, so DDP/FSDP wrappers see the forward they must hook."""
+    """``summed_token_loss`` as a module: the one way the training loop computes the loss, so that
+    DDP/FSDP/DeepSpeed wrap the forward they must hook (a single process uses it unwrapped)."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids, labels, position_ids, attention_mask=None) -> torch.Tensor:
-        return summed_token_loss(self.model, Batch(input_ids, labels, position_ids, attention_mask, 0))
+        return summed_token_loss(self.model, Batch(input_ids, labels, position_ids, attention_mask))

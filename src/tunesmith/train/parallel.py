@@ -31,7 +31,7 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     strategy: str = "none"  # none | ddp | fsdp | deepspeed
-    loss_module: torch.nn.Module | None = None  # wrapped loss module; None = call the model directly
+    loss_module: torch.nn.Module | None = None  # wrapped loss module; None = the loop uses a plain CausalLMLoss
     engine: object | None = None  # the DeepSpeed engine (it owns backward, clipping and the optimizer step)
     zero_stage: int = 0
 

@@ -1,5 +1,9 @@
 """`tunesmith train`: from a run config and prepared data to a saved adapter (or full model).
 
+Three phases: :func:`setup` (tokenise, load and wrap the model, optimizer, schedule, resume),
+:func:`train` (the loop of :mod:`tunesmith.train.loop`, with the metrics log, trackers and
+checkpoints as its hooks) and :func:`finish` (best weights, save, summary).
+
 Single process by default; under ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel with
 DDP, FSDP2 or DeepSpeed ZeRO-2/3 (:mod:`tunesmith.train.parallel`; gloo on CPU, NCCL on GPUs).
 Checkpoints are collectives; the final weights are gathered and only rank 0 writes them.
@@ -9,9 +13,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.progress import (
@@ -28,7 +33,7 @@ from tunesmith.console import console
 from tunesmith.data.prepared import PreparedData
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.models.loading import load_tokenizer, model_dir_or_id
-from tunesmith.train.batching import epoch_batches
+from tunesmith.train.batching import Batch, epoch_batches
 from tunesmith.train.checkpoint import (
     TrainState,
     list_checkpoints,
@@ -37,18 +42,12 @@ from tunesmith.train.checkpoint import (
     save_best,
     save_checkpoint,
 )
+from tunesmith.train.faults import kill_after_step_hook
 from tunesmith.train.loop import Hooks, train_loop
 from tunesmith.train.methods import (
     build_trainable_model,
     compute_dtypes,
     count_parameters,
-)
-from tunesmith.train.metrics import (
-    Trackers,
-    device_peak_flops,
-    flops_per_token,
-    peak_memory_bytes,
-    plot_loss_curve,
 )
 from tunesmith.train.parallel import (
     Distributed,
@@ -57,7 +56,17 @@ from tunesmith.train.parallel import (
     init_distributed,
     setup_data_parallel,
 )
-from tunesmith.train.tokenize import tokenize_records
+from tunesmith.train.quiet import model_loading_noise_silenced
+from tunesmith.train.telemetry import (
+    PeakFlops,
+    Trackers,
+    device_peak,
+    flops_per_token,
+    peak_memory_bytes,
+    plot_loss_curve,
+    step_line,
+)
+from tunesmith.train.tokenize import TokenizedExample, tokenize_records
 from tunesmith.utils.io import atomic_dir, write_json
 
 
@@ -71,23 +80,106 @@ class TrainOutput:
     tokens_per_s: float
 
 
-def save_trained(model, tokenizer, cfg: RunConfig, state_dict: dict | None = None) -> Path:
-    """Save a standard PEFT adapter folder (or the full model) atomically into the run folder.
-    ``state_dict``: gathered weights when the model's own parameters are sharded."""
-    if cfg.train.method == "full":
-        target = cfg.run_dir / "model"
-        with atomic_dir(target) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
-            tokenizer.save_pretrained(tmp)
-        return target
-    target = cfg.run_dir / "adapter"
-    # Point the adapter at a base that plain peft can load: the resolved folder or hub id.
-    model.peft_config["default"].base_model_name_or_path = model_dir_or_id(cfg.model)
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
-        if cfg.model.add_special_tokens:
-            tokenizer.save_pretrained(tmp)  # the base's tokenizer lacks the added tokens
-    return target
+def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False) -> TrainOutput:
+    """``tunesmith train``: setup -> train -> finish."""
+    run = setup(cfg, prepared, resume=resume)
+    state = train(run)
+    return finish(run, state)
+
+
+@dataclass
+class TrainSetup:
+    """What the setup phase builds for the training and finishing phases."""
+
+    cfg: RunConfig
+    tokenizer: Any
+    n_examples: int  # training examples that fit
+    model: Any
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    dist: Distributed
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    state: TrainState  # where training starts (step 0, or the resumed checkpoint's)
+    epoch_batches: Callable[[int], list[Batch]]
+    val_batches: list[Batch] | None
+    total_steps: int
+    flops_per_token: float
+    peak: PeakFlops | None  # the MFU denominator (rank 0 only)
+    parameters: tuple[int, int]  # (trainable, total), counted before ZeRO-3 partitions them away
+
+    @property
+    def main(self) -> bool:
+        return self.dist.rank == 0
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.cfg.run_dir / "checkpoints"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.cfg.run_dir / "train_metrics.jsonl"
+
+
+# --- setup: data, model, data-parallel wrapping, optimizer, schedule, resume ----------------------
+
+def setup(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False) -> TrainSetup:
+    """Tokenise, load and wrap the model, build the optimizer and schedule, restore ``--resume``'s checkpoint."""
+    tc = cfg.train
+    tokenizer = load_tokenizer(cfg.model)
+    train_ex, val_ex, rejected = _tokenize(cfg, tokenizer, prepared)
+    if tc.preflight:
+        _preflight(cfg)
+    with model_loading_noise_silenced():
+        model, device = build_trainable_model(cfg)
+    loaded_dtype, autocast_dtype = compute_dtypes(cfg, device)
+    dist = init_distributed(device, tc.distributed, tc.zero_stage or 2)
+    trainable, total = count_parameters(model)  # before ZeRO-3 partitions the parameters away
+    avg_row = sum(len(e.input_ids) for e in train_ex) / len(train_ex)
+    fpt = flops_per_token(model, method=tc.method, seq_len=int(avg_row))
+    weights_dtype = next(model.parameters()).dtype
+    if rejected and dist.rank == 0:
+        console.print(f"[yellow]{len(rejected)} training examples not used[/] (reasons in tokenize_rejected.json)")
+        write_json(cfg.run_dir / "tokenize_rejected.json", rejected)
+
+    def batches(examples: list[TokenizedExample], epoch: int) -> list[Batch]:
+        return epoch_batches(examples, batch_size=tc.batch_size, packing=tc.packing, row_length=tc.max_seq_length,
+                             pad_id=tokenizer.pad_token_id, seed=cfg.seed, epoch=epoch)
+
+    steps_per_epoch = math.ceil(len(batches(train_ex, 0)) / (tc.grad_accum * dist.world_size))
+    total_steps = tc.max_steps or max(1, math.ceil(steps_per_epoch * tc.epochs))
+    optimizer = _data_parallel_optimizer(cfg, model, dist, device, weights_dtype)
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=round(tc.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    run = TrainSetup(
+        cfg=cfg, tokenizer=tokenizer, n_examples=len(train_ex), model=model, device=device,
+        autocast_dtype=autocast_dtype, dist=dist, optimizer=optimizer, scheduler=scheduler, state=TrainState(),
+        epoch_batches=lambda epoch: batches(train_ex, epoch), val_batches=batches(val_ex, 0) if val_ex else None,
+        total_steps=total_steps, flops_per_token=fpt,
+        peak=device_peak(device, autocast_dtype or loaded_dtype) if dist.rank == 0 else None,
+        parameters=(trainable, total),
+    )
+    if resume:
+        run.state = _restore(run)
+    elif run.main:
+        run.metrics_path.unlink(missing_ok=True)
+    if run.main:
+        _announce(run, weights_dtype)
+    return run
+
+
+def _tokenize(cfg: RunConfig, tokenizer, prepared: PreparedData):
+    """(training examples, validation examples, rejected training examples with reasons)."""
+    tc = cfg.train
+    kw = dict(max_seq_length=tc.max_seq_length, completion_only=tc.completion_only_loss)
+    train_ex, report = tokenize_records(tokenizer, prepared.train, truncation=tc.truncation, **kw)
+    val_ex, _ = tokenize_records(tokenizer, prepared.validation, truncation="truncate", **kw)
+    if not train_ex:
+        raise DataError("no training example fits train.max_seq_length",
+                        hint="raise train.max_seq_length or set train.truncation: truncate")
+    return train_ex, val_ex, report.rejected
 
 
 def _preflight(cfg: RunConfig) -> None:
@@ -108,38 +200,11 @@ def _preflight(cfg: RunConfig) -> None:
     console.print(f"[bold]pre-flight[/]: estimated peak memory {pf.estimate_bytes / 2**30:.2f} GiB{avail}")
 
 
-def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False) -> TrainOutput:
+def _data_parallel_optimizer(cfg: RunConfig, model, dist: Distributed, device: torch.device,
+                             weights_dtype: torch.dtype) -> torch.optim.Optimizer:
+    """Wrap the model for the data-parallel strategy (writing the DeepSpeed config it runs with) and
+    return the AdamW optimizer over what the strategy trains."""
     tc = cfg.train
-    tokenizer = load_tokenizer(cfg.model)
-    tok_kw = dict(max_seq_length=tc.max_seq_length, completion_only=tc.completion_only_loss)
-    train_ex, report = tokenize_records(tokenizer, prepared.train, truncation=tc.truncation, **tok_kw)
-    val_ex, _ = tokenize_records(tokenizer, prepared.validation, truncation="truncate", **tok_kw)
-    if not train_ex:
-        raise DataError("no training example fits train.max_seq_length",
-                        hint="raise train.max_seq_length or set train.truncation: truncate")
-
-    if tc.preflight:
-        _preflight(cfg)
-    model, device = build_trainable_model(cfg)
-    _, autocast_dtype = compute_dtypes(cfg, device)
-    dist = init_distributed(device, tc.distributed, tc.zero_stage or 2)
-    main = dist.rank == 0
-    trainable, total = count_parameters(model)  # before ZeRO-3 partitions the parameters away
-    avg_row = sum(len(e.input_ids) for e in train_ex) / len(train_ex)
-    fpt = flops_per_token(model, method=tc.method, seq_len=int(avg_row))
-    weights_dtype = next(model.parameters()).dtype
-    if report.rejected and main:
-        console.print(f"[yellow]{len(report.rejected)} training examples not used[/] (reasons in tokenize_rejected.json)")
-        write_json(cfg.run_dir / "tokenize_rejected.json", report.rejected)
-
-    def batches_for(epoch: int):
-        return epoch_batches(train_ex, batch_size=tc.batch_size, packing=tc.packing, row_length=tc.max_seq_length,
-                             pad_id=tokenizer.pad_token_id, seed=cfg.seed, epoch=epoch)
-
-    steps_per_epoch = math.ceil(len(batches_for(0)) / (tc.grad_accum * dist.world_size))
-    total_steps = tc.max_steps or max(1, math.ceil(steps_per_epoch * tc.epochs))
-    val_batches = (epoch_batches(val_ex, batch_size=tc.batch_size, packing=tc.packing, row_length=tc.max_seq_length,
-                                 pad_id=tokenizer.pad_token_id, seed=cfg.seed, epoch=0) if val_ex else None)
 
     def make_optimizer():
         params = [p for p in model.parameters() if p.requires_grad]
@@ -149,114 +214,157 @@ def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = 
     if dist.strategy == "deepspeed":
         ds_config = deepspeed_config(batch_size=tc.batch_size, grad_accum=tc.grad_accum, world_size=dist.world_size,
                                      zero_stage=dist.zero_stage, max_grad_norm=tc.max_grad_norm, dtype=weights_dtype)
-        if main:
+        if dist.rank == 0:
             write_json(cfg.run_dir / "deepspeed_config.json", ds_config)
-    optimizer = setup_data_parallel(model, dist, device, make_optimizer, ds_config)
+    return setup_data_parallel(model, dist, device, make_optimizer, ds_config)
 
-    from transformers import get_scheduler
 
-    scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=round(tc.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+def _restore(run: TrainSetup) -> TrainState:
+    """``--resume``: load the newest complete checkpoint; the metrics log keeps only the steps before it."""
+    found = list_checkpoints(run.ckpt_dir)
+    if not found:
+        raise TunesmithError(f"--resume: no complete checkpoint in {run.ckpt_dir}",
+                             hint="run without --resume to start over")
+    state = load_checkpoint(found[-1], run.model, run.optimizer, run.scheduler, run.dist)
+    if run.main:
+        console.print(f"[bold]train[/]: resumed from {found[-1].name} (step {state.step}, epoch {state.epoch})")
+        # metrics after the checkpoint were never part of this run's history
+        run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in state.history))
+    return state
 
-    ckpt_dir = cfg.run_dir / "checkpoints"
-    metrics_path = cfg.run_dir / "train_metrics.jsonl"
-    state = TrainState()
-    if resume:
-        found = list_checkpoints(ckpt_dir)
-        if not found:
-            raise TunesmithError(f"--resume: no complete checkpoint in {ckpt_dir}", hint="run without --resume to start over")
-        state = load_checkpoint(found[-1], model, optimizer, scheduler, dist)
-        if main:
-            console.print(f"[bold]train[/]: resumed from {found[-1].name} (step {state.step}, epoch {state.epoch})")
-            # metrics after the checkpoint were never part of this run's history
-            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in state.history))
-    elif main:
-        metrics_path.unlink(missing_ok=True)
 
-    peak = device_peak_flops(device) if main else None
-    if main:
-        console.print(
-            f"[bold]train[/]: {tc.method} on {cfg.model.name_or_path} ({device.type}, {weights_dtype}"
-            + (f", {autocast_dtype} autocast" if autocast_dtype else "")
-            + (f", {dist.world_size} processes, {_strategy_name(dist)}" if dist.world_size > 1 else "") + f"), {trainable:,} trainable of {total:,} "
-            f"parameters ({100 * trainable / total:.2f}%); {len(train_ex)} examples, {total_steps} steps "
-            f"(batch {tc.batch_size} x accumulation {tc.grad_accum}{', packed' if tc.packing else ''})"
-        )
-    trackers = Trackers(tc.report_to if main else [], cfg.run_dir, cfg.train.model_dump())
-    fault_step = int(os.environ.get("TUNESMITH_FAULT_KILL_AFTER_STEP", "0"))  # fault injection for resume tests
+def _announce(run: TrainSetup, weights_dtype: torch.dtype) -> None:
+    cfg, tc, dist = run.cfg, run.cfg.train, run.dist
+    trainable, total = run.parameters
+    console.print(
+        f"[bold]train[/]: {tc.method} on {cfg.model.name_or_path} ({run.device.type}, {weights_dtype}"
+        + (f", {run.autocast_dtype} autocast" if run.autocast_dtype else "")
+        + (f", {dist.world_size} processes, {_strategy_name(dist)}" if dist.world_size > 1 else "")
+        + f"), {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%); "
+        f"{run.n_examples} examples, {run.total_steps} steps "
+        f"(batch {tc.batch_size} x accumulation {tc.grad_accum}{', packed' if tc.packing else ''})"
+    )
+    console.print(f"[bold]train[/]: MFU against {run.peak.describe()}")
 
+
+# --- train: the loop, with progress, metrics log, trackers and checkpoints as its hooks ---------------
+
+def train(run: TrainSetup) -> TrainState:
+    tc = run.cfg.train
+    trackers = Trackers(tc.report_to if run.main else [], run.cfg.run_dir, tc.model_dump())
     with Progress(TextColumn("[bold blue]training"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console, disable=not main) as progress, trackers:  # trackers end FAILED on error
-        task = progress.add_task("train", total=total_steps, completed=state.step, loss="-")
+                  console=console, disable=not run.main) as progress, trackers:  # trackers end FAILED on error
+        task = progress.add_task("train", total=run.total_steps, completed=run.state.step, loss="-")
+        fault = kill_after_step_hook()  # a test helper, inert unless TUNESMITH_FAULT_KILL_AFTER_STEP is set
 
         def on_step(rec: dict) -> None:
-            rec["tokens_per_s"] *= dist.world_size
-            rec["model_flops_per_s"] = fpt * rec["tokens_per_s"]
-            rec["mfu"] = rec["model_flops_per_s"] / (peak * dist.world_size) if peak else None
-            rec["peak_memory_gb"] = peak_memory_bytes(device) / 1e9
-            if main:
-                with open(metrics_path, "a", encoding="utf-8") as f:
+            _measure_step(run, rec)
+            if run.main:
+                with open(run.metrics_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(rec) + "\n")
                 trackers.log(rec)
                 progress.update(task, completed=rec["step"], loss=f"{rec['loss']:.4f}")
                 if rec["step"] % tc.logging_steps == 0 or rec["step"] == 1:
-                    progress.console.log(
-                        f"step {rec['step']}/{total_steps} loss {rec['loss']:.4f} lr {rec['lr']:.2e} "
-                        f"grad_norm {rec['grad_norm']:.3f} {rec['tokens_per_s']:.0f} tok/s"
-                        + (f" MFU {100 * rec['mfu']:.0f}%" if rec["mfu"] else "")
-                    )
-            if fault_step and rec["step"] == fault_step:
-                os.kill(os.getpid(), 9)
+                    progress.console.log(step_line(rec, run.total_steps))
+            if fault:
+                fault(rec)
 
         def on_eval(rec: dict, improved: bool) -> None:
-            if main:
+            if run.main:
                 progress.console.log(f"validation loss {rec['val_loss']:.4f} at step {rec['step']}"
                                      + (" (best)" if improved else ""))
                 trackers.log(rec)
             if improved and tc.load_best_at_end:
-                save_best(ckpt_dir, model, dist)  # a collective when sharded
+                save_best(run.ckpt_dir, run.model, run.dist)  # a collective when sharded
 
         def checkpoint(st: TrainState) -> None:
-            save_checkpoint(ckpt_dir, model, optimizer, scheduler, st, dist, keep=tc.keep_checkpoints)
+            save_checkpoint(run.ckpt_dir, run.model, run.optimizer, run.scheduler, st, run.dist,
+                            keep=tc.keep_checkpoints)
 
-        state = train_loop(
-            model, optimizer, scheduler, epoch_batches=batches_for, total_steps=total_steps, grad_accum=tc.grad_accum,
-            device=device, state=state, max_grad_norm=tc.max_grad_norm, val_batches=val_batches,
-            eval_every=tc.eval_steps, save_every=tc.save_steps, save_each_epoch=tc.save_every_epoch,
-            early_stopping_patience=tc.early_stopping_patience,
-            hooks=Hooks(on_step=on_step, on_eval=on_eval, checkpoint=checkpoint), dist=dist,
-            autocast_dtype=autocast_dtype,
+        return train_loop(
+            run.model, run.optimizer, run.scheduler, epoch_batches=run.epoch_batches, total_steps=run.total_steps,
+            grad_accum=tc.grad_accum, device=run.device, state=run.state, max_grad_norm=tc.max_grad_norm,
+            val_batches=run.val_batches, eval_every=tc.eval_steps, save_every=tc.save_steps,
+            save_each_epoch=tc.save_every_epoch, early_stopping_patience=tc.early_stopping_patience,
+            hooks=Hooks(on_step=on_step, on_eval=on_eval, checkpoint=checkpoint),
+            dist=run.dist, autocast_dtype=run.autocast_dtype,
         )
-    used_best = tc.load_best_at_end and bool(state.val_history) and load_best(ckpt_dir, model, dist)
+
+
+def _measure_step(run: TrainSetup, rec: dict) -> None:
+    """Add throughput over all ranks, model FLOP/s, MFU per device and peak memory to a step record."""
+    rec["tokens_per_s"] *= run.dist.world_size
+    rec["model_flops_per_s"] = run.flops_per_token * rec["tokens_per_s"]
+    rec["mfu"] = run.peak.mfu(rec["model_flops_per_s"] / run.dist.world_size) if run.peak else None
+    rec["peak_memory_gb"] = peak_memory_bytes(run.device) / 1e9
+
+
+# --- finish: best weights, gather, save, summary -------------------------------------------------
+
+def finish(run: TrainSetup, state: TrainState) -> TrainOutput:
+    """Keep the best validation weights if asked, gather sharded weights (every rank), then rank 0
+    saves the adapter or model, the summary and the loss curve."""
+    tc = run.cfg.train
+    used_best = tc.load_best_at_end and bool(state.val_history) and load_best(run.ckpt_dir, run.model, run.dist)
     # sharded parameters are gathered (every rank takes part); rank 0 then saves plain tensors
-    gathered = gather_trainable(model, dist) if dist.sharded else None
-    if not main:
-        dist.barrier()
-        return TrainOutput(cfg.run_dir, state.step, 0.0, None, 0.0, 0.0)
-    out_dir = save_trained(model, tokenizer, cfg, state_dict=gathered)
-    hist = state.history
+    gathered = gather_trainable(run.model, run.dist) if run.dist.sharded else None
+    if not run.main:
+        run.dist.barrier()
+        return TrainOutput(run.cfg.run_dir, state.step, 0.0, None, 0.0, 0.0)
+    out_dir = save_trained(run.model, run.tokenizer, run.cfg, state_dict=gathered)
+    summary = _summary(run, state, out_dir, used_best)
+    write_json(run.cfg.run_dir / "train_summary.json", summary)
+    plot_loss_curve(run.metrics_path, state.val_history, run.cfg.run_dir / "loss_curve.png")
+    val = state.val_history[-1]["val_loss"] if state.val_history else None
+    over = run.peak.steps_over_peak if run.peak else 0
+    console.print(
+        f"[bold]train[/]: done, {state.step} steps in {summary['train_seconds']:.0f}s, "
+        f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}"
+        + (f", validation loss {val:.3f}" if val is not None else "")
+        + (" (best checkpoint kept)" if used_best else "")
+        + (f"; no MFU for {over} steps faster than the peak ({run.peak.source})" if over else "")
+        + f"; saved {out_dir}"
+    )
+    run.dist.barrier()  # the other ranks exit only once the result is on disk
+    return TrainOutput(out_dir, state.step, summary["final_loss"], val, summary["train_seconds"],
+                       summary["tokens_per_s"] or 0.0)
+
+
+def _summary(run: TrainSetup, state: TrainState, out_dir: Path, used_best: bool) -> dict:
+    tc, hist = run.cfg.train, state.history
+    trainable, total = run.parameters
     final_loss = sum(r["loss"] for r in hist[-5:]) / max(1, len(hist[-5:]))
     seconds = sum(r["step_s"] for r in hist)
-    tokens = sum(r["tokens"] for r in hist) * dist.world_size
-    summary = {
-        "method": tc.method, "steps": state.step, "examples": len(train_ex), "world_size": dist.world_size,
+    tokens = sum(r["tokens"] for r in hist) * run.dist.world_size
+    return {
+        "method": tc.method, "steps": state.step, "examples": run.n_examples, "world_size": run.dist.world_size,
         "trainable_parameters": trainable, "total_parameters": total,
         "first_loss": hist[0]["loss"] if hist else None, "final_loss": final_loss,
         "best_val_loss": state.best_val_loss, "used_best_checkpoint": used_best, "val_history": state.val_history,
         "train_seconds": seconds, "tokens_per_s": tokens / seconds if seconds else None,
-        "peak_memory_gb": peak_memory_bytes(device) / 1e9, "output_dir": str(out_dir),
+        "peak_memory_gb": peak_memory_bytes(run.device) / 1e9,
+        "mfu_peak": run.peak.summary() if run.peak else None, "output_dir": str(out_dir),
     }
-    write_json(cfg.run_dir / "train_summary.json", summary)
-    plot_loss_curve(metrics_path, state.val_history, cfg.run_dir / "loss_curve.png")
-    val = state.val_history[-1]["val_loss"] if state.val_history else None
-    console.print(
-        f"[bold]train[/]: done, {state.step} steps in {seconds:.0f}s, loss {summary['first_loss']:.3f} -> {final_loss:.3f}"
-        + (f", validation loss {val:.3f}" if val is not None else "")
-        + (" (best checkpoint kept)" if used_best else "") + f"; saved {out_dir}"
-    )
-    dist.barrier()  # the other ranks exit only once the result is on disk
-    return TrainOutput(out_dir, state.step, final_loss, val, seconds, summary["tokens_per_s"] or 0.0)
+
+
+def save_trained(model, tokenizer, cfg: RunConfig, state_dict: dict | None = None) -> Path:
+    """Save a standard PEFT adapter folder (or the full model) atomically into the run folder.
+    ``state_dict``: gathered weights when the model's own parameters are sharded."""
+    if cfg.train.method == "full":
+        target = cfg.run_dir / "model"
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+            tokenizer.save_pretrained(tmp)
+        return target
+    target = cfg.run_dir / "adapter"
+    # Point the adapter at a base that plain peft can load: the resolved folder or hub id.
+    model.peft_config["default"].base_model_name_or_path = model_dir_or_id(cfg.model)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+        if cfg.model.add_special_tokens:
+            tokenizer.save_pretrained(tmp)  # the base's tokenizer lacks the added tokens
+    return target
 
 
 def _strategy_name(dist: Distributed) -> str:

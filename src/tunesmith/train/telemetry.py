@@ -1,21 +1,24 @@
-"""Training metrics beyond the loss: model FLOPs, MFU, peak memory, trackers, the loss-curve plot."""
+"""Training metrics beyond the loss: model FLOPs, MFU against an honest peak, peak memory, the step line,
+trackers, the loss-curve plot."""
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
-import logging
 import numbers
+import re
 import resource
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
 import torch
 
 from tunesmith.errors import ConfigError
+from tunesmith.train.quiet import quiet_loggers
 
 
 def flops_per_token(model, *, method: str, seq_len: int) -> float:
@@ -36,11 +39,11 @@ def flops_per_token(model, *, method: str, seq_len: int) -> float:
     return factor * n + attn * factor / 6
 
 
-def measure_matmul_peak(seconds: float = 0.5, n: int = 1024) -> float:
-    """fp32 matmul FLOP/s of this CPU at the current thread count (the MFU denominator on CPU)."""
+def measure_matmul_peak(seconds: float = 0.5, n: int = 1024, dtype: torch.dtype = torch.float32) -> float:
+    """Matmul FLOP/s of this CPU at the current thread count (the MFU denominator on CPU)."""
     g = torch.Generator().manual_seed(0)  # own generator: must not disturb the training RNG stream
-    a = torch.randn(n, n, generator=g)
-    b = torch.randn(n, n, generator=g)
+    a = torch.randn(n, n, generator=g).to(dtype)
+    b = torch.randn(n, n, generator=g).to(dtype)
     torch.mm(a, b)
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -49,17 +52,91 @@ def measure_matmul_peak(seconds: float = 0.5, n: int = 1024) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
-# bf16 dense peak FLOP/s of common GPUs (vendor datasheets, dense, no sparsity)
-GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 70e12, "4090": 165e12}
+@dataclass
+class PeakFlops:
+    """The MFU denominator: the FLOP/s one device can do at most, and where that number comes from.
+
+    On a GPU it is the device's nominal dense peak for the compute dtype (the GPU catalogue of
+    ``tunesmith advise``); on a CPU a measured matmul rate, which a busy machine under-measures.
+    A step faster than the peak proves the peak wrong: a measured peak is then re-measured (the
+    higher value is kept); if the step is still faster, or the peak is nominal, that step gets no
+    MFU rather than one above 100% (counted in ``steps_over_peak``).
+    """
+
+    flops_per_s: float | None  # None: no honest peak known, no MFU
+    source: str
+    measure: Callable[[], float] | None = None  # re-measures a measured peak
+    remeasures_left: int = 3
+    remeasured: int = 0
+    steps_over_peak: int = 0
+
+    def mfu(self, achieved_flops_per_s: float) -> float | None:
+        """Achieved / peak FLOP/s of one device, never above 1; None when no peak is known or it is exceeded."""
+        if self.flops_per_s is None:
+            return None
+        if achieved_flops_per_s > self.flops_per_s and self.measure and self.remeasures_left > 0:
+            self.remeasures_left -= 1
+            self.remeasured += 1
+            self.flops_per_s = max(self.flops_per_s, self.measure())
+        if achieved_flops_per_s > self.flops_per_s:
+            self.steps_over_peak += 1
+            return None
+        return achieved_flops_per_s / self.flops_per_s
+
+    def describe(self) -> str:
+        if self.flops_per_s is None:
+            return self.source
+        return f"{self.flops_per_s / 1e12:.3g} TFLOP/s, {self.source}"
+
+    def summary(self) -> dict:
+        return {"flops_per_s": self.flops_per_s, "source": self.source, "remeasured": self.remeasured,
+                "steps_over_peak": self.steps_over_peak}
 
 
-def device_peak_flops(device: torch.device) -> float | None:
+def _name_words(name: str) -> set[str]:
+    words = re.findall(r"[a-z0-9]+", name.lower())
+    return set(words) | {a + b for a, b in zip(words, words[1:], strict=False)}  # "RTX 4090" -> rtx4090
+
+
+def catalogue_gpu(device_name: str, catalog: dict | None = None):
+    """The GPU catalogue entry of a CUDA device name (``torch.cuda.get_device_name``), or None.
+    "NVIDIA A100-SXM4-80GB" -> A100-80GB; "NVIDIA L40S" is not the L4."""
+    from tunesmith.estimate.hardware import load_gpu_catalog
+
+    catalog = catalog if catalog is not None else load_gpu_catalog()
+    words = _name_words(device_name)
+    found = [(all(part in words for part in key.split("-")), gpu) for key, gpu in catalog.items()
+             if key.split("-")[0] in words]
+    return max(found, key=lambda f: f[0])[1] if found else None
+
+
+def device_peak(device: torch.device, compute_dtype: torch.dtype, device_name: str | None = None) -> PeakFlops:
+    """The honest MFU denominator for ``device`` computing in ``compute_dtype`` (see :class:`PeakFlops`)."""
+    dtype = str(compute_dtype).removeprefix("torch.")
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return next((v for k, v in GPU_PEAK_BF16.items() if k in name), None)
+        name = device_name or torch.cuda.get_device_name(device)
+        gpu = catalogue_gpu(name)
+        if gpu is None:
+            return PeakFlops(None, f"{name} is not in the GPU catalogue (tunesmith/estimate/data/gpus.json): no MFU")
+        if compute_dtype not in (torch.bfloat16, torch.float16):
+            return PeakFlops(None, f"the GPU catalogue holds {gpu.name}'s bf16/fp16 peak only; no MFU in {dtype}")
+        return PeakFlops(gpu.bf16_tflops * 1e12, f"nominal dense {dtype} peak of {gpu.name} from the GPU catalogue "
+                                                 f"({gpu.source.split(';')[0]})")
     if device.type == "cpu":
-        return measure_matmul_peak()
-    return None
+        def measure() -> float:
+            return measure_matmul_peak(dtype=compute_dtype)
+
+        return PeakFlops(measure(), f"{dtype} matmul rate measured on this CPU ({torch.get_num_threads()} threads), "
+                                    "re-measured when a step exceeds it", measure)
+    return PeakFlops(None, f"no known peak for {device.type} devices: no MFU")
+
+
+def step_line(record: dict, total_steps: int) -> str:
+    """The per-step console line; MFU only when it is a real fraction of the peak (never above 100%)."""
+    mfu = record.get("mfu")
+    return (f"step {record['step']}/{total_steps} loss {record['loss']:.4f} lr {record['lr']:.2e} "
+            f"grad_norm {record['grad_norm']:.3f} {record['tokens_per_s']:.0f} tok/s"
+            + (f" MFU {100 * mfu:.0f}%" if mfu is not None and 0 < mfu <= 1 else ""))
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -125,7 +202,7 @@ class Trackers:
                 raise ConfigError(f"train.report_to has mlflow but it is not installed ({e.name or e} is missing)",
                                   hint=f"{TRACKING_HINT} (or pip install mlflow)") from None
             run_dir.mkdir(parents=True, exist_ok=True)
-            with _quiet_loggers("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
+            with quiet_loggers("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
                 client = MlflowClient(tracking_uri=f"sqlite:///{(run_dir / 'mlflow.db').resolve().as_posix()}")
                 exp = client.get_experiment_by_name(self.MLFLOW_EXPERIMENT)
                 exp_id = exp.experiment_id if exp else client.create_experiment(
@@ -169,19 +246,6 @@ class Trackers:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(failed=exc_type is not None)
-
-
-@contextlib.contextmanager
-def _quiet_loggers(*names: str):
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
 
 
 def plot_loss_curve(metrics_path: Path, val_history: list[dict], out: Path) -> Path | None:
