@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from tunesmith.advise.hardware import load_gpu_catalog
+from tunesmith.estimate.hardware import load_gpu_catalog
 from tunesmith.train.telemetry import PeakFlops, catalogue_gpu, device_peak, step_line
 from tunesmith.train.quiet import model_loading_noise_silenced
 
