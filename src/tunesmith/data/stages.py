@@ -30,6 +30,7 @@ from tunesmith.data.config import DataConfig, InputFile
 from tunesmith.data.compact import Codes, IdTable
 from tunesmith.data.consistency import ANSWER_FORMATS, ConsistencyChecker
 from tunesmith.data.dedup import SignatureStore, cross_matches, find_near_duplicates
+from tunesmith.data.pii import PiiScanner, PiiTally
 from tunesmith.data.readers import ReadWarnings, detect_container, iter_jsonl_lines, iter_rows
 from tunesmith.data.records import Record
 from tunesmith.data.rowproc import ChunkRunner
@@ -167,8 +168,7 @@ class Preparation:
         self.label_tab, self.short_tab = Codes(), Codes(cap=1000)
         self.label_codes, self.fmt_codes, self.short_codes = array("i"), array("b"), array("i")
         self.formats: Counter[str] = Counter()
-        self.pii_counts: Counter[str] = Counter(dict.fromkeys(cfg.pii.types, 0) if cfg.pii.mode != "off" else {})
-        self.rows_with_pii = 0
+        self.pii = PiiTally()
         self.rows_read = 0
         self.per_file: dict[str, dict[str, int]] = {}
         self.read_warnings: dict[str, dict[str, Any]] = {}
@@ -206,8 +206,7 @@ class Preparation:
             for r in res.rejects:
                 self.rejected_kinds[r["kind"]] += 1
                 self.rejected.write(r)
-            self.pii_counts.update(res.pii_counts)
-            self.rows_with_pii += res.rows_with_pii
+            self.pii.add(res.pii)
             for ok in res.oks:
                 for scope in self.exact_scopes:
                     self.exact_keys[scope].append(ok.keys[scope])
@@ -426,10 +425,8 @@ class Preparation:
         """General rows get the same PII treatment and length limit as task rows (they are not input
         rows, so the ones that do not fit are dropped from the pool and counted, not rejected)."""
         pii_found = 0
-        if self.cfg.pii.mode != "off":
-            from tunesmith.data.pii import PiiScanner
-
-            scanner = PiiScanner(self.cfg.pii.types, phone_region=self.cfg.pii.phone_region)
+        scanner = PiiScanner.from_config(self.cfg.pii)
+        if scanner is not None:
             for r in pool:
                 pii_found += scanner.apply(r, redact=self.cfg.pii.mode == "redact")
         if self.counter is None:
@@ -520,7 +517,7 @@ class Preparation:
             "general_train_examples": len(self.general_train),
             "truncated": self.truncated,
             "warnings": self.read_warnings,
-            "pii": {"mode": cfg.pii.mode, "counts": dict(self.pii_counts), "rows_with_pii": self.rows_with_pii},
+            "pii": self.pii.summary(cfg.pii),
             "dedup": {"exact": dd.exact, "exact_scope": dd.exact_scope, "near": dd.near, "near_scope": self.sig_scopes if dd.near else [],
                       "threshold": dd.threshold, "num_perm": dd.num_perm},
             "leakage": self.leakage,
