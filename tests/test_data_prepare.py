@@ -92,7 +92,7 @@ def test_mixing_ratio_marker_and_no_leak_into_eval(tmp_path):
     write_lines(own, [{"prompt": f"mail me at g{i}@x.org", "completion": "ok"} for i in range(5)])
     data = prepare(p, mix={"ratio": 0.5, "source": str(own)})
     g = [r for r in data.train if r.get("source") == "general"]
-    assert data.stats["mix"]["pii_found"] == 5 and all(r["messages"][0]["content"] == "mail me at <EMAIL>" for r in g)
+    assert data.stats["mix"]["pii_found"] == 5 and all(r["messages"][0]["content"] == "mail me at <EMAIL_1>" for r in g)
 
 
 def test_length_check_with_the_real_tokenizer(tmp_path, tokenizer):

@@ -20,6 +20,7 @@ from tunesmith.data.config import DataConfig, InputFile
 from tunesmith.data.consistency import ANSWER_FORMATS
 from tunesmith.data.dedup import Duplicates, SignatureFile, mark_exact_duplicates
 from tunesmith.data.formats import RowError, apply_columns, detect_format
+from tunesmith.data.pii import PiiTally
 from tunesmith.data.readers import ReadWarnings, input_container, iter_jsonl_lines, iter_rows
 from tunesmith.data.rowproc import ChunkResult, ChunkRunner
 from tunesmith.data.spool import JsonlSink
@@ -48,8 +49,7 @@ class ReadResult:
     signatures: dict[str, Path]  # scope -> MinHash signatures of every row (:func:`.dedup.read_signatures`)
     exact: Duplicates
     formats: dict[str, int]  # records per input format
-    pii_counts: dict[str, int]
-    rows_with_pii: int
+    pii: PiiTally  # what the PII scanner found (stats.json's ``pii`` block: :meth:`.pii.PiiTally.summary`)
     rejected_by_kind: dict[str, int]
     per_file: dict[str, dict[str, Any]]
     warnings: dict[str, dict[str, Any]]  # per file: fixes made while reading, with a count and the first line
@@ -107,16 +107,14 @@ class _Tally:
         self.signature_paths = {s: work / f"signatures-{s}.u32" for s in signature_scopes(cfg)}
         self.signatures = {s: SignatureFile(p) for s, p in self.signature_paths.items()}
         self.formats: Counter[str] = Counter()
-        self.pii_counts: Counter[str] = Counter(dict.fromkeys(cfg.pii.types, 0) if cfg.pii.mode != "off" else {})
-        self.rows_with_pii = 0
+        self.pii = PiiTally()
         self.rejected_by_kind: Counter[str] = Counter()
 
     def add(self, res: ChunkResult) -> None:
         for r in res.rejects:
             self.rejected_by_kind[r["kind"]] += 1
             self.rejected.write(r)
-        self.pii_counts.update(res.pii_counts)
-        self.rows_with_pii += res.rows_with_pii
+        self.pii.add(res.pii)
         rows = self.rows
         for ok in res.oks:
             for scope, keys in self.exact_keys.items():
@@ -187,6 +185,6 @@ def read_inputs(cfg: DataConfig, inputs: list[tuple[Path, InputFile]], work: Pat
     exact = mark_exact_duplicates(tally.exact_keys, tally.rows.ids, removed)
     return ReadResult(
         rows_read=rows_read, rows=tally.rows, spool=spool_path, signatures=tally.signature_paths, exact=exact,
-        formats=dict(tally.formats), pii_counts=dict(tally.pii_counts), rows_with_pii=tally.rows_with_pii,
+        formats=dict(tally.formats), pii=tally.pii,
         rejected_by_kind=dict(tally.rejected_by_kind), per_file=per_file, warnings=warnings, workers=workers,
     )

@@ -162,10 +162,10 @@ def _clean_general(pool: list[Record], cfg: DataConfig, counter: TokenCounter | 
     """General rows get the same PII treatment and length limit as task rows (they are not input
     rows, so the ones that do not fit are dropped from the pool and counted, not rejected)."""
     pii_found = 0
-    if cfg.pii.mode != "off":
-        from tunesmith.data.pii import PiiScanner
+    from tunesmith.data.pii import PiiScanner
 
-        scanner = PiiScanner(cfg.pii.types, phone_region=cfg.pii.phone_region)
+    scanner = PiiScanner.from_config(cfg.pii)
+    if scanner is not None:
         for r in pool:
             pii_found += scanner.apply(r, redact=cfg.pii.mode == "redact")
     if counter is None:

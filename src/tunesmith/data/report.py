@@ -68,7 +68,8 @@ def markdown_report(stats: dict[str, Any]) -> str:
     pii = stats["pii"]
     lines += ["## Personal data", "", f"mode: **{pii['mode']}**; rows with findings: {pii['rows_with_pii']}", ""]
     if pii["counts"]:
-        lines += ["| type | found |", "|---|---|"] + [f"| {k} | {v} |" for k, v in pii["counts"].items()] + [""]
+        lines += ["| type | found | in the prepared files |", "|---|---|---|"] + [f"| {k} | {v} | {_pii_action(pii, k)} |" for k, v in pii["counts"].items()] + [""]
+    lines += [f"{note}\n" for note in _pii_notes(pii)]
     lk = stats["leakage"]
     lines += ["## Duplicates and leakage", "", f"- duplicates removed: {stats['duplicates_by_kind'] or 0} (see `removed.jsonl`)",
               f"- held-out rows with a near-duplicate in train: {lk['found']} (action: {lk['action']}; checked: {lk['checked']})", ""]
@@ -127,7 +128,9 @@ def html_report(stats: dict[str, Any]) -> str:
     pii = stats["pii"]
     body.append(f"<h2>Personal data</h2><p>mode {esc(pii['mode'])}; rows with findings {pii['rows_with_pii']}</p>")
     if pii["counts"]:
-        body.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in pii["counts"].items()) + "</table>")
+        body.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{v}</td><td>{_pii_action(pii, k)}</td></tr>"
+                                        for k, v in pii["counts"].items()) + "</table>")
+    body += [f"<p>{esc(note).replace('**', '')}</p>" for note in _pii_notes(pii)]
     body.append(f"<h2>Duplicates and leakage</h2><p>{esc(str(stats['duplicates_by_kind']))}; held-out rows with a near-duplicate "
                 f"in train: {stats['leakage']['found']} ({esc(stats['leakage']['action'])})</p>")
     style = "body{font-family:sans-serif;max-width:900px;margin:2em auto}table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}"
@@ -137,6 +140,27 @@ def html_report(stats: dict[str, Any]) -> str:
 def write_reports(out: Path, stats: dict[str, Any]) -> None:
     write_text(out / "report.md", markdown_report(stats))
     write_text(out / "report.html", html_report(stats))
+
+
+def _pii_action(pii: dict[str, Any], kind: str) -> str:
+    if kind in pii.get("redacted_types", pii["counts"] if pii["mode"] == "redact" else ()):  # (stats.json of older versions)
+        return "replaced"
+    return "kept (report only)" if pii["mode"] == "redact" else "kept"
+
+
+def _pii_notes(pii: dict[str, Any]) -> list[str]:
+    """What personal data in answers means for training (the warning when redaction changes answers)."""
+    notes = []
+    if pii.get("rows_answer_redacted"):
+        notes.append(f"**Warning: redaction changed the answer of {pii['rows_answer_redacted']} rows.** The model learns to write "
+                     "placeholders such as `<EMAIL_1>` there. A value gets the same placeholder in the prompt and the answer, so "
+                     "it learns to copy it, not to invent one; if answers must hold the real values, set `data.pii.mode: report` "
+                     "or add the type to `data.pii.report_only`.")
+    kept = pii.get("rows_with_pii_in_answer", 0) - pii.get("rows_answer_redacted", 0)
+    if kept > 0:
+        why = "only report-only types there" if pii["mode"] == "redact" else f"mode {pii['mode']}"
+        notes.append(f"{kept} rows have personal data in an answer that was left unchanged ({why}).")
+    return notes
 
 
 def print_summary(stats: dict[str, Any], data_dir: Path, console: Any) -> None:
@@ -154,6 +178,8 @@ def print_summary(stats: dict[str, Any], data_dir: Path, console: Any) -> None:
     if pii["counts"]:
         found = ", ".join(f"{k} {v}" for k, v in pii["counts"].items() if v) or "none"
         t.add_row(f"PII ({pii['mode']})", found)
+    if pii.get("rows_with_pii_in_answer"):
+        t.add_row("PII in answers", f"{pii['rows_with_pii_in_answer']} rows, {pii['rows_answer_redacted']} changed by redaction (see report.md)")
     t.add_row("leakage (held-out ~ train)", f"{stats['leakage']['found']} ({stats['leakage']['action']})")
     tl = stats.get("token_lengths")
     if tl and tl.get("count"):

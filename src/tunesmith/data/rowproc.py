@@ -19,7 +19,7 @@ from tunesmith.data.config import DataConfig, InputFile
 from tunesmith.data.consistency import answer_format
 from tunesmith.data.dedup import MinHasher, _hash64, normalise
 from tunesmith.data.formats import RowError, apply_columns, detect_format, row_to_record
-from tunesmith.data.pii import PiiScanner
+from tunesmith.data.pii import PiiScanner, PiiTally
 from tunesmith.data.readers import RawRow, ReadWarnings, parse_jsonl_line
 from tunesmith.data.records import example_text, prompt_text
 
@@ -41,8 +41,7 @@ class ChunkResult:
     rejects: list[dict[str, Any]] = field(default_factory=list)
     oks: list[OkRow] = field(default_factory=list)
     sigs: dict[str, np.ndarray] = field(default_factory=dict)
-    pii_counts: dict[str, int] = field(default_factory=dict)
-    rows_with_pii: int = 0
+    pii: PiiTally = field(default_factory=PiiTally)
     warnings: ReadWarnings = field(default_factory=ReadWarnings)
     n_rows: int = 0
 
@@ -52,7 +51,6 @@ class RowProcessor:
         self.cfg = cfg
         self.label_field = cfg.consistency.label_field or cfg.stratify_field
         self.redact = cfg.pii.mode == "redact"
-        self.pii_types = cfg.pii.types if cfg.pii.mode != "off" else None
         dd = cfg.dedup
         self.exact_scopes = list(dict.fromkeys(dd.exact_scope)) if dd.exact else []
         # signatures serve near dedup and the cross-split leakage check
@@ -62,17 +60,17 @@ class RowProcessor:
 
     def _scrub(self, raw: str) -> str:
         """Rejected lines are kept as they were, except that PII is redacted there too (in redact mode)."""
-        if not self.redact or self.pii_types is None:
+        if not self.redact:
             return raw
         if self._reject_scanner is None:
-            self._reject_scanner = PiiScanner(self.pii_types, phone_region=self.cfg.pii.phone_region)
+            self._reject_scanner = PiiScanner.from_config(self.cfg.pii)
         return self._reject_scanner.scan(raw, redact=True)[0]
 
     def process(self, items: list[Any], spec: InputFile, path: str, fname: str, detected_at: int | None = None) -> ChunkResult:
         """``detected_at``: the line the file's format was detected from (format auto), for clearer errors."""
         cfg = self.cfg
         res = ChunkResult()
-        pii = PiiScanner(self.pii_types, phone_region=cfg.pii.phone_region) if self.pii_types is not None else None
+        pii = PiiScanner.from_config(cfg.pii)
         near_texts: dict[str, list[str]] = {s: [] for s in self.near_scopes}
         for item in items:
             if isinstance(item, RawRow):
@@ -132,8 +130,7 @@ class RowProcessor:
         for s, texts in near_texts.items():
             res.sigs[s] = self.hasher.signatures(texts, normalised=True)
         if pii is not None:
-            res.pii_counts = pii.counts
-            res.rows_with_pii = pii.rows_with_pii
+            res.pii = pii.tally
         return res
 
 

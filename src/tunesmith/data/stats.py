@@ -87,7 +87,7 @@ def build_stats(cfg: DataConfig, inputs: list[tuple[Path, InputFile]], fingerpri
         "general_train_examples": len(mix.general_train),
         "truncated": check.truncated,
         "warnings": read.warnings,
-        "pii": {"mode": cfg.pii.mode, "counts": read.pii_counts, "rows_with_pii": read.rows_with_pii},
+        "pii": read.pii.summary(cfg.pii),
         "dedup": {"exact": dd.exact, "exact_scope": dd.exact_scope, "near": dd.near, "near_scope": list(read.signatures) if dd.near else [],
                   "threshold": dd.threshold, "num_perm": dd.num_perm},
         "leakage": split.leakage,
