@@ -71,3 +71,13 @@ def test_new_key_and_key_file(tmp_path):
     keys.write_text(key + "\n")  # a plaintext key in the file is refused: only digests are stored
     with pytest.raises(TunesmithError, match="not a sha256 hex digest"):
         load_key_hashes([], keys)
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe{}", b'{"r": "four"}'],
+                         ids=["invalid-json", "json-list", "invalid-utf8", "rank-not-int"])
+def test_export_and_vllm_refuse_a_malformed_adapter_config_cleanly(run_config, tmp_path, content):
+    (tmp_path / "runs" / "tickets" / "adapter" / "adapter_config.json").write_bytes(content)
+    for argv in (["export", "merge", str(run_config)], ["serve", str(run_config), "--engine", "vllm"]):
+        r = runner.invoke(app, argv)  # the CLI's main() prints a TunesmithError without a traceback, exit 2
+        assert isinstance(r.exception, TunesmithError), (argv, r.exception)
+        assert "adapter_config.json" in str(r.exception), str(r.exception)

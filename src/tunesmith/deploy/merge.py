@@ -8,13 +8,13 @@ reproduces what was evaluated, instead of silently shifting every output by the 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from tunesmith.deploy.adapter_config import CONFIG_FILE, WEIGHT_FILES, parse_adapter_config
 from tunesmith.deploy.model_card import write_model_card
 from tunesmith.errors import ModelError, TunesmithError
 from tunesmith.models.config import ModelConfig
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 METHODS = ("lora", "dora", "qlora")
 
 
-@dataclass
+@dataclass(frozen=True)
 class AdapterInfo:
     path: Path
     config: dict
@@ -37,24 +37,18 @@ class AdapterInfo:
 
 
 def read_adapter(path: str | Path) -> AdapterInfo:
-    """Read and check ``adapter_config.json`` of a PEFT adapter folder."""
+    """Read and check ``adapter_config.json`` of a PEFT adapter folder (the same strict check the server makes)."""
     path = Path(path)
-    cfg_file = path / "adapter_config.json"
+    cfg_file = path / CONFIG_FILE
     if not cfg_file.is_file():
         raise TunesmithError(
-            f"{path} is not a PEFT adapter folder (no adapter_config.json)",
+            f"{path} is not a PEFT adapter folder (no {CONFIG_FILE})",
             hint="point at <run_dir>/adapter, written by `tunesmith train` with a lora/dora/qlora method",
         )
-    try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise TunesmithError(f"{cfg_file} is not valid JSON: {e}") from None
-    if cfg.get("peft_type", "LORA") != "LORA":
-        raise TunesmithError(f"{path}: only LoRA-family adapters can be merged (peft_type={cfg.get('peft_type')})")
-    if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+    meta = parse_adapter_config(cfg_file.read_bytes(), str(path))
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
         raise TunesmithError(f"{path} has no adapter weights (adapter_model.safetensors)")
-    ranks = [int(cfg.get("r", 8)), *(int(v) for v in (cfg.get("rank_pattern") or {}).values())]
-    return AdapterInfo(path, cfg, cfg.get("base_model_name_or_path"), max(ranks), bool(cfg.get("use_dora")))
+    return AdapterInfo(path, meta.config, meta.base, meta.rank, meta.use_dora)
 
 
 def load_base(base: ModelConfig, method: str, dtype: torch.dtype):

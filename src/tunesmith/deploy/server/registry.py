@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunesmith.deploy.adapter_config import AdapterMeta
 from tunesmith.deploy.config import ADAPTER_NAME_PATTERN
 from tunesmith.deploy.server.adapter_files import (
-    AdapterMeta,
     NoAdapterFolder,
     copy_confined_adapter,
     read_listed_adapter,
