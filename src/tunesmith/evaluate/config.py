@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tunesmith.evaluate.scorers import DEFAULT_ABSTAIN_VALUES
 from tunesmith.schema import Section
 
 BUILTIN_MODELS = ("base", "few_shot", "tuned")
@@ -134,6 +135,16 @@ class EvalConfig(Section):
     format_json: bool = Field(False, description="Format compliance = the answer parses as JSON (and json_schema).")
     json_schema: dict[str, Any] | str | None = Field(
         None, description="JSON Schema (inline mapping or path to a .json file) answers must validate against."
+    )
+    abstain_values: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ABSTAIN_VALUES),
+        description="A reference or answer equal to one of these (case, whitespace and surrounding punctuation "
+        "ignored), like null or an absent JSON field, has no value: the example (label group, JSON field) should be "
+        "abstained on. Counted as invented values (a value where the reference has none) and missing values.",
+    )
+    max_invented_value_rate: float | None = Field(
+        0.05, ge=0, le=1, description="Flag a model in the report (and set <model>.values.ok to 0) when its "
+        "invented-value rate, or its rate of values found nowhere in the input, is above this. null: never flag.",
     )
     bootstrap_samples: int = Field(1000, ge=100, description="Resamples for the 95% bootstrap confidence intervals.")
     show_failures: int = Field(10, ge=0, description="How many wrong answers the report lists per model.")

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tunesmith.evaluate.invented_values import RATES
+
 # -- text ------------------------------------------------------------------------------------
 
 
@@ -156,6 +158,7 @@ class Report:
     sections: tuple[Section, ...]
     comparisons: tuple[Comparison, ...]
     forgetting: tuple[tuple[str, tuple[str, ...]], ...]  # (model, flags) where forgetting was flagged
+    invented_flags: tuple[tuple[str, str], ...]  # (model, why) where invented values were flagged
     class_details: tuple[ClassDetail, ...]
     distributions: tuple[Distribution, ...]
     examples: tuple[ModelExamples, ...]
@@ -214,7 +217,9 @@ def _measures(models: list[str], metrics: dict[str, Any]) -> tuple[list[Measure]
     per_model = [metrics[n] for n in models]
     task = [Measure(k.replace("_", " "), tuple(_value(m, k) for m in per_model)) for k in _task_keys(per_model)]
     adv, reg = metrics.get("adversarial", {}), metrics.get("regression", {})
+    invented = Measure("invented values", tuple(_value(m, "invented_value_rate") for m in per_model))
     other = [Measure("hallucination", tuple(_value(adv.get(n), "hallucination_rate") for n in models)),
+             *([invented] if any(v.value is not None for v in invented.values) else []),
              Measure("perplexity", tuple(_value(reg.get(n), "perplexity") for n in models), fraction=False),
              Measure("general ROUGE-L", tuple(_value(reg.get(n), "rouge_l") for n in models))]
     return task, other
@@ -238,12 +243,14 @@ def _comparisons(metrics: dict[str, Any]) -> tuple[Comparison, ...]:
     return tuple(out)
 
 
-def _task_section(headline: Table, metrics: dict[str, Any], comparisons: tuple[Comparison, ...]) -> list[Section]:
+def _task_section(headline: Table, metrics: dict[str, Any], comparisons: tuple[Comparison, ...],
+                  invented_flags: tuple[tuple[str, str], ...]) -> list[Section]:
     blocks: list[Block] = [Paragraph("Numbers in brackets are 95% bootstrap confidence intervals. Format compliance is "
                                      "measured apart from correctness."), headline]
     if "delta_accuracy_points" in metrics:
         blocks.append(Paragraph(("Tuned minus base accuracy: ", Strong(f"{metrics['delta_accuracy_points']:+.1f} points"),
                                  ".")))
+    blocks += [Paragraph((Strong(f"Invented values flagged for {n}"), f": {why}")) for n, why in invented_flags]
     out = [Section("1. Task accuracy and format compliance (held-out test split)", 2, tuple(blocks))]
     if comparisons:
         rows = tuple((f"{c.b} vs {c.a}", f"{c.delta_points:+.1f}", _signed_ci(c.ci), c.test, f"{c.p_value:.3g}")
@@ -282,6 +289,72 @@ def _class_sections(models: list[str], metrics: dict[str, Any], details: list[Cl
                              tuple((e, *[str(v) for v in row]) for e, row in zip(conf.expected, conf.matrix, strict=True)))]
         out.append(Section(f"{d.field}: per-class precision / recall", 3, tuple(blocks)))
     return out
+
+
+def _value_unit(models: list[str], metrics: dict[str, Any]) -> str:
+    """What one counted value is: a JSON field, a label, or a whole answer."""
+    if any("field_f1" in metrics[n] for n in models):
+        return "fields"
+    return "labels" if any("classification" in metrics[n] for n in models) else "answers"
+
+
+def _count_cell(block: dict[str, Any], rate: str) -> str:
+    """``80.0% [39.8, 100.0] (4/5)``: a rate with its CI and the counts behind it; ``-`` when out of nothing."""
+    num, den = RATES[rate]
+    if not block.get(den):
+        return "-"
+    return f"{_pct_ci(block, rate)} ({block[num]}/{block[den]})"
+
+
+def _invented_flags(models: list[str], metrics: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(model, why) for every model whose invented-value rates are above eval.max_invented_value_rate."""
+    unit = _value_unit(models, metrics)
+    out = []
+    for n in models:
+        v = metrics[n].get("values") or {}
+        if not v.get("flagged"):
+            continue
+        limit = v["max_invented_value_rate"]
+        parts = []
+        if v["invented_rate"] is not None and v["invented_rate"] > limit:
+            parts.append(f"{v['invented']} of {v['null_reference']} {unit} whose reference has no value got one "
+                         f"({pct(v['invented_rate'])})")
+        if v["not_in_input_rate"] is not None and v["not_in_input_rate"] > limit:
+            parts.append(f"{v['not_in_input']} of {v['grounded']} {unit} whose reference value is in the input got a "
+                         f"value found nowhere in it ({pct(v['not_in_input_rate'])})")
+        f1 = f", though its field F1 is {pct(metrics[n]['field_f1'])}" if metrics[n].get("field_f1") is not None else ""
+        out.append((n, "; ".join(parts) + f1 + f" (above eval.max_invented_value_rate, {pct(limit)})."))
+    return tuple(out)
+
+
+def _values_section(models: list[str], metrics: dict[str, Any]) -> list[Section]:
+    """Invented and missing values on the test split: per model, and per field (JSON fields, label groups)."""
+    values = {n: metrics[n]["values"] for n in models if metrics[n].get("values")}
+    unit = _value_unit(models, metrics)
+    if not values or (unit != "fields" and not any(v["null_reference"] for v in values.values())):
+        return []  # nothing should be abstained on: nothing to invent
+    grounded = unit == "fields"  # only JSON values are looked up in the input
+    names = {"right_rate": "right", "invented_rate": "invented (reference has none)",
+             "not_in_input_rate": "not in input", "invented_any_rate": "invented, either", "missing_rate": "missing"}
+    rates = ["invented_rate", *(["not_in_input_rate", "invented_any_rate"] if grounded else []), "missing_rate",
+             "right_rate"]
+    intro = (f"Hallucination on the task itself. A {unit[:-1]} has no value where it is null, absent or one of "
+             "eval.abstain_values. Invented: a value where the reference has none"
+             + ("; not in input: a value found nowhere in the input where the reference's value is in it" if grounded
+                else "") + "; missing: no value where the reference has one; right: the reference's value, or no "
+             "value where it has none. Each cell: rate [95% CI] (count/out of).")
+    total = Table(("model", *[names[r] for r in rates], "fully right answers"),
+                  tuple((n, *[_count_cell(v, r) for r in rates],
+                         f"{_pct_ci(v, 'fully_right_rate')} ({v['fully_right']}/{v['examples']})")
+                        for n, v in values.items()))
+    blocks: list[Block] = [Paragraph(intro), total]
+    fields = sorted({f for v in values.values() for f in v["per_field"]})
+    if fields != ["answer"]:  # exact / free text: the answer is the only field, already in the table above
+        field_rates = ["right_rate", "invented_rate", *(["not_in_input_rate"] if grounded else []), "missing_rate"]
+        rows = tuple((f, n, *[_count_cell(v["per_field"][f], r) for r in field_rates])
+                     for f in fields for n, v in values.items() if f in v["per_field"])
+        blocks.append(Table((unit[:-1], "model", *[names[r] for r in field_rates]), rows))
+    return [Section("Invented and missing values (test split)", 3, tuple(blocks))]
 
 
 def _adversarial_section(models: list[str], adv: dict[str, Any] | None) -> list[Section]:
@@ -346,8 +419,12 @@ def _examples(name: str, r: Any) -> ModelExamples:
                             f"adversarial {e['kind']}, expected {e['expect']}", "expected behaviour",
                             error=e.get("error"))
                     for e in r.adversarial_examples if e.get("passed") is False)
-    return ModelExamples(name, tuple(test_example(e, f"score {e.get('score')}") for e in r.examples
-                                     if e.get("correct") is False),
+
+    def wrong_note(e: dict[str, Any]) -> str:
+        made_up = [k for k, status in (e.get("values") or {}).items() if status in ("invented", "not_in_input")]
+        return f"score {e.get('score')}" + (f"; invented: {', '.join(made_up)}" if made_up else "")
+
+    return ModelExamples(name, tuple(test_example(e, wrong_note(e)) for e in r.examples if e.get("correct") is False),
                          tuple(test_example(e, "request failed") for e in r.examples if e.get("error")), adv_bad)
 
 
@@ -376,12 +453,15 @@ def build_report(results: dict[str, Any], metrics: dict[str, Any], *, title: str
     headline = _headline(models, metrics, task, other)
     comparisons = _comparisons(metrics)
     details = _class_details(models, metrics)
-    sections = [*_task_section(headline, metrics, comparisons), *_class_sections(models, metrics, details),
+    invented_flags = _invented_flags(models, metrics)
+    sections = [*_task_section(headline, metrics, comparisons, invented_flags),
+                *_class_sections(models, metrics, details), *_values_section(models, metrics),
                 *_adversarial_section(models, metrics.get("adversarial")),
                 *_regression_section(models, metrics.get("regression")), *_gates_section(metrics.get("gates"))]
     forgetting = tuple((n, tuple(r["flags"])) for n, r in metrics.get("regression", {}).items()
                        if isinstance(r, dict) and r.get("forgetting"))
     return Report(title=title, models=tuple(models), meta=_meta(metrics), measures=(*task, *other), headline=headline,
-                  sections=tuple(sections), comparisons=comparisons, forgetting=forgetting, class_details=tuple(details),
+                  sections=tuple(sections), comparisons=comparisons, forgetting=forgetting,
+                  invented_flags=invented_flags, class_details=tuple(details),
                   distributions=_distributions(results), examples=tuple(_examples(n, r) for n, r in results.items()),
                   show_failures=show_failures)

@@ -1,5 +1,5 @@
 """The evaluation :class:`~tunesmith.evaluate.report_content.Report` in the terminal: the headline table,
-the paired comparisons and any forgetting flag."""
+the paired comparisons and any forgetting or invented-values flag."""
 
 from __future__ import annotations
 
@@ -23,3 +23,5 @@ def print_summary(report: Report) -> None:
                              + f", p={c.p_value:.3g} ({c.test})"))
     for name, flags in report.forgetting:
         console.print(f"[bold red]forgetting flagged for {escape(name)}[/]: " + escape("; ".join(flags)))
+    for name, why in report.invented_flags:
+        console.print(f"[bold red]invented values flagged for {escape(name)}[/]: " + escape(why))

@@ -38,7 +38,7 @@ from tunesmith.evaluate.report_content import build_report
 from tunesmith.evaluate.report_html import render_html
 from tunesmith.evaluate.report_markdown import render_markdown
 from tunesmith.evaluate.report_terminal import print_summary
-from tunesmith.evaluate.task_scoring import ExampleScore, TaskScorer, aggregate, pairwise_comparisons
+from tunesmith.evaluate.task_scoring import ExampleScore, TaskScorer, aggregate, pairwise_comparisons, user_text
 from tunesmith.models.loading import load_model, load_tokenizer
 from tunesmith.utils.io import write_jsonl
 
@@ -129,7 +129,8 @@ class Evaluator:
         self.kind = ec.resolved_scorer()
         self.fmt = FormatChecker(ec.format_pattern, json_required=ec.format_json,
                                  schema=load_schema(ec.json_schema, Path(cfg.base_dir)))
-        self.scorer = TaskScorer(self.kind, label_pattern=ec.label_pattern, fmt=self.fmt)
+        self.scorer = TaskScorer(self.kind, label_pattern=ec.label_pattern, fmt=self.fmt,
+                                 abstain_values=ec.abstain_values)
         self.boot = {"n_resamples": ec.bootstrap_samples, "seed": cfg.seed}
         cache = cfg.resolve_path(cfg.output_dir) / ".endpoint-cache"
         self.clients = {e.name: EndpointClient(e, cache_dir=cfg.resolve_path(e.cache_dir) if e.cache_dir else cache / e.name,
@@ -171,14 +172,15 @@ class Evaluator:
                 ex.update({"error": a.error, "correct": None})
                 failed.append({"id": rid, "error": a.error})
             else:
-                s = self.scorer(a.text or "", ref)
+                s = self.scorer(a.text or "", ref, source=user_text(conv))
                 scores[rid] = s
                 ex.update({"correct": s.correct, "score": round(s.score, 4), "format_ok": s.format_ok,
-                           "fields": s.fields})
+                           "fields": s.fields, "values": {k: o.status for k, o in s.values.items()}})
                 if s.format_ok is False:
                     ex["format_error"] = self.fmt.reason(a.text or "")
             examples.append(ex)
-        metrics = aggregate(list(scores.values()), kind=self.kind, **self.boot)
+        metrics = aggregate(list(scores.values()), kind=self.kind, max_invented_value_rate=self.ec.max_invented_value_rate,
+                            **self.boot)
         metrics["n_failed"] = len(failed)
         if failed:
             metrics["failed"] = failed[:20]

@@ -6,6 +6,8 @@ Per-example functions return plain numbers; :mod:`tunesmith.evaluate.task_scorin
 * label extraction by a regex with named groups (classification; one label per group)
 * JSON field-level true/false positives/negatives against a reference object (extraction)
 * ROUGE-L (LCS F1 over lower-cased word tokens) and chrF (character n-grams 1..6, beta 2) for free text
+* per field (a JSON leaf, a label group, or the whole answer): was a value invented where the reference
+  has none, or left out where it has one (:class:`ValueOutcome`; counted in ``invented_values.py``)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -76,6 +79,86 @@ def json_field_counts(pred: str, ref: str) -> tuple[int, int, int]:
         got = {}
     tp = sum(1 for k, v in got.items() if k in want and want[k] == v)
     return tp, len(got) - tp, len(want) - tp
+
+
+# --- invented and missing values --------------------------------------------------------------
+
+# a reference or answer equal to one of these (normalised, surrounding punctuation ignored) has no value
+DEFAULT_ABSTAIN_VALUES = ("", "null", "none", "unknown", "n/a")
+
+
+@dataclass(frozen=True)
+class ValueOutcome:
+    """One field of one answer against the reference.
+
+    ``status``: ``right`` (the reference's value); ``wrong`` (another value); ``not_in_input`` (another value
+    that occurs nowhere in the input, where the reference's value does: invented); ``missing`` (no value
+    where the reference has one); ``invented`` (a value where the reference has none); ``abstained`` (no
+    value where the reference has none: right). "No value" is null, an absent field or an abstain value.
+    """
+
+    status: str
+    grounded: bool = False  # the reference's value occurs in the input
+    in_reference: bool = True  # the reference has this field (possibly null); False: only the answer has it
+
+
+def abstain_set(values: tuple[str, ...] | list[str]) -> frozenset[str]:
+    return frozenset(_bare(v) for v in values)
+
+
+def _bare(text: str) -> str:
+    return normalise(text).strip(" .!?;:")
+
+
+def has_value(value: Any, abstain: frozenset[str]) -> bool:
+    """False for None and for a string that is an abstain value."""
+    if value is None:
+        return False
+    return not isinstance(value, str) or _bare(value) not in abstain
+
+
+def occurs_in(value: Any, text: str) -> bool:
+    """``value`` (a string normalised, a number or boolean as JSON writes it) occurs in ``text`` (already
+    normalised) not as part of a longer word or number."""
+    needle = normalise(value) if isinstance(value, str) else json.dumps(value)
+    return bool(needle) and re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", text) is not None
+
+
+def value_outcome(ref: Any, pred: Any, *, same: bool, abstain: frozenset[str], text: str | None = None,
+                  in_reference: bool = True) -> ValueOutcome:
+    """The outcome of one field; ``text`` is the normalised input (None: whether values occur in it is not checked)."""
+    ref_has, pred_has = has_value(ref, abstain), has_value(pred, abstain)
+    grounded = text is not None and ref_has and occurs_in(ref, text)
+    if not ref_has:
+        status = "invented" if pred_has else "abstained"
+    elif not pred_has:
+        status = "missing"
+    elif same:
+        status = "right"
+    else:
+        status = "not_in_input" if grounded and not occurs_in(pred, text or "") else "wrong"
+    return ValueOutcome(status, grounded, in_reference)
+
+
+def json_value_outcomes(pred: str, ref: str, *, abstain: frozenset[str], source: str | None = None
+                        ) -> dict[str, ValueOutcome]:
+    """The outcome of every leaf field of the reference or the answer, by dotted path.
+
+    A null in one and an object in the other are compared through the object's leaves (``sender: null``
+    vs ``sender: {"name": "Bo"}`` is one invented ``sender.name``). An answer that is not JSON has no
+    values. ``source`` is the input text the values are looked up in (None: not checked).
+    """
+    want = flatten_json(parse_json_answer(ref))
+    try:
+        got = flatten_json(parse_json_answer(pred))
+    except ValueError:
+        got = {}
+    paths = set(want) | set(got)
+    ancestors = {k[:i] for k in paths for i, ch in enumerate(k) if ch == "."}
+    leaves = sorted(paths - ancestors)
+    text = normalise(source) if source is not None else None
+    return {k: value_outcome(want.get(k), got.get(k), same=want.get(k) == got.get(k), abstain=abstain, text=text,
+                             in_reference=k in want) for k in leaves}
 
 
 # --- free text --------------------------------------------------------------------------------

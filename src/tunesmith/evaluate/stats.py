@@ -2,6 +2,7 @@
 
 * :func:`bootstrap_ci` - 95% percentile bootstrap of a statistic over examples (seeded, so a report
   is reproducible).
+* :func:`bootstrap_ratio_ci` - the same for a ratio of sums over examples (fields counted per example).
 * :func:`mcnemar_exact` - exact two-sided McNemar test on paired right/wrong outcomes (binomial
   test on the discordant pairs), the standard paired test for two classifiers on one test set.
 * :func:`paired_permutation` - sign-flip permutation test on paired continuous scores (ROUGE-L, chrF).
@@ -38,6 +39,35 @@ def bootstrap_ci(
         stats = arr[idx].mean(axis=1)
     else:
         stats = np.array([statistic(row) for row in idx], dtype=float)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def bootstrap_ratio_ci(
+    numerators: Sequence[float],
+    denominators: Sequence[float],
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of sum(numerators) / sum(denominators), resampling examples.
+
+    Each example contributes a count and the number it is out of (e.g. invented values of its fields
+    whose reference is null), so fields of one example stay together. Resamples whose denominator is
+    zero are left out. None when the denominators sum to zero.
+    """
+    num, den = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
+    if len(num) != len(den):
+        raise ValueError("numerators and denominators must have the same length")
+    if den.sum() == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(den), size=(n_resamples, len(den)))
+    totals = den[idx].sum(axis=1)
+    keep = totals > 0
+    stats = num[idx].sum(axis=1)[keep] / totals[keep]
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(stats, [alpha, 1 - alpha])
     return float(lo), float(hi)

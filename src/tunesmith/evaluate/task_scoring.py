@@ -10,6 +10,7 @@ import numpy as np
 
 from tunesmith.evaluate import scorers
 from tunesmith.evaluate.compliance import FormatChecker
+from tunesmith.evaluate.invented_values import value_summary
 from tunesmith.evaluate.stats import bootstrap_ci, mcnemar_exact, paired_delta_ci, paired_permutation
 
 NONE_LABEL = "(none)"
@@ -24,17 +25,27 @@ class ExampleScore:
     fields: dict[str, bool] = field(default_factory=dict)
     labels: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # field -> (expected, got)
     json_counts: tuple[int, int, int] | None = None  # (tp, fp, fn)
+    # field -> invented / missing / right ...: JSON leaves, label groups, or "answer" (the whole answer)
+    values: dict[str, scorers.ValueOutcome] = field(default_factory=dict)
+
+
+def user_text(messages: list[dict]) -> str:
+    """The input of an example, where its values are looked up: the content of its user messages."""
+    return "\n".join(m["content"] for m in messages if m["role"] == "user")
 
 
 class TaskScorer:
     """Scores one answer against its reference as the eval config says."""
 
-    def __init__(self, kind: str, *, label_pattern: str | None = None, fmt: FormatChecker | None = None):
+    def __init__(self, kind: str, *, label_pattern: str | None = None, fmt: FormatChecker | None = None,
+                 abstain_values: tuple[str, ...] | list[str] = scorers.DEFAULT_ABSTAIN_VALUES):
         self.kind = kind
         self.label_re = re.compile(label_pattern) if label_pattern else None
         self.fmt = fmt or FormatChecker()
+        self.abstain = scorers.abstain_set(abstain_values)
 
-    def __call__(self, pred: str, ref: str) -> ExampleScore:
+    def __call__(self, pred: str, ref: str, source: str | None = None) -> ExampleScore:
+        """``source``: the example's input (:func:`user_text`), for "a value found nowhere in the input" (JSON)."""
         fmt_ok = self.fmt(pred)
         if self.kind == "label":
             assert self.label_re is not None
@@ -43,19 +54,22 @@ class TaskScorer:
             fields = {k: got.get(k) == v for k, v in want.items()}
             ok = bool(want) and all(fields.values())
             labels = {k: (v, got.get(k)) for k, v in want.items()}
-            return ExampleScore(float(ok), ok, fmt_ok, fields, labels)
+            values = {k: scorers.value_outcome(v, got.get(k), same=fields[k], abstain=self.abstain)
+                      for k, v in want.items()}
+            return ExampleScore(float(ok), ok, fmt_ok, fields, labels, values=values)
         if self.kind == "json_fields":
             tp, fp, fn = scorers.json_field_counts(pred, ref)
             ok = fp == 0 and fn == 0
-            return ExampleScore(float(ok), ok, fmt_ok, json_counts=(tp, fp, fn))
-        if self.kind == "rouge_l":
-            s = scorers.rouge_l(pred, ref)
-            return ExampleScore(s, s >= 0.5, fmt_ok)
-        if self.kind == "chrf":
-            s = scorers.chrf(pred, ref)
-            return ExampleScore(s, s >= 0.5, fmt_ok)
-        ok = scorers.exact_match(pred, ref)
-        return ExampleScore(float(ok), ok, fmt_ok)
+            values = scorers.json_value_outcomes(pred, ref, abstain=self.abstain, source=source)
+            return ExampleScore(float(ok), ok, fmt_ok, json_counts=(tp, fp, fn), values=values)
+        if self.kind in CONTINUOUS:
+            s = scorers.rouge_l(pred, ref) if self.kind == "rouge_l" else scorers.chrf(pred, ref)
+            ok = s >= 0.5
+        else:
+            ok = scorers.exact_match(pred, ref)
+            s = float(ok)
+        answer = scorers.value_outcome(ref, pred, same=ok, abstain=self.abstain)
+        return ExampleScore(s, ok, fmt_ok, values={"answer": answer})
 
 
 def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
@@ -96,8 +110,10 @@ def _macro_f1_of(pairs: list[tuple[str, str | None]]):
     return stat
 
 
-def aggregate(scores: list[ExampleScore], *, kind: str = "exact", n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Headline numbers of one model on one set, each with a 95% bootstrap interval (``<key>_ci``)."""
+def aggregate(scores: list[ExampleScore], *, kind: str = "exact", n_resamples: int = 1000, seed: int = 0,
+              max_invented_value_rate: float | None = None) -> dict[str, Any]:
+    """Headline numbers of one model on one set, each with a 95% bootstrap interval (``<key>_ci``), and the
+    invented / missing values (:func:`~tunesmith.evaluate.invented_values.value_summary`)."""
     n = len(scores)
     out: dict[str, Any] = {"n": n}
 
@@ -132,6 +148,8 @@ def aggregate(scores: list[ExampleScore], *, kind: str = "exact", n_resamples: i
             return _prf(*(sum(c[j] for c in sel) for j in range(3)))[2]
 
         out["field_f1_ci"] = bootstrap_ci(counts, statistic=f1_stat, n_resamples=n_resamples, seed=seed)
+    out.update(value_summary([s.values for s in scores], complete_fields=kind == "json_fields",
+                             max_invented_value_rate=max_invented_value_rate, n_resamples=n_resamples, seed=seed))
     return out
 
 
