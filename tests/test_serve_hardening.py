@@ -208,8 +208,8 @@ def test_abandoned_request_stops_decoding_and_frees_its_slot(slot_server):
         (CHAT, {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
                 "tool_choice": "required"}, "tools", "tool calling"),
         (CHAT, {"tool_choice": "required"}, "tool_choice", "tool calling"),
-        (CHAT, {"logprobs": True}, "logprobs", "logprobs"),
-        (CHAT, {"top_logprobs": 3}, "top_logprobs", "top_logprobs"),
+        (CHAT, {"logprobs": True, "top_logprobs": 21}, "top_logprobs", "less than or equal to 20"),  # implemented to 20
+        (CHAT, {"top_logprobs": 3}, "top_logprobs", "requires logprobs"),
         (CHAT, {"n": 2}, "n", "n > 1"),
         (CHAT, {"presence_penalty": 0.5}, "presence_penalty", "penalties"),
         (CHAT, {"frequency_penalty": -1.0}, "frequency_penalty", "penalties"),
@@ -219,7 +219,7 @@ def test_abandoned_request_stops_decoding_and_frees_its_slot(slot_server):
         (CHAT, {"frobnicate": 1}, "frobnicate", "unrecognized"),
         ("/v1/completions", {"best_of": 3}, "best_of", "best_of"),
         ("/v1/completions", {"suffix": "end"}, "suffix", "suffix"),
-        ("/v1/completions", {"logprobs": 2}, "logprobs", "logprobs"),
+        ("/v1/completions", {"logprobs": 21}, "logprobs", "less than or equal to 20"),  # implemented up to 20
         ("/v1/completions", {"echo": "yes"}, "echo", "boolean"),
     ],
 )
@@ -247,8 +247,8 @@ def test_openai_client_tools_are_refused(slot_server):
         client.chat.completions.create(model="base", messages=MSGS, max_tokens=2, tools=[tool], tool_choice="required")
     assert e.value.body["param"] == "tools"
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="base", messages=MSGS, max_tokens=2, logprobs=True, top_logprobs=2)
-    assert e.value.body["param"] == "logprobs"
+        client.chat.completions.create(model="base", messages=MSGS, max_tokens=2, logprobs=True, top_logprobs=21)
+    assert e.value.body["param"] == "top_logprobs"
 
 
 # -- metrics ------------------------------------------------------------------------------------------

@@ -228,7 +228,7 @@ def _post(server, path, body, key=KEY, raw=None):
         ({"model": "base", "messages": MSGS, "response_format": {"type": "json_object"}}, 400, None),
         ({"model": "base", "messages": MSGS, "response_format": {"type": "xml"}}, 400, None),
         ({"model": "nope", "messages": MSGS}, 404, "model_not_found"),
-        ({"model": "base", "prompt": ["a", "b"]}, 400, None),
+        ({"model": "base", "prompt": []}, 400, None),  # a list of prompts is fine (issue 18), an empty one is not
     ],
 )
 def test_bad_requests_get_openai_errors(server, body, status, code):

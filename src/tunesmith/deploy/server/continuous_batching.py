@@ -10,6 +10,12 @@ Adapters: rows for different LoRA adapters (and the base, ``__base__``) share on
 ``adapter_names=`` routes each row through its own weights. PEFT refuses ``adapter_names`` for DoRA,
 so each DoRA adapter gets a lane of its own, run with that adapter active; lanes step in turn.
 Each row keeps its own sampling settings, random generator (``seed``), stop strings and budget.
+
+Scoring (``prompt_top_logprobs`` set: echo with logprobs): such rows are prefilled in forwards of their own
+that keep the logits of every prompt position (at most ``SCORING_TOKENS_PER_FORWARD`` padded tokens each), which
+give the prompt's token log-probabilities; then, like any row, they join the running batch to generate, or
+finish at once when ``max_new_tokens`` is 0. A row with ``top_logprobs`` set records each sampled token's
+log-probability (the end-of-sequence token included) as it decodes.
 """
 
 from __future__ import annotations
@@ -26,10 +32,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tunesmith.deploy.server.logprobs import TokenLogprob, prompt_logprobs, token_logprobs
+
 log = logging.getLogger(__name__)
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch (same as registry.BASE)
 MIN_TEMPERATURE = 1e-4  # below this, sampling is greedy (dividing by ~0 would overflow to inf/nan)
+# Scoring prefills keep every position's logits ([rows, width, vocab]): rows are grouped so that rows x width stays
+# under this (one longer prompt still runs alone). 4096 x a 49k vocabulary is 0.8 GB of fp32 logits.
+SCORING_TOKENS_PER_FORWARD = 4096
 
 
 class QueueFull(Exception):
@@ -45,9 +56,13 @@ class GenRequest:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    top_logprobs: int | None = None  # record each sampled token's logprob with this many alternatives; None: no
+    prompt_top_logprobs: int | None = None  # score the prompt's tokens with this many alternatives; None: no
     on_delta: Callable[[str], None] | None = None  # called on the worker thread with new text
     on_done: Callable[[GenRequest], None] | None = None  # called on the worker thread once
-    output_ids: list[int] = field(default_factory=list)
+    output_ids: list[int] = field(default_factory=list)  # the end-of-sequence token is not among them
+    output_logprobs: list[TokenLogprob] = field(default_factory=list)  # one per sampled token, end token included
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # of prompt_ids[1:]
     text: str = ""
     finish_reason: str | None = None
     error: str | None = None
@@ -162,6 +177,8 @@ class BatchEngine:
         for r in self._admit():
             if r.cancelled:
                 self._finish(r, "cancelled")
+            elif r.max_new_tokens == 0 and r.prompt_top_logprobs is None:
+                self._finish(r, "length")  # an echo of the prompt: nothing to compute
             else:
                 new.append(r)
         if new:
@@ -173,11 +190,11 @@ class BatchEngine:
                 self._fail(new, e)
                 lanes = {}
             for key, idx in lanes.items():
-                rows = [new[i] for i in idx]
-                try:
-                    self._add(self._prefill(key, rows))
-                except Exception as e:  # noqa: BLE001 - a bug must fail these requests, never kill the worker
-                    self._fail(rows, e)
+                for rows, score in prefill_groups([new[i] for i in idx]):
+                    try:
+                        self._start(key, rows, score=score)
+                    except Exception as e:  # noqa: BLE001 - a bug must fail these requests, never kill the worker
+                        self._fail(rows, e)
         for key, lane in list(self.lanes.items()):
             try:
                 self._step(lane)
@@ -186,6 +203,16 @@ class BatchEngine:
                 lane.rows = []
             if not lane.rows:
                 del self.lanes[key]
+
+    def _start(self, active: str | None, rows: list[GenRequest], *, score: bool) -> None:
+        """Prefill ``rows``: those with tokens to generate join their lane, the others (scoring only) finish."""
+        generates = any(r.max_new_tokens > 0 for r in rows)  # prefill_groups never mixes the two
+        lane = self._prefill(active, rows, score=score, cache=generates)
+        if generates:
+            self._add(lane)
+        else:
+            for r in rows:
+                self._finish(r, "length")
 
     # -- text and sampling ----------------------------------------------------------------------
 
@@ -271,9 +298,11 @@ class BatchEngine:
         for r in rows:
             r.max_batch = max(r.max_batch, len(rows))
         with torch.inference_mode(), context:
-            return model(use_cache=True, **kw, **extra)
+            return model(**kw, **extra)
 
-    def _prefill(self, active: str | None, rows: list[GenRequest]) -> Lane:
+    def _prefill(self, active: str | None, rows: list[GenRequest], *, score: bool = False, cache: bool = True) -> Lane:
+        """One forward over the rows' left-padded prompts: their KV cache (if ``cache``) and next-token logits;
+        with ``score``, also each row's prompt token logprobs (from the logits at every prompt position)."""
         n = len(rows)
         width = max(len(r.prompt_ids) for r in rows)
         input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
@@ -289,8 +318,15 @@ class BatchEngine:
         device = next(self.registry.model.parameters()).device
         with self.registry.lock:
             out = self._forward(active, rows, input_ids=input_ids.to(device), attention_mask=attn.to(device),
-                                position_ids=position_ids.to(device), logits_to_keep=1)
-        return Lane(active, list(rows), gens, self._cache(out), attn, position_ids[:, -1:], out.logits[:, -1, :])
+                                position_ids=position_ids.to(device), use_cache=cache,
+                                logits_to_keep=0 if score else 1)  # 0: every position
+        last = out.logits[:, -1, :]
+        if score:
+            for i, r in enumerate(rows):
+                r.prompt_logprobs = prompt_logprobs(out.logits[i, width - len(r.prompt_ids) :], r.prompt_ids,
+                                                    r.prompt_top_logprobs)
+            last = last.clone()  # not a view that keeps every position's logits alive
+        return Lane(active, list(rows), gens, self._cache(out) if cache else None, attn, position_ids[:, -1:], last)
 
     def _add(self, new: Lane) -> None:
         """Splice ``new`` into the running lane of the same adapter (or start that lane)."""
@@ -309,9 +345,21 @@ class BatchEngine:
         lane.rows += new.rows
         lane.gens += new.gens
 
+    @staticmethod
+    def _record_logprobs(lane: Lane, tokens: list[int]) -> None:
+        """Each sampled token's logprob, for the rows that asked (before the token can end the row)."""
+        idx = [i for i, r in enumerate(lane.rows)
+               if r.top_logprobs is not None and r.finish_reason is None and not r.cancelled]
+        if idx:
+            entries = token_logprobs(lane.logits[idx], [tokens[i] for i in idx],
+                                     [lane.rows[i].top_logprobs for i in idx])
+            for i, entry in zip(idx, entries, strict=True):
+                lane.rows[i].output_logprobs.append(entry)
+
     def _step(self, lane: Lane) -> None:
         """Sample each row's next token; drop finished rows; advance the rest by one forward."""
         tokens = self._sample(lane.logits, lane.rows, lane.gens)
+        self._record_logprobs(lane, tokens)
         for r, t in zip(lane.rows, tokens, strict=True):
             if r.cancelled:
                 self._finish(r, "cancelled")
@@ -341,6 +389,33 @@ class BatchEngine:
         step_ids = torch.tensor([[t] for t in tokens], dtype=torch.long, device=device)
         with self.registry.lock:
             out = self._forward(lane.active, lane.rows, input_ids=step_ids, attention_mask=lane.attn.to(device),
-                                position_ids=lane.pos.to(device), **{self._cache_kw: lane.cache})
+                                position_ids=lane.pos.to(device), use_cache=True, **{self._cache_kw: lane.cache})
         lane.cache = self._cache(out)
         lane.logits = out.logits[:, -1, :]
+
+
+def prefill_groups(rows: list[GenRequest]) -> list[tuple[list[GenRequest], bool]]:
+    """How new rows of one lane are prefilled: (rows, score) per forward.
+
+    Plain rows share one forward. Scoring rows (prompt logprobs) keep every position's logits, so they run apart,
+    in groups of at most ``SCORING_TOKENS_PER_FORWARD`` padded tokens, and rows that then generate are never
+    grouped with rows that do not (those need no KV cache).
+    """
+    groups: list[tuple[list[GenRequest], bool]] = []
+    plain = [r for r in rows if r.prompt_top_logprobs is None]
+    if plain:
+        groups.append((plain, False))
+    for generates in (True, False):
+        chunk: list[GenRequest] = []
+        width = 0
+        for r in rows:
+            if r.prompt_top_logprobs is None or (r.max_new_tokens > 0) != generates:
+                continue
+            if chunk and max(width, len(r.prompt_ids)) * (len(chunk) + 1) > SCORING_TOKENS_PER_FORWARD:
+                groups.append((chunk, True))
+                chunk, width = [], 0
+            chunk.append(r)
+            width = max(width, len(r.prompt_ids))
+        if chunk:
+            groups.append((chunk, True))
+    return groups

@@ -1,10 +1,10 @@
 """One HTTP request's generation on the engine: checks, the per-key slot, and waiting for the tokens.
 
-``start_generation`` resolves the model, checks the token budget, takes one of the key's slots and hands a
-``GenRequest`` to the continuous-batching engine (which runs on its own thread). The route then either
-waits for the whole answer (``wait_for_answer``, which also notices a client that disconnects) or
-streams its events (``generation_events``). However it ends — answer, timeout, client gone — the row is
-cancelled if still running and the slot is released exactly once.
+``start_generation`` resolves the model, checks the token budget, takes one of the key's slots and hands one
+``GenRequest`` per prompt to the continuous-batching engine (which runs on its own thread). The route then
+either waits for the whole answer (``wait_for_answer``, which also notices a client that disconnects) or
+streams its events (``generation_events``, one prompt). However it ends — answer, timeout, client gone — the
+rows are cancelled if still running and the slot is released exactly once.
 """
 
 from __future__ import annotations
@@ -32,17 +32,19 @@ class Sampling:
     top_p: float
     stop: list[str]
     seed: int | None
+    top_logprobs: int | None = None  # logprobs of generated tokens, with this many alternatives
+    prompt_top_logprobs: int | None = None  # logprobs of prompt tokens (echo), with this many alternatives
 
 
 @dataclass(eq=False)
 class Generation:
-    """A submitted request: its engine row, and what the worker thread reports back to the event loop."""
+    """A submitted request: its engine rows, and what the worker thread reports back to the event loop."""
 
-    req: GenRequest
-    prompt_tokens: int
+    reqs: list[GenRequest]  # one per prompt
+    prompt_tokens: int  # of all prompts
     timeout_s: float
     deadline: float  # event-loop time after which it is cancelled (504)
-    finished: asyncio.Future  # the finished GenRequest
+    finished: asyncio.Future  # the finished GenRequests, once all are done
     _release: Callable[[], None]
     events: asyncio.Queue = field(default_factory=asyncio.Queue)  # streams: ("delta", text) ... ("done", GenRequest)
     _released: bool = False
@@ -54,8 +56,9 @@ class Generation:
             self._release()
 
     def cancel(self) -> None:
-        """Stop decoding: the worker drops the row before its next forward pass."""
-        self.req.cancelled = True
+        """Stop decoding: the worker drops the rows before its next forward pass."""
+        for r in self.reqs:
+            r.cancelled = True
 
     def seconds_left(self) -> float:
         return max(self.deadline - asyncio.get_running_loop().time(), 0.001)
@@ -71,12 +74,13 @@ async def resolve_model(state: ServerState, name: str) -> str:
         raise APIError(400, e.message, param="model") from None
 
 
-def token_budget(cfg: ServeConfig, prompt_ids: list[int], max_tokens: int | None) -> int:
+def token_budget(cfg: ServeConfig, prompt_ids: list[int], max_tokens: int | None,
+                 prompt_param: str = "messages") -> int:
     """Completion tokens allowed: ``max_tokens`` if prompt + it fit ``max_total_tokens`` (else 400)."""
     limit = cfg.max_total_tokens
-    if len(prompt_ids) >= limit:
+    if len(prompt_ids) > limit or (len(prompt_ids) == limit and max_tokens != 0):
         raise APIError(400, f"the prompt has {len(prompt_ids)} tokens; this server allows {limit} prompt + "
-                       "completion tokens", code="context_length_exceeded", param="messages")
+                       "completion tokens", code="context_length_exceeded", param=prompt_param)
     if max_tokens is None:
         return min(cfg.default_max_tokens, limit - len(prompt_ids))
     if len(prompt_ids) + max_tokens > limit:
@@ -85,37 +89,52 @@ def token_budget(cfg: ServeConfig, prompt_ids: list[int], max_tokens: int | None
     return max_tokens
 
 
-async def start_generation(state: ServerState, key: str, model: str, prompt_ids: list[int], max_tokens: int | None,
-                           sampling: Sampling, *, stream: bool) -> Generation:
-    """Check the request, take a slot of ``key`` and submit it to the engine."""
+async def start_generation(state: ServerState, key: str, model: str, prompts: list[list[int]], max_tokens: int | None,
+                           sampling: Sampling, *, stream: bool, prompt_param: str = "messages") -> Generation:
+    """Check the request, take a slot of ``key`` and submit one engine row per prompt (a stream has one)."""
     cfg = state.cfg
     adapter = await resolve_model(state, model)
-    budget = token_budget(cfg, prompt_ids, max_tokens)
+    budgets = [token_budget(cfg, ids, max_tokens, prompt_param) for ids in prompts]
+    if state.engine.queue.qsize() + len(prompts) > state.engine.queue.maxsize:
+        raise APIError(429, "the server is busy; retry shortly", type="rate_limit_error", code="server_overloaded")
     if not state.limiter.acquire(key):
         raise APIError(429, f"more than {cfg.max_concurrent_per_key} requests in flight for this API key",
                        type="rate_limit_error", code="rate_limit_exceeded")
     loop = asyncio.get_running_loop()
-    req = GenRequest(prompt_ids=prompt_ids, adapter=adapter, max_new_tokens=budget, temperature=sampling.temperature,
-                     top_p=sampling.top_p, stop=sampling.stop, seed=sampling.seed)
-    gen = Generation(req, len(prompt_ids), cfg.request_timeout_s, loop.time() + cfg.request_timeout_s,
+    reqs = [GenRequest(prompt_ids=ids, adapter=adapter, max_new_tokens=budget, temperature=sampling.temperature,
+                       top_p=sampling.top_p, stop=sampling.stop, seed=sampling.seed, top_logprobs=sampling.top_logprobs,
+                       prompt_top_logprobs=sampling.prompt_top_logprobs)
+            for ids, budget in zip(prompts, budgets, strict=True)]
+    gen = Generation(reqs, sum(len(ids) for ids in prompts), cfg.request_timeout_s, loop.time() + cfg.request_timeout_s,
                      loop.create_future(), lambda: state.limiter.release(key))
+    left = [len(reqs)]  # rows not finished yet; only the worker thread counts down
+
+    def all_done() -> None:  # event loop
+        if not gen.finished.done():
+            gen.finished.set_result(reqs)
 
     def on_done(r: GenRequest) -> None:  # worker thread
-        loop.call_soon_threadsafe(lambda: gen.finished.done() or gen.finished.set_result(r))
+        left[0] -= 1
+        if left[0]:
+            return
+        loop.call_soon_threadsafe(all_done)
         if stream:  # a stream whose body never started (client gone at once) must not hold the slot
             loop.call_soon_threadsafe(gen.events.put_nowait, ("done", r))
             loop.call_soon_threadsafe(gen.release)
 
-    if stream:
-        req.on_delta = lambda t: loop.call_soon_threadsafe(gen.events.put_nowait, ("delta", t))
-    req.on_done = on_done
+    for r in reqs:
+        if stream:
+            r.on_delta = lambda t: loop.call_soon_threadsafe(gen.events.put_nowait, ("delta", t))
+        r.on_done = on_done
     try:
-        state.engine.submit(req)
+        for r in reqs:
+            state.engine.submit(r)
     except QueueFull:
+        gen.cancel()  # rows already queued finish as cancelled without running
         gen.release()
         raise APIError(429, "the server is busy; retry shortly", type="rate_limit_error",
                        code="server_overloaded") from None
-    state.metrics.prompt_tokens.labels(model).inc(len(prompt_ids))
+    state.metrics.prompt_tokens.labels(model).inc(gen.prompt_tokens)
     return gen
 
 
@@ -125,8 +144,8 @@ async def _client_gone(request: Request) -> None:
         pass
 
 
-async def wait_for_answer(gen: Generation, request: Request) -> GenRequest | None:
-    """The finished request, or None if the client disconnected first (504 past the deadline)."""
+async def wait_for_answer(gen: Generation, request: Request) -> list[GenRequest] | None:
+    """The finished rows, or None if the client disconnected first (504 past the deadline)."""
     gone = asyncio.ensure_future(_client_gone(request))
     try:
         await asyncio.wait({gen.finished, gone}, timeout=gen.seconds_left(),

@@ -1,6 +1,9 @@
-"""Prompt token ids of a request: a chat rendered with the tokenizer's chat template, or a completion's text."""
+"""Prompt token ids of a request: a chat rendered with the tokenizer's chat template, or a completion's prompts
+(text, or token ids taken as they are)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from tunesmith.chat_template import ChatTemplateError, render_prompt_ids
 from tunesmith.deploy.server.protocol import APIError, ChatMessage
@@ -24,3 +27,35 @@ def completion_prompt_ids(tokenizer, text: str, pad_id: int) -> list[int]:
     if not ids:
         ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else pad_id]
     return ids
+
+
+@dataclass(frozen=True)
+class CompletionPrompt:
+    ids: list[int]
+    text: str  # what ``echo`` returns: the prompt text as sent, or the token ids decoded (special tokens kept)
+
+
+def completion_prompts(tokenizer, prompt: str | list, pad_id: int, vocab_size: int) -> list[CompletionPrompt]:
+    """The prompts of a completions request (a string, strings, token ids, or lists of token ids).
+
+    Token ids are the model's input as they are (no special token is added); an id outside the vocabulary is
+    a 400.
+    """
+    if isinstance(prompt, str):
+        items: list = [prompt]
+    elif isinstance(prompt[0], int):
+        items = [prompt]
+    else:
+        items = prompt
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            out.append(CompletionPrompt(completion_prompt_ids(tokenizer, item, pad_id), item))
+            continue
+        bad = next((t for t in item if t >= vocab_size), None)
+        if bad is not None:
+            where = f" (prompt {i})" if len(items) > 1 else ""
+            raise APIError(400, f"token id {bad}{where} is not in the vocabulary: ids run from 0 to {vocab_size - 1}",
+                           param="prompt")
+        out.append(CompletionPrompt(list(item), tokenizer.decode(item, skip_special_tokens=False)))
+    return out

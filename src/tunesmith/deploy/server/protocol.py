@@ -1,7 +1,7 @@
 """Request bodies of the OpenAI-compatible API (the subset we serve) and OpenAI-style errors.
 
 Every parameter OpenAI defines for these endpoints is declared here. A parameter the server does not
-implement (tools, logprobs, penalties, ``n`` > 1, ...) is accepted only with its no-op value; anything else
+implement (tools, penalties, ``n`` > 1, ...) is accepted only with its no-op value; anything else
 is a 400 that names the feature, never a 200 that silently ignores it. A parameter OpenAI does not define
 is a 400 too (``extra="forbid"``). Booleans are strict (``"yes"`` is not true) and text must be valid
 Unicode (a lone surrogate is refused here, not deep in the tokenizer).
@@ -18,12 +18,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StrictBool,
     WithJsonSchema,
     field_validator,
 )
 
+from tunesmith.deploy.server.logprobs import MAX_TOP_LOGPROBS
+
 Float = {"allow_inf_nan": False}
+MAX_PROMPTS = 256  # prompts in one completions request (each is one engine row)
 
 
 class APIError(Exception):
@@ -174,8 +178,9 @@ class ChatCompletionRequest(_Sampling):
     parallel_tool_calls: StrictBool | None = Field(None, description="No effect: there are no tools.")
     functions: _noop_only(list[dict], "function calling ('functions')", []) = None
     function_call: _noop_only(str | dict, "function calling ('function_call')", "none", "auto") = None
-    logprobs: _noop_only(StrictBool, "logprobs", False) = None
-    top_logprobs: _noop_only(int, "top_logprobs", 0) = None
+    logprobs: StrictBool | None = Field(None, description="Return the log-probability of each content token.")
+    top_logprobs: Annotated[int, Strict()] | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="Most likely tokens to return at each position (needs logprobs).")
     modalities: _noop_only(list[str], "output modalities other than text", ["text"]) = None
     audio: _noop_only(dict, "audio output") = None
     prediction: _noop_only(dict, "predicted outputs ('prediction')") = None
@@ -188,28 +193,83 @@ class ChatCompletionRequest(_Sampling):
     prompt_cache_key: Text | None = Field(None, max_length=256, description="Accepted; no effect.")
     safety_identifier: Text | None = Field(None, max_length=256, description="Accepted; recorded nowhere.")
 
+    def check_combinations(self) -> None:
+        """Refuse parameter combinations that OpenAI refuses or that this server does not implement."""
+        if self.top_logprobs and not self.logprobs:
+            raise APIError(400, "top_logprobs requires logprobs: true", param="top_logprobs")
+        if self.stream and self.logprobs:
+            raise APIError(400, "logprobs with stream: true is not supported by this server (send stream: false)",
+                           param="logprobs")
+
+
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+PROMPT_FORMS = ("a string, a list of strings, a list of token ids (integers >= 0) or a list of such lists, "
+                f"with 1 to {MAX_PROMPTS} prompts and no empty list")
+
+
+def _is_token_ids(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(type(t) is int and t >= 0 for t in v)
+
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str] = Field(description="One prompt (a list must hold exactly one).")
+    prompt: (str | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)] | TokenIds
+             | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)]) = Field(
+        description="The prompt(s): a string, a list of strings, a list of token ids, or a list of token-id lists. "
+        "Each prompt is one choice of the answer, batched through the same engine.")
+    max_tokens: int | None = Field(None, ge=0, le=1_000_000, description="0 only with echo (scores the prompt).")
     echo: StrictBool | None = False
     best_of: _noop_only(int, "best_of > 1", 1) = None
     suffix: _noop_only(str, "suffix (insertion)", "") = None
-    logprobs: _noop_only(int, "logprobs", 0) = None
+    logprobs: Annotated[int, Strict()] | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS,
+        description="Return token logprobs with this many most likely alternatives per token (and the prompt's "
+        "with echo).")
 
     @field_validator("prompt", mode="before")
     @classmethod
-    def _prompt_unicode(cls, v):
-        return _check_unicode(v)
+    def _prompt_form(cls, v):
+        _check_unicode(v)
+        if isinstance(v, str):
+            return v
+        if isinstance(v, list) and 0 < len(v) <= MAX_PROMPTS and (
+            all(isinstance(x, str) for x in v) or _is_token_ids(v) or all(_is_token_ids(x) for x in v)
+        ):
+            return v
+        raise ValueError(f"the prompt must be {PROMPT_FORMS}")
 
-    @field_validator("prompt")
-    @classmethod
-    def _one(cls, v):
-        if isinstance(v, list) and len(v) != 1:
-            raise ValueError("exactly one prompt per request is supported")
-        return v
+    def prompt_count(self) -> int:
+        return 1 if isinstance(self.prompt, str) or isinstance(self.prompt[0], int) else len(self.prompt)
 
-    def prompt_text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def check_combinations(self) -> None:
+        """Refuse parameter combinations that OpenAI refuses or that this server does not implement."""
+        if self.max_tokens == 0 and not self.echo:
+            raise APIError(400, "max_tokens: 0 is only allowed with echo: true (to score the prompt)",
+                           param="max_tokens")
+        if self.stream and self.logprobs is not None:
+            raise APIError(400, "logprobs with stream: true is not supported by this server (send stream: false)",
+                           param="logprobs")
+        if self.stream and self.prompt_count() > 1:
+            raise APIError(400, "stream: true with several prompts is not supported by this server: stream one "
+                           "prompt per request, or send stream: false", param="prompt")
+
+
+ONE_TOKENIZER = "Checked if given; one tokenizer serves the base model and every adapter."
+
+
+class TokenizeRequest(_Req):
+    """vLLM's ``/tokenize`` (completion form): lm-evaluation-harness counts tokens with it."""
+
+    model: Text | None = Field(None, min_length=1, max_length=128, description=ONE_TOKENIZER)
+    prompt: Text
+    add_special_tokens: StrictBool = True
+    return_token_strs: StrictBool = False
+
+
+class DetokenizeRequest(_Req):
+    """vLLM's ``/detokenize``."""
+
+    model: Text | None = Field(None, min_length=1, max_length=128, description=ONE_TOKENIZER)
+    tokens: list[Annotated[int, Strict(), Field(ge=0)]]
 
 
 ERROR_RESPONSES = {

@@ -1,7 +1,9 @@
 """Response bodies of the OpenAI API: a whole answer, and the chunks of a streamed one.
 
 ``ChatResponses`` and ``CompletionResponses`` build the two endpoints' shapes for one request (its id,
-creation time and model name); the routes and the streaming loop never branch on the endpoint.
+creation time and model name); the routes and the streaming loop never branch on the endpoint. A whole answer
+has one choice per engine row (several for a completions request with a list of prompts); logprobs objects
+come from logprob_bodies.py.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import time
 import uuid
 
 from tunesmith.deploy.server.continuous_batching import GenRequest
+from tunesmith.deploy.server.logprob_bodies import chat_logprobs, completion_logprobs
+from tunesmith.deploy.server.prompts import CompletionPrompt
+from tunesmith.deploy.server.token_text import TokenTexts
 
 
 def sse(obj) -> str:
@@ -21,9 +26,9 @@ def sse(obj) -> str:
 SSE_DONE = "data: [DONE]\n\n"
 
 
-def usage(prompt_tokens: int, r: GenRequest) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": len(r.output_ids),
-            "total_tokens": prompt_tokens + len(r.output_ids)}
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
 
 
 def finish_reason(r: GenRequest) -> str:
@@ -43,24 +48,30 @@ class _Responses:
     def _envelope(self, obj: str, choices: list[dict]) -> dict:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices}
 
-    def whole(self, r: GenRequest, prompt_tokens: int) -> dict:
-        body = self._envelope(self.object, [{"index": 0, **self._answer(r), "logprobs": None,
-                                             "finish_reason": finish_reason(r)}])
-        return {**body, "usage": usage(prompt_tokens, r), "system_fingerprint": None}
+    def whole(self, rows: list[GenRequest], prompt_tokens: int) -> dict:
+        """The answer to a request whose engine rows (one per prompt) are ``rows``."""
+        choices = [{"index": i, **self._answer(i, r), "logprobs": self._logprobs(i, r),
+                    "finish_reason": finish_reason(r)} for i, r in enumerate(rows)]
+        completion_tokens = sum(len(r.output_ids) for r in rows)
+        return {**self._envelope(self.object, choices), "usage": usage(prompt_tokens, completion_tokens),
+                "system_fingerprint": None}
 
     def chunk(self, text: str | None, finish: str | None = None) -> dict:
         return self._envelope(self.chunk_object, [{"index": 0, **self._delta(text), "logprobs": None,
                                                    "finish_reason": finish}])
 
     def usage_chunk(self, r: GenRequest, prompt_tokens: int) -> dict:
-        return {**self._envelope(self.chunk_object, []), "usage": usage(prompt_tokens, r)}
+        return {**self._envelope(self.chunk_object, []), "usage": usage(prompt_tokens, len(r.output_ids))}
 
     def opening_chunks(self) -> list[dict]:
         """Chunks sent before the first generated text."""
         return []
 
-    def _answer(self, r: GenRequest) -> dict:
+    def _answer(self, i: int, r: GenRequest) -> dict:
         raise NotImplementedError
+
+    def _logprobs(self, i: int, r: GenRequest) -> dict | None:
+        return None
 
     def _delta(self, text: str | None) -> dict:
         raise NotImplementedError
@@ -69,8 +80,17 @@ class _Responses:
 class ChatResponses(_Responses):
     id_prefix, object, chunk_object = "chatcmpl-", "chat.completion", "chat.completion.chunk"
 
-    def _answer(self, r: GenRequest) -> dict:
+    def __init__(self, model: str, logprobs: TokenTexts | None = None):
+        super().__init__(model)
+        self.texts = logprobs  # set when the request asks for logprobs
+
+    def _answer(self, i: int, r: GenRequest) -> dict:
         return {"message": {"role": "assistant", "content": r.text}}
+
+    def _logprobs(self, i: int, r: GenRequest) -> dict | None:
+        if self.texts is None:
+            return None
+        return chat_logprobs(self.texts, r.output_logprobs[: len(r.output_ids)])  # the end-of-turn token is not content
 
     def _delta(self, text: str | None) -> dict:
         return {"delta": {} if text is None else {"content": text}}
@@ -84,15 +104,28 @@ class ChatResponses(_Responses):
 class CompletionResponses(_Responses):
     id_prefix, object, chunk_object = "cmpl-", "text_completion", "text_completion"
 
-    def __init__(self, model: str, echo: str = ""):
+    def __init__(self, model: str, prompts: list[CompletionPrompt], *, echo: bool = False,
+                 logprobs: TokenTexts | None = None):
         super().__init__(model)
-        self.echo = echo  # the prompt, sent before the completion when the request asks for it
+        self.prompts = prompts
+        self.echo = echo  # the prompt is sent before the completion
+        self.texts = logprobs  # set when the request asks for logprobs
 
-    def _answer(self, r: GenRequest) -> dict:
-        return {"text": self.echo + r.text}
+    def _echo(self, i: int) -> str:
+        return self.prompts[i].text if self.echo else ""
+
+    def _answer(self, i: int, r: GenRequest) -> dict:
+        return {"text": self._echo(i) + r.text}
+
+    def _logprobs(self, i: int, r: GenRequest) -> dict | None:
+        if self.texts is None:
+            return None
+        return completion_logprobs(self.texts, prompt_ids=self.prompts[i].ids if self.echo else None,
+                                   prompt_entries=r.prompt_logprobs, output_entries=r.output_logprobs,
+                                   completion_start=len(self._echo(i)))
 
     def _delta(self, text: str | None) -> dict:
         return {"text": text or ""}
 
     def opening_chunks(self) -> list[dict]:
-        return [self.chunk(self.echo)] if self.echo else []
+        return [self.chunk(self._echo(0))] if self._echo(0) else []  # streams have one prompt

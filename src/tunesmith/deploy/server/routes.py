@@ -1,7 +1,8 @@
 """The HTTP routes: /health, /metrics, /v1/models, /v1/chat/completions, /v1/completions.
 
-Both generation routes turn their request into prompt ids and a response builder, then share ``answer``:
-a whole JSON answer, or a server-sent event stream.
+Both generation routes turn their request into prompt ids (one list per prompt) and a response builder, then
+share ``answer``: a whole JSON answer, or a server-sent event stream. (The tokenizer routes are in
+tokenizer_routes.py.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tunesmith.deploy.server.generation import (
     wait_for_answer,
 )
 from tunesmith.deploy.server.middleware import CLIENT_GONE
-from tunesmith.deploy.server.prompts import chat_prompt_ids, completion_prompt_ids
+from tunesmith.deploy.server.prompts import chat_prompt_ids, completion_prompts
 from tunesmith.deploy.server.protocol import (
     ERROR_RESPONSES,
     APIError,
@@ -88,44 +89,56 @@ async def models(request: Request, _key: str = Depends(require_key)) -> dict:
 
 @router.post("/v1/chat/completions", responses=ERROR_RESPONSES)
 async def chat_completions(request: Request, body: ChatCompletionRequest, key: str = Depends(require_key)):
+    body.check_combinations()
     wants_json = body.response_format is not None and body.response_format.type == "json_object"
     if wants_json and not any("json" in msg.text().lower() for msg in body.messages):
         raise APIError(400, "'messages' must contain the word 'json' in some form, to use "
                        "'response_format' of type 'json_object'.", param="response_format")
-    prompt_ids = chat_prompt_ids(server_state(request).tokenizer, body.messages)
+    state = server_state(request)
+    prompt_ids = chat_prompt_ids(state.tokenizer, body.messages)
     max_tokens = body.max_completion_tokens or body.max_tokens
-    return await answer(request, key, body, prompt_ids, max_tokens, ChatResponses(body.model))
+    top = (body.top_logprobs or 0) if body.logprobs else None
+    builder = ChatResponses(body.model, logprobs=state.token_texts if top is not None else None)
+    return await answer(request, key, body, [prompt_ids], max_tokens, builder, top_logprobs=top)
 
 
 @router.post("/v1/completions", responses=ERROR_RESPONSES)
 async def completions(request: Request, body: CompletionRequest, key: str = Depends(require_key)):
+    body.check_combinations()
     state = server_state(request)
-    text = body.prompt_text()
-    prompt_ids = completion_prompt_ids(state.tokenizer, text, state.engine.pad_id)
+    prompts = completion_prompts(state.tokenizer, body.prompt, state.engine.pad_id, state.vocab_size)
     max_tokens = COMPLETIONS_DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens
-    builder = CompletionResponses(body.model, echo=text if body.echo else "")
-    return await answer(request, key, body, prompt_ids, max_tokens, builder)
+    builder = CompletionResponses(body.model, prompts, echo=bool(body.echo),
+                                  logprobs=state.token_texts if body.logprobs is not None else None)
+    return await answer(request, key, body, [p.ids for p in prompts], max_tokens, builder, top_logprobs=body.logprobs,
+                        prompt_top_logprobs=body.logprobs if body.echo else None, prompt_param="prompt")
 
 
-async def answer(request: Request, key: str, body: ChatCompletionRequest | CompletionRequest, prompt_ids: list[int],
-                 max_tokens: int | None, builder: ChatResponses | CompletionResponses):
-    """Generate for ``prompt_ids`` and answer in ``builder``'s shape: whole, or streamed when ``body.stream``."""
+async def answer(request: Request, key: str, body: ChatCompletionRequest | CompletionRequest, prompts: list[list[int]],
+                 max_tokens: int | None, builder: ChatResponses | CompletionResponses, *,
+                 top_logprobs: int | None = None, prompt_top_logprobs: int | None = None,
+                 prompt_param: str = "messages"):
+    """Generate for each of ``prompts`` and answer in ``builder``'s shape: whole, or streamed when ``body.stream``
+    (one prompt). ``top_logprobs`` / ``prompt_top_logprobs``: record generated / prompt token logprobs."""
     state = server_state(request)
     sampling = Sampling(temperature=1.0 if body.temperature is None else body.temperature,
-                        top_p=1.0 if body.top_p is None else body.top_p, stop=body.stop_list(), seed=body.seed)
+                        top_p=1.0 if body.top_p is None else body.top_p, stop=body.stop_list(), seed=body.seed,
+                        top_logprobs=top_logprobs, prompt_top_logprobs=prompt_top_logprobs)
     stream = bool(body.stream)
-    gen = await start_generation(state, key, body.model, prompt_ids, max_tokens, sampling, stream=stream)
+    gen = await start_generation(state, key, body.model, prompts, max_tokens, sampling, stream=stream,
+                                 prompt_param=prompt_param)
     if stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_event_stream(state, gen, builder, include_usage), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    r = await wait_for_answer(gen, request)
-    if r is None:
+    rows = await wait_for_answer(gen, request)
+    if rows is None:
         return Response(status_code=CLIENT_GONE)  # nobody is listening; counted in /metrics
-    state.metrics.completion_tokens.labels(body.model).inc(len(r.output_ids))
-    if r.error:
-        raise APIError(503, r.error, type="server_error", code="generation_failed")
-    return builder.whole(r, gen.prompt_tokens)
+    state.metrics.completion_tokens.labels(body.model).inc(sum(len(r.output_ids) for r in rows))
+    failed = next((r.error for r in rows if r.error), None)
+    if failed:
+        raise APIError(503, failed, type="server_error", code="generation_failed")
+    return builder.whole(rows, gen.prompt_tokens)
 
 
 async def _event_stream(state: ServerState, gen: Generation, builder: ChatResponses | CompletionResponses,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tunesmith.deploy.config import ServeConfig
 from tunesmith.deploy.server.auth import ConcurrencyLimiter, KeyChecker
 from tunesmith.deploy.server.continuous_batching import BatchEngine
 from tunesmith.deploy.server.metrics import ServerMetrics
 from tunesmith.deploy.server.registry import AdapterRegistry
+from tunesmith.deploy.server.token_text import TokenTexts
 
 
 @dataclass
@@ -20,3 +21,10 @@ class ServerState:
     keys: KeyChecker | None  # None: auth is off (loopback only)
     limiter: ConcurrencyLimiter
     metrics: ServerMetrics
+    token_texts: TokenTexts = field(init=False)  # bytes and text of token ids (logprobs)
+    vocab_size: int = field(init=False)  # token ids a request may send: known to the tokenizer and the model
+
+    def __post_init__(self) -> None:
+        self.token_texts = TokenTexts(self.tokenizer)
+        embeddings = self.registry.model.get_input_embeddings().num_embeddings
+        self.vocab_size = min(len(self.tokenizer), embeddings)
