@@ -124,4 +124,5 @@ def test_watchdog_stops_a_run_past_its_hard_limit_with_a_summary(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 3, out[-4000:]
     assert "stopping here" in out and "== summary ==" in out
-    assert any(s["reason"] == "stopped by the time guard" for s in json.loads((tmp_path / "o.json").read_text())["sections"])
+    sections = json.loads((tmp_path / "o.json").read_text())["sections"]
+    assert any(s["reason"] == "stopped by the time guard" for s in sections)
