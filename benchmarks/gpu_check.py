@@ -100,8 +100,8 @@ def prepare(ctx: Context) -> None:
     ctx.work = root / "runs"
     ctx.work.mkdir(parents=True, exist_ok=True)
     ctx.store = ModelStore(root, ctx.shapes, ctx.tokenizer, ctx.device)
-    print(f"  {len(ctx.records)} records (of {len(records)}: the rest exceed {limit} tokens); tokenizer {len(ctx.tokenizer)} tokens; models in {root}; runs in {ctx.work}; "
-          f"torch threads {torch.get_num_threads()}")
+    print(f"  {len(ctx.records)} records (of {len(records)}: the rest exceed {limit} tokens); tokenizer "
+          f"{len(ctx.tokenizer)} tokens; models in {root}; runs in {ctx.work}; torch threads {torch.get_num_threads()}")
 
 
 def parse_args(argv=None):
