@@ -72,12 +72,14 @@ TINY_WORKLOADS = {"llama-3.2-1b": Workload(batch_size=2, grad_accum=2, seq_len=1
                   "llama-3.1-8b": Workload(batch_size=2, grad_accum=1, seq_len=128, warmup=1, steps=3)}
 
 
-# rough seconds per section on the H200 (model loads included), for the time guard; 0 on the CPU dry run
-EST_S = {"model llama-3.2-1b": 20, "model llama-3.1-8b": 60,
-         "train llama-3.2-1b": 25, "train llama-3.2-1b full": 45, "train llama-3.1-8b": 50,
-         "train llama-3.1-8b dora": 75, "train llama-3.1-8b qlora": 70,
-         "trl llama-3.2-1b": 40, "trl llama-3.1-8b": 70, "trl+liger llama-3.2-1b": 40, "trl+liger llama-3.1-8b": 70,
-         "packed-attention": 10, "generate": 20, "serve": 30, "nccl": 30}
+# Seconds to reserve per section on the H200 for the time guard (0 on the CPU dry run): from the work of each
+# section (8 steps of 32k tokens for 1B, 8k for 8B at ~40% MFU; loading 2.5 / 16 GB; TRL's dataset preparation)
+# with a margin of about 1.5x; never measured on the device yet, so the first run's section times should replace them.
+EST_S = {"model llama-3.2-1b": 15, "model llama-3.1-8b": 45,
+         "train llama-3.2-1b": 20, "train llama-3.2-1b full": 35, "train llama-3.1-8b": 40,
+         "train llama-3.1-8b dora": 50, "train llama-3.1-8b qlora": 50,
+         "trl llama-3.2-1b": 30, "trl llama-3.1-8b": 50, "trl+liger llama-3.2-1b": 30, "trl+liger llama-3.1-8b": 50,
+         "packed-attention": 10, "generate": 15, "serve": 20, "nccl": 25}
 
 
 def llama_config(shape: dict, tokenizer):
