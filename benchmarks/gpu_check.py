@@ -140,9 +140,11 @@ def main(argv=None) -> int:
     runner.device = device
     ctx = Context(args, device, runner)
 
-    def finish() -> None:
+    def finish() -> None:  # also what the watchdog runs before it stops the process
         print_summary(ctx)
         write_json(ctx, args.json)
+        if not args.keep and ctx.store:
+            shutil.rmtree(ctx.store.root if not args.model_dir else ctx.work, ignore_errors=True)
 
     start_watchdog(runner, args.hard_limit_s or args.budget_s + 20, finish)
     mode = "CPU dry run, tiny models" if ctx.cpu else "CUDA"
@@ -156,8 +158,6 @@ def main(argv=None) -> int:
     for name, model, fn, fn_args in sections(ctx):
         runner.run(name, ctx.est(name, model=model), fn, *fn_args)
     finish()
-    if not args.keep and ctx.store:
-        shutil.rmtree(ctx.store.root if not args.model_dir else ctx.work, ignore_errors=True)
     return 1 if runner.failed else 0
 
 
