@@ -59,3 +59,45 @@ def state_dict_tensor(adapter_dir, fragment):
     sd = load_file(str(adapter_dir / "adapter_model.safetensors"))
     (key,) = [k for k in sd if fragment in k]
     return sd[key].float()
+
+
+def test_qlora_in_bf16_keeps_non_quantised_weights_in_bf16(tiny_model_dir, tokenizer):
+    """On a GPU qlora runs with bf16 compute: embeddings, LM head and norms must stay bf16 (as for lora, and as the
+    pre-flight estimate counts them), not be upcast to fp32, which would run every activation in fp32."""
+    import bitsandbytes as bnb
+
+    cfg = build_config({"model": {"name_or_path": str(tiny_model_dir), "dtype": "bfloat16", "device": "cpu"},
+                        "train": {"method": "qlora", "lora": {"r": 8, "dropout": 0.0}}})
+    model, device = build_trainable_model(cfg)
+    base = model.get_base_model()
+    dense = {n: p.dtype for n, p in model.named_parameters()
+             if "lora_" not in n and not isinstance(p, bnb.nn.Params4bit)}
+    assert dense and set(dense.values()) == {torch.bfloat16}, {n: d for n, d in dense.items() if d != torch.bfloat16}
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+    hidden = base.get_decoder()(input_ids=torch.tensor([[1, 2, 3]])).last_hidden_state
+    assert hidden.dtype == torch.bfloat16
+
+    recs = [{"id": str(i), "messages": [{"role": "user", "content": f"ticket {i}"},
+                                        {"role": "assistant", "content": ["Low", "High"][i % 2]}]} for i in range(4)]
+    ex, _ = tokenize_records(tokenizer, recs, max_seq_length=128)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    state = train_loop(model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+                       epoch_batches=lambda e: epoch_batches(ex, batch_size=4, packing=True, row_length=128,
+                                                             pad_id=tokenizer.pad_token_id, seed=0, epoch=e),
+                       total_steps=2, grad_accum=1, device=device)
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in state.history)
+
+
+def test_4bit_weights_count_at_their_real_size(tiny_model_dir):
+    """MFU and the parameter count of a qlora model use the 4-bit weights' real shapes (bitsandbytes packs two
+    weights per byte, so numel() is half): the same architecture gives the same numbers as lora."""
+    from tunesmith.train.methods import count_parameters
+    from tunesmith.train.metrics import flops_per_token
+
+    counts = {}
+    for method in ("lora", "qlora"):
+        cfg = build_config({"model": {"name_or_path": str(tiny_model_dir)}, "train": {"method": method}})
+        model, _ = build_trainable_model(cfg)
+        counts[method] = (flops_per_token(model, method=method, seq_len=64), count_parameters(model))
+    assert counts["qlora"] == counts["lora"], counts

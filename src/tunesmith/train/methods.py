@@ -79,7 +79,11 @@ def build_trainable_model(cfg: RunConfig):
             quantization_config=bnb_4bit_config(dtype),
             device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"},
         )
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        # Embeddings, LM head and norms stay in the compute dtype, as with lora and as the pre-flight estimate
+        # counts them: peft's preparation upcasts them to fp32, which (with no autocast here) runs every
+        # activation, attention and the LM head in fp32. Only fp16 needs that upcast (its norms overflow).
+        if dtype == torch.float16:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
         model = load_model(cfg.model, device=device, dtype=dtype)
     model.config.use_cache = False
@@ -103,6 +107,8 @@ def build_trainable_model(cfg: RunConfig):
 
 
 def count_parameters(model) -> tuple[int, int]:
+    from tunesmith.train.metrics import parameter_count
+
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    total = sum(parameter_count(p) for p in model.parameters())
     return trainable, total

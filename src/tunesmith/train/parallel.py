@@ -41,10 +41,12 @@ class Distributed:
         return sharding_of(self.strategy, self.zero_stage) == "full"
 
     def global_sum(self, x: float) -> float:
-        """Sum of ``x`` over all ranks (``x`` itself in a single process)."""
+        """Sum of ``x`` over all ranks (``x`` itself in a single process). The tensor lives where the
+        backend communicates: NCCL has no CPU tensors, so under NCCL it goes to this rank's GPU."""
         if self.world_size == 1:
             return x
-        t = torch.tensor([x], dtype=torch.float64)
+        nccl = torch.distributed.get_backend() == "nccl"
+        t = torch.tensor([x], dtype=torch.float64, device=torch.cuda.current_device() if nccl else "cpu")
         torch.distributed.all_reduce(t)
         return type(x)(t.item())
 

@@ -21,6 +21,13 @@ from tunesmith.errors import ConfigError
 from tunesmith.train.quiet import quiet_loggers
 
 
+def parameter_count(p) -> int:
+    """Elements of a parameter as the model uses it: a bitsandbytes 4-bit weight stores two per byte
+    (its ``numel`` is half), its ``quant_state`` keeps the real shape."""
+    shape = getattr(getattr(p, "quant_state", None), "shape", None)
+    return int(torch.Size(shape).numel()) if shape is not None else p.numel()
+
+
 def flops_per_token(model, *, method: str, seq_len: int) -> float:
     """Training FLOPs per token: 6N for full fine-tuning (forward 2N, backward 4N), 4N with a frozen
     base (no weight gradients for the base), plus attention scores (12·layers·hidden·seq per token
@@ -29,7 +36,7 @@ def flops_per_token(model, *, method: str, seq_len: int) -> float:
     cfg = getattr(model, "config", None)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     emb = base.get_input_embeddings().weight.numel()
-    n = sum(p.numel() for p in base.parameters()) - emb
+    n = sum(parameter_count(p) for p in base.parameters()) - emb
     if getattr(cfg, "tie_word_embeddings", False):
         n += emb  # the tied LM head is a matmul
     layers = getattr(cfg, "num_hidden_layers", 0)

@@ -311,11 +311,13 @@ class BatchEngine:
             input_ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids, dtype=torch.long)
             attn[i, width - len(r.prompt_ids) :] = 1
         position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+        device = next(self.registry.model.parameters()).device
+        # on the logits' device: torch.multinomial on CUDA refuses a CPU generator
         gens = [
-            torch.Generator().manual_seed((r.seed if r.seed is not None else random.getrandbits(62)) % (1 << 63))
+            torch.Generator(device=device).manual_seed(
+                (r.seed if r.seed is not None else random.getrandbits(62)) % (1 << 63))
             for r in rows
         ]
-        device = next(self.registry.model.parameters()).device
         with self.registry.lock:
             out = self._forward(active, rows, input_ids=input_ids.to(device), attention_mask=attn.to(device),
                                 position_ids=position_ids.to(device), use_cache=cache,
