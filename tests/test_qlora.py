@@ -93,7 +93,7 @@ def test_4bit_weights_count_at_their_real_size(tiny_model_dir):
     """MFU and the parameter count of a qlora model use the 4-bit weights' real shapes (bitsandbytes packs two
     weights per byte, so numel() is half): the same architecture gives the same numbers as lora."""
     from tunesmith.train.methods import count_parameters
-    from tunesmith.train.metrics import flops_per_token
+    from tunesmith.train.telemetry import flops_per_token
 
     counts = {}
     for method in ("lora", "qlora"):

@@ -47,7 +47,7 @@ class Device:
     def peak(self) -> dict:
         """Peak memory since ``reset_peak``: on a GPU what nvidia-smi would show at the peak (the allocator's peak
         reservation + the CUDA context measured at start); on the CPU the process's peak RSS (whole run)."""
-        from tunesmith.train.metrics import peak_memory_bytes
+        from tunesmith.train.telemetry import peak_memory_bytes
 
         if self.cpu:
             rss = peak_memory_bytes(self.torch)
@@ -75,7 +75,7 @@ def measure_bf16_matmul_peak(device: Device, seconds: float = 1.0) -> float:
     import torch
 
     if device.cpu:
-        from tunesmith.train.metrics import measure_matmul_peak
+        from tunesmith.train.telemetry import measure_matmul_peak
 
         return measure_matmul_peak(seconds=0.2, n=256)
     n = 8192

@@ -22,7 +22,7 @@ def section_env(ctx: Context) -> dict:
     import torch
     import transformers
 
-    from tunesmith.train.metrics import device_peak_flops
+    from tunesmith.train.telemetry import device_peak
 
     env = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
            "transformers": transformers.__version__, "mode": "cpu-dry-run" if ctx.cpu else "gpu"}
@@ -37,7 +37,7 @@ def section_env(ctx: Context) -> dict:
                    sdpa_mem_efficient=torch.backends.cuda.mem_efficient_sdp_enabled())
     else:
         env["device"] = "cpu"
-    ctx.peak_flops = device_peak_flops(ctx.device.torch)
+    ctx.peak_flops = device_peak(ctx.device.torch, torch.bfloat16 if ctx.device.torch.type == "cuda" else torch.float32).flops_per_s
     ctx.measured_flops = measure_bf16_matmul_peak(ctx.device)
     env.update(peak_flops=ctx.peak_flops, measured_matmul_flops=ctx.measured_flops)
     for k, v in env.items():
@@ -52,9 +52,9 @@ def section_env(ctx: Context) -> dict:
 def section_plan(ctx: Context) -> dict:
     """tunesmith's estimator on the real shapes (the H200's memory, or the free memory of this GPU): which
     configurations run. The dry run follows the same plan, so it runs what the GPU run would."""
-    from tunesmith.advise.arch import Architecture, load_architecture_catalog
-    from tunesmith.advise.hardware import get_gpu
-    from tunesmith.advise.memory import estimate_memory, fits
+    from tunesmith.estimate.arch import Architecture, load_architecture_catalog
+    from tunesmith.estimate.hardware import get_gpu
+    from tunesmith.estimate.memory import estimate_memory, fits
     from tunesmith.train.config import TrainConfig
 
     if ctx.cpu:
@@ -81,10 +81,10 @@ def section_plan(ctx: Context) -> dict:
                                   optimizer="adamw", lora_r=lora.r, lora_targets=lora.target_modules,
                                   lora_dropout=lora.dropout, device="cuda")
             ok = fits(est, capacity, headroom=0.05)  # the pre-flight's own rule
-            reason = "" if ok else (f"pre-flight estimate {est.total_gib:.1f} GiB ({est.peak_phase}) does not fit "
+            reason = "" if ok else (f"pre-flight estimate {(est.total_bytes / GIB):.1f} GiB ({est.peak_phase}) does not fit "
                                     f"{capacity / GIB:.1f} GiB with 5% headroom: skipped, as tunesmith would refuse it")
-            ctx.plan[(key, method)] = {"estimate_gib": est.total_gib, "fits": ok, "reason": reason}
+            ctx.plan[(key, method)] = {"estimate_gib": (est.total_bytes / GIB), "fits": ok, "reason": reason}
             out[f"{key} {method}"] = ctx.plan[(key, method)]
-            print(f"    {key:<13} {method:<5} batch {wl.batch_size} x {wl.seq_len}: {est.total_gib:6.1f} GiB "
+            print(f"    {key:<13} {method:<5} batch {wl.batch_size} x {wl.seq_len}: {(est.total_bytes / GIB):6.1f} GiB "
                   f"{'runs' if ok else 'SKIP (does not fit)'}")
     return out

@@ -71,9 +71,9 @@ def require_bitsandbytes(cpu: bool) -> None:
 def section_train(ctx: Context, key: str, method: str) -> dict:
     from transformers import AutoConfig
 
-    from tunesmith.data.prepare import PreparedData
+    from tunesmith.data.prepared import PreparedData
     from tunesmith.models.loading import resolve_dtype
-    from tunesmith.train.metrics import flops_per_token
+    from tunesmith.train.telemetry import flops_per_token
     from tunesmith.train.preflight import DoesNotFitError, check_memory
     from tunesmith.train.run import train_from_config
 

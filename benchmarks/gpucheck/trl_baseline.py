@@ -78,7 +78,7 @@ def section_trl(ctx: Context, key: str, liger: bool) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tunesmith.train.metrics import flops_per_token
+    from tunesmith.train.telemetry import flops_per_token
 
     require_trl(ctx, liger)
     label = "TRL+Liger" if liger else "TRL"

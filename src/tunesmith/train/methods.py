@@ -107,7 +107,7 @@ def build_trainable_model(cfg: RunConfig):
 
 
 def count_parameters(model) -> tuple[int, int]:
-    from tunesmith.train.metrics import parameter_count
+    from tunesmith.train.telemetry import parameter_count
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(parameter_count(p) for p in model.parameters())

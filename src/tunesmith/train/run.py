@@ -126,6 +126,7 @@ class TrainSetup:
 def setup(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False) -> TrainSetup:
     """Tokenise, load and wrap the model, build the optimizer and schedule, restore ``--resume``'s checkpoint."""
     tc = cfg.train
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)  # also when called without the pipeline (benchmarks, scripts)
     tokenizer = load_tokenizer(cfg.model)
     train_ex, val_ex, rejected = _tokenize(cfg, tokenizer, prepared)
     if tc.preflight:
