@@ -92,3 +92,56 @@ def test_a_truncated_text_record_fits_what_training_feeds(embedded_model_dir):
     rec = {"id": "t:1", "text": " ".join(f"word{i}" for i in range(40))}
     cut, n, _ = counter.truncate(rec, counter.count([rec])[0])
     assert n == len(tokenize_record(tok, cut).input_ids) <= 16
+
+
+# ---- conversations with tools --------------------------------------------------------------------
+
+
+def _masked_text(tok, ex):
+    return tok.decode([t for t, l in zip(ex.input_ids, ex.labels) if l == IGNORE_INDEX])
+
+
+def test_tool_conversation_in_the_fallback_format_trains_calls_and_answers_only(tokenizer):
+    from tool_helpers import PARIS, ZURICH, tool_record
+
+    rec = tool_record()
+    ex = tokenize_record(tokenizer, rec)
+    eot = tokenizer.eos_token  # <|im_end|>
+    calls = ('Checking both.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+             '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Zürich \\"HB\\""}}\n</tool_call>')
+    assert _labelled_text(tokenizer, ex) == calls + eot + "Paris 18°C, Zürich 12°C." + eot
+    masked = _masked_text(tokenizer, ex)
+    # the tool schema (system prompt), the question and the tool results carry no loss
+    assert '"description": "Current weather of a city"' in masked and "<tools>" in masked
+    assert "<tool_response>\n18°C sunny\n</tool_response>\n<tool_response>\n12°C rain\n</tool_response>" in masked
+    assert "Weather in Paris and Zürich?" in masked
+    # the calls trained are the record's calls
+    from tunesmith.tool_calls import parse_tool_calls
+
+    assert parse_tool_calls(calls) == ("Checking both.", [PARIS, ZURICH])
+
+
+def test_tool_conversation_through_a_template_with_tool_support(embedded_model_dir):
+    from tool_helpers import tokenizer_with_tool_template, tool_record
+
+    tok = tokenizer_with_tool_template(embedded_model_dir)
+    ex = tokenize_record(tok, tool_record())
+    # the turn the template writes (text and calls) up to and including its end-of-turn token
+    calls = ('Checking both.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+             '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Zürich \\"HB\\""}}\n</tool_call>')
+    assert _labelled_text(tok, ex) == calls + "<|im_end|>" + "Paris 18°C, Zürich 12°C.<|im_end|>"
+    masked = _masked_text(tok, ex)
+    assert "Available functions:" in masked and "<|im_start|>tool\n18°C sunny<|im_end|>" in masked
+
+
+def test_tool_turn_weight_and_an_example_that_ends_with_its_call(tokenizer):
+    from tool_helpers import tool_record
+
+    rec = tool_record()
+    rec["messages"][2]["weight"] = 0  # the calling turn is context only
+    assert _labelled_text(tokenizer, tokenize_record(tokenizer, rec)) == "Paris 18°C, Zürich 12°C." + tokenizer.eos_token
+    rec = tool_record()
+    rec["messages"] = rec["messages"][:3]  # learn to call: the example ends with the calls
+    rec["messages"][2]["content"] = ""
+    labelled = _labelled_text(tokenizer, tokenize_record(tokenizer, rec))
+    assert labelled.startswith("<tool_call>\n") and labelled.endswith("</tool_call>" + tokenizer.eos_token)

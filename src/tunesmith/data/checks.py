@@ -2,7 +2,8 @@
 in a second pass over the spooled records that survived deduplication.
 
 The rows that pass are written to a second spool, in order; rows that fail go to
-``rejected.jsonl`` (``too_long``, ``schema``). The first spool is deleted once read.
+``rejected.jsonl`` (``too_long``, ``schema``, ``template_refused``: the model's chat template cannot
+render the conversation, e.g. a template that allows one tool call per turn given two). The first spool is deleted once read.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from tunesmith.data.length import TokenCounter
 
 LENGTH_BATCH = 512
+REFUSED = -1  # the token length of a row the chat template refuses
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,30 @@ class _Checks:
         self.label_codes.append(rows.label_codes[i])
         self.spool.write(line)
 
+    def _lengths(self, records: list[Record]) -> list[int]:
+        """Token lengths; a batch the template refuses is counted row by row, and each refused row is rejected."""
+        from tunesmith.chat_template import TemplateRefusal
+
+        try:
+            return self.counter.count(records)
+        except TemplateRefusal:
+            pass
+        out = []
+        for rec in records:
+            try:
+                out.append(self.counter.count([rec])[0])
+            except TemplateRefusal as e:
+                self._reject(rec, "template_refused", e.message, "change the conversation so the model's chat template can render it, "
+                             "or train a model whose template accepts it")
+                out.append(REFUSED)
+        return out
+
     def check_batch(self, batch: list[tuple[int, Record]]) -> None:
         max_len = self.max_len
-        lengths = self.counter.count([r for _, r in batch]) if self.counter else [None] * len(batch)
+        lengths = self._lengths([r for _, r in batch]) if self.counter else [None] * len(batch)
         for (i, rec), n_tok in zip(batch, lengths, strict=True):
+            if n_tok == REFUSED:
+                continue
             if n_tok is not None and n_tok > max_len:
                 new, n_new = None, n_tok
                 if self.truncation == "truncate":

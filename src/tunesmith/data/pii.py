@@ -36,6 +36,8 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+from tunesmith.data.records import map_call_argument_strings
 from typing import Any
 
 ALL_TYPES = ("SECRET", "EMAIL", "IBAN", "CREDIT_CARD", "SSN", "IP_ADDRESS", "PHONE", "PERSON")
@@ -468,15 +470,22 @@ class PiiScanner:
         return self._replace(text, found, self.placeholders([found])), found
 
     def apply(self, record: dict, *, redact: bool) -> int:
-        """Scan every text of a record in place, the same entity getting the same placeholder in every
-        message; count rows whose answer holds an entity. Returns the number of findings."""
+        """Scan every text of a record in place (message contents, tool results among them, and the string
+        values of tool-call arguments), the same entity getting the same placeholder everywhere in the
+        record; count rows whose answer (an assistant turn or its calls) holds an entity. Returns the
+        number of findings."""
         if "text" in record and "messages" not in record:
             holders: list[dict] = [record]
             key = "text"
         else:
             holders = record["messages"]
             key = "content"
-        texts = [h[key] for h in holders]
+        texts = [h.get(key) or "" for h in holders]
+        answer = [h.get("role") == "assistant" for h in holders]
+        arguments: list[str] = []  # string values inside tool-call arguments, in a fixed walk order
+        map_call_argument_strings(record, lambda v: arguments.append(v) or v)
+        texts += arguments
+        answer += [True] * len(arguments)  # calls are the assistant's output
         found = [self.find(t) for t in texts]
         if not any(found):
             return 0  # the common case
@@ -486,16 +495,20 @@ class PiiScanner:
             self._count(fs)
         t = self.tally
         t.rows_with_pii += 1
-        in_answer = [f for h, fs in zip(holders, found, strict=True) if h.get("role") == "assistant" for f in fs]
+        in_answer = [f for is_answer, fs in zip(answer, found, strict=True) if is_answer for f in fs]
         if in_answer:
             t.rows_with_pii_in_answer += 1
             if redact and any(f.type in self.redacted_types for f in in_answer):
                 t.rows_answer_redacted += 1
         if redact:
             names = self.placeholders(found)
-            for h, fs in zip(holders, found, strict=True):
+            replaced = [self._replace(text, fs, names) if fs else text for text, fs in zip(texts, found, strict=True)]
+            for h, text, fs in zip(holders, replaced, found, strict=False):
                 if fs:
-                    h[key] = self._replace(h[key], fs, names)
+                    h[key] = text
+            if arguments:
+                new_arguments = iter(replaced[len(holders):])
+                map_call_argument_strings(record, lambda _: next(new_arguments))
         return n
 
     def _count(self, findings: list[Finding]) -> None:

@@ -21,7 +21,7 @@ from tunesmith.data.dedup import MinHasher, _hash64, normalise
 from tunesmith.data.formats import RowError, apply_columns, detect_format, row_to_record
 from tunesmith.data.pii import PiiScanner, PiiTally
 from tunesmith.data.readers import RawRow, ReadWarnings, parse_jsonl_line
-from tunesmith.data.records import example_text, prompt_text
+from tunesmith.data.records import example_text, prompt_text, reference_answer
 
 CHUNK = 2048
 
@@ -66,6 +66,10 @@ class RowProcessor:
             self._reject_scanner = PiiScanner.from_config(self.cfg.pii)
         return self._reject_scanner.scan(raw, redact=True)[0]
 
+    def _scan_pii(self, pii: PiiScanner, record: dict[str, Any]) -> None:
+        """Every text of the record: message contents (tool results among them) and the string values of tool-call arguments."""
+        pii.apply(record, redact=self.redact)
+
     def process(self, items: list[Any], spec: InputFile, path: str, fname: str, detected_at: int | None = None) -> ChunkResult:
         """``detected_at``: the line the file's format was detected from (format auto), for clearer errors."""
         cfg = self.cfg
@@ -101,7 +105,7 @@ class RowProcessor:
                 if v is not None and not isinstance(v, dict | list):
                     record["label"] = str(v)
             if pii is not None:
-                pii.apply(record, redact=self.redact)
+                self._scan_pii(pii, record)
             ex_norm = normalise(example_text(record))
             pr_norm = normalise(prompt_text(record)) if "messages" in record else None
             keys = {}
@@ -114,7 +118,7 @@ class RowProcessor:
                 near_texts[s].append(ex_norm if s == "example" or pr_norm is None else pr_norm)
             afmt = short = None
             if "messages" in record:
-                answer = record["messages"][-1]["content"]
+                answer = reference_answer(record)
                 afmt = answer_format(answer)
                 short = answer.strip() if afmt == "short" else None
             try:

@@ -6,7 +6,10 @@ length counting, evaluation and serving use.
 
 This is where "loss on completions only" is decided. For every assistant turn that is trained
 (``weight`` absent or non-zero), the tokens of its content *and the end-of-turn token right after
-it* get labels; everything else (system, user, template markup, untrained turns) gets -100.
+it* get labels; everything else (system, user, template markup, untrained turns, tool definitions and
+tool results) gets -100. A turn that calls tools is trained on its calls too: in the fallback format
+(:mod:`tunesmith.tool_calls`) its text is the ``<tool_call>`` blocks; with a template that writes calls
+itself, it is everything the template writes for the turn, up to and including its end-of-turn token.
 
 Spans are found in text, not token ids: the template is rendered for the conversation up to each
 assistant turn (with the generation prompt) and the answer starts where that prefix ends; tokens
@@ -19,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunesmith.chat_template import encode_rendered, render_conversation, render_record
+from tunesmith.chat_template import encode_rendered, render_conversation, render_record, rendered_answer
 from tunesmith.data.records import Record
 from tunesmith.errors import DataError
 
@@ -44,31 +47,50 @@ class TokenizeReport:
     truncated: int = 0
 
 
-def trained_char_spans(tokenizer, messages: list[dict[str, Any]], text: str, completion_only: bool = True) -> list[tuple[int, int]]:
+@dataclass(frozen=True)
+class TrainedSpan:
+    """Characters of the rendered conversation that carry loss."""
+
+    start: int
+    end: int
+    add_end_of_turn: bool  # True: the token right after the span (the end-of-turn marker) is trained too
+
+
+_PREFIX_HINT = "use a model whose chat template is prefix-stable, or set train.completion_only_loss: false"
+
+
+def trained_char_spans(tokenizer, messages: list[dict[str, Any]], text: str, completion_only: bool = True,
+                       tools: list[dict[str, Any]] | None = None) -> list[TrainedSpan]:
     """The character spans in ``text`` (the rendered conversation) of every trained assistant answer.
 
     A span starts at the answer's first character and ends at the end of its content; the token
-    that follows (the template's end-of-turn marker) is added when labels are built.
+    that follows (the template's end-of-turn marker) is added when labels are built. When the
+    template writes a turn's tool calls itself, the span is the whole turn as rendered, end-of-turn
+    marker included (trailing whitespace left out).
     """
     if not completion_only:
-        return [(0, len(text))]
+        return [TrainedSpan(0, len(text), False)]
     spans = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant" or m.get("weight", 1) == 0:
             continue
-        prefix = render_conversation(tokenizer, messages[:i], add_generation_prompt=True)
+        prefix = render_conversation(tokenizer, messages[:i], add_generation_prompt=True, tools=tools)
         if not text.startswith(prefix):
-            raise DataError(
-                "the chat template does not render conversations as a prefix of their continuation, "
-                "so the answer's position cannot be found",
-                hint="use a model whose chat template is prefix-stable, or set train.completion_only_loss: false",
-            )
+            raise DataError("the chat template does not render conversations as a prefix of their continuation, "
+                            "so the answer's position cannot be found", hint=_PREFIX_HINT)
         start = len(prefix)
-        content = m["content"]
-        pos = text.find(content, start) if content else start
+        answer = rendered_answer(tokenizer, m)
+        if answer is None:  # the template writes the calls: the turn is what rendering it adds
+            through = render_conversation(tokenizer, messages[: i + 1], tools=tools)
+            if not text.startswith(through) or len(through) <= start:
+                raise DataError("the chat template does not render a tool-calling turn as a prefix of the conversation, "
+                                "so the turn's position cannot be found", hint=_PREFIX_HINT)
+            spans.append(TrainedSpan(start, len(through.rstrip()), False))
+            continue
+        pos = text.find(answer, start) if answer else start
         if pos < 0:
             raise DataError("the chat template changed an assistant message's text (cannot locate the answer)")
-        spans.append((pos, pos + len(content)))
+        spans.append(TrainedSpan(pos, pos + len(answer), True))
     return spans
 
 
@@ -79,10 +101,11 @@ def tokenize_record(tokenizer, record: Record, *, completion_only: bool = True) 
     if not rendered.is_chat:  # text records train on every token
         return TokenizedExample(ids, list(ids), record.get("id", ""))
 
-    spans = trained_char_spans(tokenizer, record["messages"], rendered.text, completion_only)
+    spans = trained_char_spans(tokenizer, record["messages"], rendered.text, completion_only, record.get("tools"))
     offsets: list[tuple[int, int]] = enc.offsets
     labels = [IGNORE_INDEX] * len(ids)
-    for start, end in spans:
+    for span in spans:
+        start, end = span.start, span.end
         last = None
         for t, (a, b) in enumerate(offsets):
             if b > start and a < end and b > a:
@@ -90,9 +113,11 @@ def tokenize_record(tokenizer, record: Record, *, completion_only: bool = True) 
                 last = t
             elif a >= end:
                 break
+        if not span.add_end_of_turn:
+            continue
         # The end-of-turn token right after the answer is what teaches the model to stop.
         nxt = (last + 1) if last is not None else next((t for t, (a, _) in enumerate(offsets) if a >= end), None)
-        if completion_only and nxt is not None and nxt < len(ids):
+        if nxt is not None and nxt < len(ids):
             labels[nxt] = ids[nxt]
     return TokenizedExample(ids, labels, record.get("id", ""))
 
