@@ -26,19 +26,34 @@ def invoke(*args: str):
 def test_support_tickets_from_flags_writes_a_loadable_run_config(tmp_path):
     data = write_tickets(tmp_path / "tickets.jsonl", 1200, duplicates=12)
     out = tmp_path / "run.yaml"
-    r = invoke("--data", str(data), "--model", "llama-3.1-8b", "--prompt-engineering-tried", "--narrow",
-               "--monthly-tokens", "20000000", "--api-price", "30", "--ft-price", "0.1", "--gpu", "A10G",
-               "--stratify-field", "category", "-o", str(out), "--no-interactive")
+    flags = ["--data", str(data), "--model", "llama-3.1-8b", "--prompt-engineering-tried", "--narrow",
+             "--monthly-tokens", "20000000", "--api-price", "30", "--ft-price", "0.1", "--gpu", "A10G",
+             "--stratify-field", "category", "-o", str(out), "--no-interactive", "--no-this-machine"]
+    r = invoke(*flags, "--recipe", "seed")
     assert r.exit_code == 0, r.output
-    # tickets are short (rows of 128 tokens): the bf16 8B base (15 GiB) + LoRA fits 22.5 GiB
+    # the seed recipe: tickets are short (rows of 128 tokens): the bf16 8B base (15 GiB) + LoRA fits 22.5 GiB
     assert "Fine-tune with LORA on A10G" in r.output
     assert "Memory: lora on llama-3.1-8b, batch 4 x 128" in r.output and "peak total" in r.output
     assert "pays for itself in" in r.output and "MFU" in r.output
     cfg = load_config(out)
     assert cfg.train.method == "lora" and cfg.train.max_seq_length == 128
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.grad_accum, cfg.train.lr) == (3, 4, 4, 2e-4)
     assert cfg.model.name_or_path == "meta-llama/Llama-3.1-8B-Instruct"
-    assert cfg.data.train_file == str(data.resolve()) and cfg.data.stratify_field == "category"
+    # the data file is written relative to the config's folder
+    assert cfg.data.train_file == "tickets.jsonl" and cfg.resolve_path(cfg.data.train_file) == data.resolve()
+    assert cfg.data.stratify_field == "category"
     assert cfg.advise.examples is None and cfg.advise.narrow_task is True and cfg.advise.gpu == "A10G"
+    assert cfg.advise.recipe == "seed"
+    # the default recipe packs ~4 tickets a row (57 tokens on average, 86 at most, +25 % as the count is
+    # approximate) and takes the 8B LoRA rate; 960 train tickets -> one epoch
+    r = invoke(*flags)
+    assert r.exit_code == 0, r.output
+    assert "Memory: lora on llama-3.1-8b, batch 4 x 320" in r.output
+    cfg = load_config(out)
+    assert (cfg.train.max_seq_length, cfg.train.batch_size, cfg.train.grad_accum) == (320, 4, 1)
+    assert (cfg.train.epochs, cfg.train.lr) == (1.0, 3e-4)
+    why = {c.key: c.reason for c in cfg.advise.choices}
+    assert "Tinker cookbook" in why["train.lr"] and "packed rows of 320 tokens" in why["train.max_seq_length"]
     # on a 15 GiB T4 only the 4-bit base fits
     r = invoke("--data", str(data), "--model", "llama-3.1-8b", "--prompt-engineering-tried", "--narrow", "--gpu", "T4",
                "-o", str(out))

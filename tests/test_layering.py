@@ -31,7 +31,8 @@ def _heavy_after_import(module: str) -> list[str]:
 @pytest.mark.parametrize("module", [
     "tunesmith.config", "tunesmith.cli", "tunesmith.models", "tunesmith.estimate.memory", "tunesmith.estimate.cost",
     "tunesmith.advise.cli", "tunesmith.advise.recommend", "tunesmith.advise.render", "tunesmith.advise.runconfig",
-    "tunesmith.advise.dataset", "tunesmith.models.quantization",
+    "tunesmith.advise.dataset", "tunesmith.models.quantization", "tunesmith.advise.advisor", "tunesmith.advise.evalplan",
+    "tunesmith.advise.machine", "tunesmith.data.answer_schema", "tunesmith.estimate.recipe",
 ])
 def test_config_cli_and_advise_load_without_torch(module):
     assert _heavy_after_import(module) == []

@@ -37,11 +37,40 @@ def _load(config: Path, overrides: list[str] | None):
 
 
 @app.command()
-def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
-    """Run the whole pipeline: prepare data, fine-tune, evaluate base vs tuned, write the report."""
-    from tunesmith.pipeline import run_all
+def run(
+    config: Annotated[Path | None, typer.Argument(help="Run config YAML file (omit it with --data).", show_default=False)] = None,
+    overrides: OverridesArg = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", "-d", help="Zero config: advise writes the run config for this data file "
+                                  "into runs/<file name>/config.yaml, then the whole pipeline runs.")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="With --data: the model (default: the embedded SmolLM2-135M-Instruct).")] = None,
+    recipe: Annotated[str, typer.Option(help="With --data: training recipe auto | seed (see tunesmith advise).")] = "auto",
+) -> None:
+    """Run the whole pipeline: prepare data, fine-tune, evaluate base vs tuned, write the report.
 
-    run_all(_load(config, overrides))
+    `tunesmith run --data FILE [--model M] [key=value ...]` needs no config: advise chooses one for the data
+    (recipe, evaluation) and writes it into the run folder, so the next run can repeat or change it.
+    """
+    from tunesmith.errors import ConfigError
+    from tunesmith.pipeline import run_all, zero_config
+
+    if data is None:
+        if config is None:
+            raise ConfigError("tunesmith run needs a run config, or --data FILE to let advise write one",
+                              hint="tunesmith run config.yaml, or tunesmith run --data train.jsonl")
+        if model is not None:
+            raise ConfigError("--model goes with --data; with a config, override model.name_or_path=...")
+        run_all(_load(config, overrides))
+        return
+    overrides = list(overrides or [])
+    if config is not None:
+        if "=" in str(config) and not config.exists():  # `run --data f.jsonl train.epochs=1`: an override, not a config
+            overrides.insert(0, str(config))
+        else:
+            raise ConfigError("give a run config or --data, not both",
+                              hint=f"to run {config} on this data: tunesmith run {config} data.train_file={data}")
+    run_all(zero_config(data, model=model, overrides=overrides, recipe=recipe))
 
 
 @app.command()

@@ -1,9 +1,10 @@
 """The workflow, stage by stage. Each stage reads and writes files in the run folder, so any stage
-can be re-run on its own (``tunesmith data|train|eval``) or all in order (``tunesmith run``).
+can be re-run on its own (``tunesmith data|train|eval``) or all in order (``tunesmith run``); with
+``tunesmith run --data FILE`` advise writes the config first (:func:`zero_config`).
 
 run folder layout (``<output_dir>/<name>/``)::
 
-    config.yaml          resolved config of the last command
+    config.yaml          resolved config of the last command (paths relative to this folder)
     data/                train/validation/test.jsonl, rejected.jsonl, stats.json
     adapter/             PEFT adapter (adapter_config.json, adapter_model.safetensors)  [lora/dora/qlora]
     model/               full fine-tuned model                                           [full]
@@ -16,17 +17,48 @@ run folder layout (``<output_dir>/<name>/``)::
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+
+import yaml
+
 from tunesmith.config import RunConfig
 from tunesmith.console import console
 from tunesmith.data.prepare import prepare_data
 from tunesmith.data.prepared import PreparedData, load_prepared
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, DataError
 from tunesmith.utils.io import write_text
 
 
 def _start(cfg: RunConfig) -> None:
+    """The run folder, and the config of this command in it, its relative paths relative to the folder
+    (so that `tunesmith run <run folder>/config.yaml` runs the same again)."""
+    from tunesmith.advise.runconfig import rebase_paths
+
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(cfg.run_dir / "config.yaml", cfg.to_yaml())
+    d = rebase_paths(cfg.model_dump(mode="json"), Path(cfg.base_dir), cfg.run_dir)
+    write_text(cfg.run_dir / "config.yaml", yaml.safe_dump(d, sort_keys=False, allow_unicode=True))
+
+
+def print_choices(cfg: RunConfig, prefix: str = "") -> None:
+    """What `tunesmith advise` chose for this config (keys starting with ``prefix``) and why; a value the
+    config no longer holds is shown as yours, with advise's choice beside it."""
+    from tunesmith.advise.render import show_value
+    from tunesmith.advise.runconfig import get_path
+
+    choices = [c for c in cfg.advise.choices if c.key.startswith(prefix)]
+    if not choices:
+        return
+    current = cfg.model_dump(mode="json")
+    console.print("[bold]chosen by tunesmith advise[/] (advise.choices in the config):")
+    for c in choices:
+        now = get_path(current, c.key)
+        if now == c.value:
+            console.print(f"  {c.key} = {show_value(now)}: {c.reason}", soft_wrap=True, markup=False)
+        else:
+            console.print(f"  {c.key} = {show_value(now)} (yours; advise chose {show_value(c.value)}: {c.reason})",
+                          soft_wrap=True, markup=False)
 
 
 def _data_settings(cfg: RunConfig) -> dict:
@@ -101,6 +133,7 @@ def run_train(cfg: RunConfig, *, resume: bool = False):
     from tunesmith.train.run import train_from_config
 
     _start(cfg)
+    print_choices(cfg, "train.")
     return train_from_config(cfg, _prepared(cfg), resume=resume)
 
 
@@ -108,13 +141,62 @@ def run_eval(cfg: RunConfig):
     from tunesmith.evaluate.run import evaluate_from_config
 
     _start(cfg)
+    print_choices(cfg, "eval.")
     return evaluate_from_config(cfg, _prepared(cfg))
 
 
 def run_all(cfg: RunConfig):
+    print_choices(cfg)
     prepared = run_data(cfg)
     from tunesmith.evaluate.run import evaluate_from_config
     from tunesmith.train.run import train_from_config
 
     train_from_config(cfg, prepared)
     return evaluate_from_config(cfg, prepared)
+
+
+# ---------------------------------------------------------------------------- zero config
+
+
+def _run_name(data: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", data.stem).strip("-.") or "run"
+
+
+def zero_config(data: str | Path, *, model: str | None = None, overrides: list[str] | None = None,
+                recipe: str = "auto", probe: bool = True) -> RunConfig:
+    """`tunesmith run --data FILE`: advise measures FILE and writes the run config it would recommend into
+    the run folder (``runs/<file stem>/config.yaml`` from where you stand; overrides such as ``name=x`` or
+    ``train.lr=1e-3`` win over its choices); returns that config, loaded back from the file."""
+    from tunesmith.advise.advisor import build_advice
+    from tunesmith.advise.runconfig import run_config_dict, write_run_config
+    from tunesmith.config import apply_overrides, build_config
+
+    from tunesmith.estimate.recipe import RECIPES
+
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe '{recipe}'", hint=f"use one of: {', '.join(RECIPES)}")
+    path = Path(data).expanduser().resolve()
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist", hint="give the JSONL (or CSV/Parquet) file with your examples")
+    d: dict = {"name": _run_name(path)}
+    if model:
+        d["model"] = {"name_or_path": model}
+    base = build_config(apply_overrides(d, overrides or []), source="command line", base_dir=Path.cwd())
+    answers = base.advise.model_copy(update={"recipe": recipe})
+    advice = build_advice(base, answers, data_path=path, gpu_catalog=base.advise.gpu_catalog,
+                          stratify_field=base.data.stratify_field, probe=probe)
+    run_dir = base.run_dir
+    d = run_config_dict(advice, base, config_dir=run_dir, data_path=path, stratify_field=base.data.stratify_field)
+    d["output_dir"] = os.path.relpath(run_dir.parent, run_dir)  # the config lives in its own run folder
+    cfg = write_run_config(run_dir / "config.yaml", d)
+    console.print(f"[bold]{advice.headline}[/] (verdict: {advice.verdict})")
+    if advice.verdict not in ("fine-tune", "both"):
+        console.print("[yellow]advise would not fine-tune yet (`tunesmith advise --data ...` says why); running as asked.[/]")
+    if advice.local is not None:
+        from tunesmith.advise.recommend import local_reason
+
+        console.print(local_reason(advice.local), soft_wrap=True, markup=False)
+    rel = cfg.run_dir / "config.yaml"
+    console.print(f"run config written to {rel}: edit it and run `tunesmith run {rel}` to repeat or change this run",
+                  soft_wrap=True, markup=False)
+    return cfg

@@ -75,6 +75,8 @@ def advise(
     mfu: Annotated[float | None, Opt(help="Model FLOP utilisation to assume (0-1).")] = None,
     gpu_catalog: Annotated[Path | None, Opt(help="JSON file with extra/corrected GPUs.")] = None,
     stratify_field: Annotated[str | None, Opt(help="Key of each input row holding its label.")] = None,
+    recipe: Annotated[str | None, Opt(help="Training recipe of the written config: auto (by model, method and data) | seed (3 epochs, 4 x 4, lr 2e-4).")] = None,
+    this_machine: Annotated[bool, Opt("--this-machine/--no-this-machine", help="Measure this machine (a short matmul probe) and estimate the time on it.")] = True,
     output: Annotated[Path | None, Opt("--output", "-o", help="Write the ready run config YAML here.")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print the advice as JSON instead of tables.")] = False,
     interactive: Annotated[bool | None, Opt("--interactive/--no-interactive", help="Ask for missing answers (default: when a terminal is attached).")] = None,
@@ -96,9 +98,9 @@ def advise(
         knowledge_changes_often=knowledge_changes_often, needs_citations=needs_citations,
         documents_exceed_context=documents_exceed_context, monthly_inference_tokens=monthly_tokens,
         latency_sensitive=latency_sensitive, api_price_per_m=api_price, ft_price_per_m=ft_price,
-        price_per_hour=price_per_hour, mfu=mfu, gpu_catalog=str(gpu_catalog) if gpu_catalog else None,
+        price_per_hour=price_per_hour, mfu=mfu, gpu_catalog=str(gpu_catalog) if gpu_catalog else None, recipe=recipe,
     )
-    data_path = data if data is not None else _config_dataset(cfg)
+    data_path = data.expanduser().resolve() if data is not None else _config_dataset(cfg)  # a flag: from where you stand
     if interactive is None:
         interactive = sys.stdin.isatty() and sys.stdout.isatty() and not as_json
     answers = _answers({**cfg.advise.model_dump(exclude_unset=True), **flags}, ask=interactive, have_data=data_path is not None)
@@ -107,7 +109,9 @@ def advise(
     if catalog and config and not Path(catalog).is_absolute() and "gpu_catalog" not in flags:
         catalog = str(cfg.resolve_path(catalog))
     field = stratify_field or cfg.data.stratify_field
-    advice = _advice(cfg, answers, gpu_catalog=catalog, data_path=data_path, stratify_field=field)
+    from tunesmith.advise.advisor import build_advice
+
+    advice = build_advice(cfg, answers, data_path=data_path, gpu_catalog=catalog, stratify_field=field, probe=this_machine)
     from tunesmith.advise.render import advice_to_dict, render
 
     if as_json:
@@ -143,44 +147,11 @@ def _answers(merged: dict[str, Any], *, ask: bool, have_data: bool):
         raise TunesmithError(format_validation_error(err, "advise answers", AdviseConfig)) from None
 
 
-def _advice(cfg, answers, *, gpu_catalog: str | None, data_path: Path | None, stratify_field: str | None):
-    """Resolve the GPUs and the architecture, measure the dataset, and ask the recommender."""
-    from tunesmith.advise.dataset import measure_dataset
-    from tunesmith.advise.recommend import advise as make_advice
-    from tunesmith.advise.recommend import recommended_seq_len
-    from tunesmith.estimate.arch import Architecture
-    from tunesmith.estimate.hardware import get_gpu, load_gpu_catalog
-
-    gpus = load_gpu_catalog(gpu_catalog)
-    if answers.gpu:
-        get_gpu(answers.gpu, gpus)  # unknown name -> error with the known ones
-    arch_spec = answers.model or cfg.model.name_or_path
-    try:
-        arch, unresolved = Architecture.resolve(arch_spec), None
-    except TunesmithError as err:
-        if answers.model:  # asked for explicitly: a typo deserves an error
-            raise
-        arch, unresolved = None, err.message
-    facts = None
-    if data_path is not None:
-        tokenizer = _tokenizer_for(arch_spec, cfg) if arch is not None else None
-        facts = measure_dataset(data_path, tokenizer=tokenizer, stratify_field=stratify_field)
-    advice = make_advice(
-        answers, arch=arch, gpus=gpus, facts=facts, batch_size=cfg.train.batch_size,
-        seq_len=recommended_seq_len(facts, cfg.train.max_seq_length), epochs=cfg.train.epochs, lora_r=cfg.train.lora.r,
-        lora_targets=cfg.train.lora.target_modules, eval_fraction=cfg.data.test_fraction, eval_new_tokens=cfg.eval.max_new_tokens,
-    )
-    if unresolved:
-        advice.reasons.append(f"Memory, time and cost are not estimated: {unresolved}. Pass --model with a catalogue "
-                              "architecture (tunesmith advise --list-models) or a folder holding the model's config.json.")
-    return advice
-
-
 def _write_run_config(output: Path, advice, cfg, *, data_path: Path | None, stratify_field: str | None, console) -> None:
     from tunesmith.advise.runconfig import run_config_dict, write_run_config
 
-    d = run_config_dict(advice, cfg, data_path=data_path if data_path and data_path.is_file() else None,
-                        stratify_field=stratify_field)
+    d = run_config_dict(advice, cfg, config_dir=output.expanduser().resolve().parent,
+                        data_path=data_path if data_path and data_path.is_file() else None, stratify_field=stratify_field)
     write_run_config(output, d)
     note = "" if advice.verdict in ("fine-tune", "both") else " (for when you do fine-tune: the verdict is " + advice.verdict + ")"
     console.print(f"\nrun config written to {output}{note}")
@@ -190,22 +161,6 @@ def _stderr():
     from tunesmith.console import err_console
 
     return err_console
-
-
-def _tokenizer_for(arch_spec: str, cfg) -> Any | None:
-    """The model's own tokenizer when it is on disk (embedded or a local folder); else None (approximate)."""
-    from tunesmith.models.embedded import EMBEDDED_PREFIX
-
-    local = arch_spec.startswith(EMBEDDED_PREFIX) or (Path(arch_spec).expanduser() / "tokenizer.json").is_file()
-    if not local:
-        return None
-    try:
-        from tunesmith.models.config import ModelConfig
-        from tunesmith.models.loading import load_tokenizer
-
-        return load_tokenizer(ModelConfig(name_or_path=arch_spec, cache_dir=cfg.model.cache_dir))
-    except TunesmithError:
-        return None
 
 
 def _list(console, models: bool, gpus_: bool, gpu_catalog: Path | None) -> None:

@@ -6,13 +6,21 @@ Unanswered questions stay ``null`` and the recommendation says which answer woul
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from tunesmith.schema import Section
 
 DataKind = Literal["instruction", "domain", "task"]
+
+
+class Choice(Section):
+    """A value `tunesmith advise` chose for the run config, and why."""
+
+    key: str = Field(..., description="Dotted path of the chosen setting, e.g. eval.scorer or train.lr.")
+    value: Any = Field(None, description="The value advise wrote there.")
+    reason: str = Field(..., description="Why: the measurement or rule (and its source) behind the value.")
 
 
 class AdviseConfig(Section):
@@ -58,4 +66,14 @@ class AdviseConfig(Section):
     gpu_catalog: str | None = Field(None, description="JSON file with extra or corrected GPUs (same layout as the shipped one).")
     avg_tokens_per_example: int | None = Field(
         None, gt=0, description="Tokens per example for time estimates (measured from the dataset when given; else 512)."
+    )
+    # the run config advise writes
+    recipe: Literal["auto", "seed"] = Field(
+        "auto", description="Training recipe of the written config: auto = learning rate by model size and method, "
+        "packed rows holding several examples, epochs from the data size (docs/advise.md); seed = the seed's "
+        "3 epochs, batch 4 x accumulation 4, lr 2e-4."
+    )
+    choices: list[Choice] = Field(
+        default_factory=list, description="Written by `tunesmith advise`: each setting it chose and why. "
+        "`tunesmith run` prints them, and says which ones the config no longer holds (you changed them)."
     )

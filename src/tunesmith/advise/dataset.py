@@ -1,5 +1,5 @@
 """Dataset facts measured for the recommendation: count after dedup, format consistency, label
-balance, token lengths.
+balance, token lengths (whole examples and answers), the answers' structure.
 
 Accepts a raw JSONL input file (any format `tunesmith data` reads, or rows that already hold
 ``messages``) or a prepared-data folder (train/validation/test.jsonl).
@@ -16,6 +16,7 @@ from typing import Any
 
 from tunesmith.chat_template import ChatTemplateError, render_conversation
 from tunesmith.data.answer_format import answer_format
+from tunesmith.data.answer_schema import AnswerStructure, infer_structure, label_set
 from tunesmith.data.records import Record
 from tunesmith.errors import DataError
 
@@ -36,6 +37,9 @@ class DatasetFacts:
     token_p50: int
     token_p95: int
     token_max: int
+    answer_token_max: int = 0  # the longest answer alone (what generation must fit)
+    structure: AnswerStructure | None = None  # data.answer_schema: JSON Schema / keys / labels of the answers
+    answers: list[str] = field(default_factory=list, repr=False)  # the unique examples' last answers
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -73,6 +77,7 @@ def read_any(path: Path, *, stratify_field: str | None = None) -> tuple[list[Rec
         return prepared.train + prepared.validation + prepared.test, int(prepared.stats.get("rejected", 0))
     if not path.is_file():
         raise DataError(f"dataset {path} does not exist", hint="give a JSONL file or a prepared data folder (runs/<name>/data)")
+    path = path.resolve()  # train_file is resolved against base_dir: a relative one would be joined twice
     # The data stage's own readers and validation (every format it knows); dedup is measured below.
     from tunesmith.data.config import DataConfig, DedupConfig, PiiConfig
     from tunesmith.data.prepare import prepare_data
@@ -82,6 +87,12 @@ def read_any(path: Path, *, stratify_field: str | None = None) -> tuple[list[Rec
                      dedup=DedupConfig(exact=False, near=False, cross_split=False), pii=PiiConfig(mode="off"))
     prepared = prepare_data(cfg, None, None, seed=0, base_dir=path.parent)
     return prepared.train + prepared.validation + prepared.test, int(prepared.stats.get("rejected", 0))
+
+
+def _count_answer_tokens(answers: list[str], tokenizer: Any | None) -> list[int]:
+    if tokenizer is not None:
+        return [len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
+    return [math.ceil(len(a) / 4) for a in answers]
 
 
 def _count_tokens(records: list[Record], tokenizer: Any | None) -> tuple[list[int], str]:
@@ -119,6 +130,7 @@ def measure_dataset(path: str | Path, *, tokenizer: Any | None = None, stratify_
     labels, label_source = _labels(unique, answers, dominant, stratify_field)
     lengths, counter = _count_tokens(unique, tokenizer)
     lengths_sorted = sorted(lengths)
+    answer_max = max(_count_answer_tokens(answers, tokenizer))
     notes = []
     if len(unique) < len(records):
         notes.append(f"{len(records) - len(unique)} duplicate examples removed before counting")
@@ -126,7 +138,8 @@ def measure_dataset(path: str | Path, *, tokenizer: Any | None = None, stratify_
         source=str(path), rows=len(records), rejected=rejected, unique=len(unique), answer_shapes=dict(shapes),
         dominant_shape=dominant, format_consistency=dom_n / len(unique), labels=labels, label_source=label_source,
         token_counter=counter, token_mean=sum(lengths) / len(lengths), token_p50=_percentile(lengths_sorted, 0.5),
-        token_p95=_percentile(lengths_sorted, 0.95), token_max=lengths_sorted[-1], notes=notes,
+        token_p95=_percentile(lengths_sorted, 0.95), token_max=lengths_sorted[-1], answer_token_max=answer_max,
+        structure=infer_structure(answers), answers=answers, notes=notes,
     )
 
 
@@ -150,7 +163,7 @@ def _labels(unique: list[Record], answers: list[str], dominant: str,
     if given:
         return dict(Counter(given).most_common()), f"field '{stratify_field}'" if stratify_field else "record labels"
     if dominant == "short":
-        counts = Counter(_norm(a) for a in answers if answer_format(a) == "short")
-        if len(counts) <= max(20, len(unique) // 10):
-            return dict(counts.most_common()), "short answers"
+        counts = label_set(answers)
+        if counts is not None:
+            return counts, "short answers"
     return None, None

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 from tunesmith.advise.config import AdviseConfig
 from tunesmith.advise.dataset import DatasetFacts
+from tunesmith.advise.evalplan import Pick
+from tunesmith.advise.machine import Machine
 from tunesmith.estimate.arch import Architecture
 from tunesmith.estimate.cost import (
     DAYS_PER_MONTH,
@@ -27,10 +29,12 @@ from tunesmith.estimate.cost import (
     TrainingTime,
     break_even,
     estimate_eval_seconds,
+    estimate_seconds_at,
     estimate_training_time,
 )
 from tunesmith.estimate.hardware import GPU
 from tunesmith.estimate.memory import GIB, MemoryEstimate, estimate_memory, fits
+from tunesmith.estimate.recipe import Recipe
 
 MIN_EXAMPLES = {"instruction": 500, "domain": 10_000, "task": 500}
 RECOMMENDED = {"instruction": (1_000, 5_000), "domain": (10_000, None), "task": (500, 2_000)}
@@ -60,6 +64,19 @@ class MethodOption:
 
 
 @dataclass
+class LocalEstimate:
+    """Training time and memory on the machine advise runs on (:mod:`tunesmith.advise.machine`)."""
+
+    machine: Machine
+    method: str
+    tokens: float
+    seconds: float | None  # None: the device's peak is unknown
+    mfu: float
+    memory: MemoryEstimate
+    fits: bool | None  # None: the device's memory is unknown
+
+
+@dataclass
 class Advice:
     verdict: str
     reasons: list[str]
@@ -76,6 +93,11 @@ class Advice:
     eval_usd: float | None = None
     breakeven: BreakEven | None = None
     assumptions: list[str] = field(default_factory=list)
+    local: LocalEstimate | None = None  # this machine
+    recipe: Recipe | None = None  # the training recipe the run config gets
+    eval_picks: list[Pick] = field(default_factory=list)  # the evaluation the run config gets (advise.evalplan)
+    picks: list[Pick] = field(default_factory=list)  # every value the run config gets, with its reason (runconfig)
+    kept: list[str] = field(default_factory=list)  # keys of picks the base config sets itself (its value stays)
 
     @property
     def headline(self) -> str:
@@ -251,6 +273,7 @@ class Costs:
     options: list[MethodOption]
     plan: MethodOption | None
     n_examples: int
+    tokens: float  # training tokens over all epochs
     eval_seconds: float | None = None
     eval_usd: float | None = None
     breakeven: BreakEven | None = None
@@ -274,7 +297,7 @@ def plan_costs(a: AdviseConfig, s: Signals, arch: Architecture, gpus: dict[str, 
     assumptions.append(f"{_fmt_int(tokens)} training tokens = {_fmt_int(train_examples)} train examples x "
                        f"{s.tokens_per_example:.0f} tokens x {epochs:g} epochs; bf16 compute, AdamW, "
                        f"batch {batch_size} x {seq_len} tokens")
-    costs = Costs(options, plan, n_examples, assumptions=assumptions)
+    costs = Costs(options, plan, n_examples, tokens, assumptions=assumptions)
     if plan is None:
         return costs
     n_eval = max(1, int(n_examples * eval_fraction))
@@ -315,8 +338,11 @@ def advise(
     lora_targets: list[str] | str | None = None,
     eval_fraction: float = 0.1,
     eval_new_tokens: int = 64,
+    machine: Machine | None = None,
 ) -> Advice:
-    """Signals -> the method and its cost (when the architecture is known) -> one verdict -> reasons."""
+    """Signals -> the method and its cost (when the architecture is known) -> one verdict -> reasons.
+
+    With ``machine`` (measured by advise.machine), the time and memory on it as well."""
     a = answers
     s = read_signals(a, facts)
     assumptions = []
@@ -334,6 +360,11 @@ def advise(
     if arch is not None:
         reasons += method_reasons(costs, a, arch, examples=s.examples, batch_size=batch_size, tuning=rule in TUNING_RULES)
         reasons += breakeven_reasons(costs.breakeven)
+    local = None
+    if arch is not None and machine is not None:
+        local = local_estimate(arch, machine, method=costs.plan.method if costs.plan else "lora", tokens=costs.tokens,
+                               batch_size=batch_size, seq_len=seq_len, lora_r=lora_r, lora_targets=lora_targets)
+        reasons.append(local_reason(local))
     if rule == "no-saving":
         reasons.append("With no narrow task, consistent format or latency need, and no saving, nothing argues "
                        "for fine-tuning yet: prompt-engineer first.")
@@ -341,7 +372,32 @@ def advise(
                   tokens_per_example=s.tokens_per_example, epochs=epochs, seq_len=seq_len,
                   plan=costs.plan if costs else None, options=costs.options if costs else [],
                   eval_seconds=costs.eval_seconds if costs else None, eval_usd=costs.eval_usd if costs else None,
-                  breakeven=costs.breakeven if costs else None, assumptions=assumptions)
+                  breakeven=costs.breakeven if costs else None, assumptions=assumptions, local=local)
+
+
+def local_estimate(arch: Architecture, machine: Machine, *, method: str, tokens: float, batch_size: int, seq_len: int,
+                   lora_r: int, lora_targets: list[str] | str | None) -> LocalEstimate:
+    """The same training on ``machine``: fp32 on a CPU, bf16 on a GPU."""
+    cpu = machine.device == "cpu"
+    mem = estimate_memory(arch, method=method, batch_size=batch_size, seq_len=seq_len,
+                          dtype="float32" if cpu else "bfloat16", lora_r=lora_r, lora_targets=lora_targets,
+                          device=machine.device)
+    mfu = machine.mfu(method)
+    seconds = (estimate_seconds_at(arch, method, tokens=tokens, peak_flops=machine.peak_flops, mfu=mfu)
+               if machine.peak_flops else None)
+    ok = fits(mem, machine.memory_bytes) if machine.memory_bytes else None
+    return LocalEstimate(machine, method, tokens, seconds, mfu, mem, ok)
+
+
+def local_reason(e: LocalEstimate) -> str:
+    m = e.machine
+    peak = f"{m.peak_flops / 1e9:,.0f} GFLOP/s, {m.peak_source}" if m.peak_flops else m.peak_source
+    time = (f"~{_hours(e.seconds)} for {_fmt_int(e.tokens)} tokens at {e.mfu:.0%} of that peak" if e.seconds is not None
+            else "time unknown (no peak for this device)")
+    room = ""
+    if m.memory_bytes:
+        room = (f", needing {_gib(e.memory.total_bytes)} of its {_gib(m.memory_bytes)}" + ("" if e.fits else " (does NOT fit)"))
+    return f"On this machine ({m.name}; {peak}): {e.method.upper()} would take {time}{room}."
 
 
 # ---------------------------------------------------------------------------- reasons, section by section

@@ -47,6 +47,24 @@ def options_table(advice: Advice) -> Table:
     return t
 
 
+def show_value(value: Any, width: int = 60) -> str:
+    if isinstance(value, dict):
+        return f"JSON Schema ({len(value.get('properties', {}))} keys)" if "type" in value else f"{len(value)} entries"
+    text = str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def choices_table(advice: Advice) -> Table:
+    t = Table(title="Run config (what advise chose, and why)", title_justify="left")
+    t.add_column("setting", no_wrap=True)
+    t.add_column("value", overflow="fold")
+    t.add_column("why", overflow="fold")
+    for p in advice.picks:
+        kept = p.key in advice.kept
+        t.add_row(p.key + (" [dim](yours kept)[/]" if kept else ""), escape(show_value(p.value)), escape(p.reason))
+    return t
+
+
 def render(advice: Advice, console: Console) -> None:
     style = VERDICT_STYLE[advice.verdict]
     console.print(f"[bold {style}]{escape(advice.headline)}[/]  (verdict: {advice.verdict})")
@@ -86,6 +104,9 @@ def render(advice: Advice, console: Console) -> None:
         t.add_row("one-off: training + evaluation", f"{be.one_off_usd:,.2f}")
         t.add_row("days to break even", f"{be.days:.1f}" if be.days is not None else "never")
         console.print(t)
+    if advice.picks:
+        console.print()
+        console.print(choices_table(advice))
     if advice.assumptions:
         console.print()
         console.print("[dim]Assumptions: " + escape("; ".join(advice.assumptions)) + ".[/]", soft_wrap=True)
@@ -117,6 +138,13 @@ def advice_to_dict(advice: Advice) -> dict[str, Any]:
         d["dataset"] = {"source": f.source, "unique": f.unique, "rows": f.rows, "rejected": f.rejected,
                         "format_consistency": f.format_consistency, "dominant_shape": f.dominant_shape,
                         "labels": f.labels, "token_p50": f.token_p50, "token_p95": f.token_p95, "token_max": f.token_max}
+    d["choices"] = [{"key": p.key, "value": p.value, "reason": p.reason, "kept_from_config": p.key in advice.kept}
+                    for p in advice.picks]
+    if advice.local is not None:
+        e = advice.local
+        d["this_machine"] = {"name": e.machine.name, "device": e.machine.device, "peak_flops": e.machine.peak_flops,
+                             "peak_source": e.machine.peak_source, "method": e.method, "seconds": e.seconds,
+                             "mfu": e.mfu, "memory_bytes": e.memory.total_bytes, "fits": e.fits}
     if advice.breakeven is not None:
         be = advice.breakeven
         d["break_even"] = {"api_monthly_usd": be.api_monthly_usd, "serve_monthly_usd": be.serve_monthly_usd,

@@ -24,6 +24,10 @@ from tunesmith.estimate.arch import Architecture
 from tunesmith.estimate.hardware import GPU
 
 DEFAULT_MFU = {"full": 0.40, "lora": 0.35, "dora": 0.30, "qlora": 0.20}
+# Training on a CPU, as a share of its measured fp32 matmul peak (train.metrics.measure_matmul_peak).
+# Measured here: examples/support-tickets (SmolLM2-135M, LoRA, 80 steps of 4 x 512 tokens) took ~11 min on
+# 2 cores, ~36 % of the probe's peak; 30 % leaves room for the sharing that makes CPU peaks vary.
+CPU_MFU = 0.30
 FLOPS_PER_TOKEN_FACTOR = {"full": 6.0, "lora": 4.0, "dora": 4.0, "qlora": 4.0}
 DAYS_PER_MONTH = 30.4
 HOURS_PER_MONTH = 730.0
@@ -71,6 +75,14 @@ def estimate_training_time(
     seconds = flops / (num_gpus * gpu.bf16_tflops * 1e12 * mfu)
     price = gpu.usd_per_hour if price_per_hour is None else price_per_hour
     return TrainingTime(method, tokens, flops, per_token, mfu, gpu.name, num_gpus, seconds, seconds / 3600 * price * num_gpus)
+
+
+def estimate_seconds_at(arch: Architecture, method: str, *, tokens: float, peak_flops: float, mfu: float,
+                        gradient_checkpointing: bool = False) -> float:
+    """Wall time to train ``tokens`` on one device of ``peak_flops`` FLOP/s at ``mfu`` (e.g. this machine)."""
+    if peak_flops <= 0 or not 0 < mfu <= 1:
+        raise ValueError(f"need a positive peak and an MFU in (0, 1], got {peak_flops}, {mfu}")
+    return training_flops_per_token(arch, method, gradient_checkpointing=gradient_checkpointing) * tokens / (peak_flops * mfu)
 
 
 def mfu_for_hours(arch: Architecture, method: str, *, tokens: float, gpu: GPU, hours: float,
