@@ -1,7 +1,7 @@
 """The machine `tunesmith advise` runs on, measured: its device and its peak FLOP/s, for a time estimate
 beside the GPU catalogue's.
 
-The measurement is training's own (``train.metrics``: a short fp32 matmul probe on a CPU, the
+The measurement is training's own (``train.telemetry``: a short fp32 matmul probe on a CPU, the
 datasheet bf16 peak of a known GPU), imported inside :func:`probe_machine` so that importing advise
 loads no torch.
 """
@@ -37,13 +37,12 @@ def probe_machine(seconds: float = 0.3) -> Machine:
     """The first GPU if there is one, else the CPU with its matmul peak measured now (``seconds`` long)."""
     import torch
 
-    from tunesmith.train.metrics import device_peak_flops, measure_matmul_peak
+    from tunesmith.train.telemetry import device_peak, measure_matmul_peak
 
     if torch.cuda.is_available():
         dev = torch.device("cuda", 0)
-        peak = device_peak_flops(dev)
-        return Machine(torch.cuda.get_device_name(dev), "cuda", peak,
-                       "datasheet bf16 peak" if peak else "not in the datasheet table",
+        peak = device_peak(dev, torch.bfloat16)  # the nominal bf16 peak training's MFU uses
+        return Machine(torch.cuda.get_device_name(dev), "cuda", peak.flops_per_s, peak.source,
                        int(torch.cuda.get_device_properties(dev).total_memory))
     peak = measure_matmul_peak(seconds=seconds)
     return Machine(f"this CPU ({torch.get_num_threads()} threads)", "cpu", peak,

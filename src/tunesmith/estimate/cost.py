@@ -24,7 +24,7 @@ from tunesmith.estimate.arch import Architecture
 from tunesmith.estimate.hardware import GPU
 
 DEFAULT_MFU = {"full": 0.40, "lora": 0.35, "dora": 0.30, "qlora": 0.20}
-# Training on a CPU, as a share of its measured fp32 matmul peak (train.metrics.measure_matmul_peak).
+# Training on a CPU, as a share of its measured fp32 matmul peak (train.telemetry.measure_matmul_peak).
 # Measured here: examples/support-tickets (SmolLM2-135M, LoRA, 80 steps of 4 x 512 tokens) took ~11 min on
 # 2 cores, ~36 % of the probe's peak; 30 % leaves room for the sharing that makes CPU peaks vary.
 CPU_MFU = 0.30
