@@ -12,7 +12,8 @@ from tunesmith.schema import Section
 BUILTIN_MODELS = ("base", "few_shot", "tuned")
 # top-level keys of metrics.json that a model name must not shadow
 RESERVED_NAMES = ("comparisons", "adversarial", "regression", "gates", "model", "method", "test_examples", "scorer",
-                  "delta_accuracy_points", "evaluation")
+                  "delta_accuracy_points", "evaluation",
+                  "lm_eval")  # a key of metrics.json's regression section
 ADVERSARIAL_KINDS = ("empty", "other_language", "off_topic", "absent_fact", "injection")
 
 
@@ -82,6 +83,33 @@ class AdversarialConfig(Section):
         return _check_regex(v)
 
 
+class LmEvalConfig(Section):
+    """Standard lm-evaluation-harness tasks on base and every model with its own weights (off by default)."""
+
+    tasks: list[str] = Field(
+        default_factory=list, description="lm-eval task, group or tag names; [] (the default): none. Shipped with "
+        "tunesmith (offline): tunesmith_general_knowledge (72 general-knowledge multiple-choice questions). lm-eval's "
+        "own tasks (mmlu, arc_easy, hellaswag, ifeval, ...) download their data from the Hugging Face hub on first "
+        "use.",
+    )
+    limit: int | None = Field(None, gt=0, description="Score at most the first N documents of each task (lm-eval "
+                              "--limit); null: all of them.")
+    include_path: list[str] = Field(default_factory=list, description="Folders of your own lm-eval task YAMLs "
+                                    "(relative to the config file).")
+    num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples per prompt; null: each task's default.")
+    apply_chat_template: bool = Field(False, description="Render prompts with the tokenizer's chat template "
+                                      "(lm-eval --apply_chat_template; for instruction tasks such as ifeval).")
+    max_drop_points: float = Field(
+        2.0, ge=0, description="Flag forgetting when a task's score (a higher-is-better metric) drops below base's "
+        "by more than this many points (100 x the metric) or, if larger, 2 x the combined standard error.",
+    )
+
+    @field_validator("include_path", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
 class RegressionConfig(Section):
     """Forgetting: the same general measurements before and after tuning."""
 
@@ -103,6 +131,7 @@ class RegressionConfig(Section):
     max_rouge_drop_points: float = Field(
         5.0, ge=0, description="Flag forgetting when general-prompt ROUGE-L drops by more than this (points)."
     )
+    lm_eval: LmEvalConfig = Field(default_factory=LmEvalConfig)
 
 
 class EvalConfig(Section):

@@ -5,8 +5,9 @@ starts fresh, so every model sees identical contexts). Its interval is a bootstr
 of the mean loss, mapped through exp.
 
 General prompts are scored by ROUGE-L against their reference answers (:func:`general_prompt_scores`);
-:func:`change_vs_base` compares a model with base and flags forgetting. All but :func:`window_losses`
-are pure functions.
+lm-eval task scores (:mod:`tunesmith.evaluate.lm_eval_tasks`) are compared task by task
+(:func:`lm_eval_change`); :func:`change_vs_base` compares a model with base and flags forgetting. All but
+:func:`window_losses` are pure functions.
 """
 
 from __future__ import annotations
@@ -66,9 +67,46 @@ def perplexity(losses: list[tuple[float, int]], *, n_resamples: int = 1000, seed
             "tokens": tokens, "windows": len(losses)}
 
 
+def lm_eval_change(base: dict[str, Any], other: dict[str, Any], *, max_drop_points: float
+                   ) -> tuple[dict[str, Any], list[str]]:
+    """A model's lm-eval scores with their change vs base, and its forgetting flags.
+
+    Per task and metric both have: ``change`` (other − base, the metric's units). For a higher-is-better metric
+    also ``change_points`` (100 × change), ``combined_stderr_points`` (√(se_base² + se_other²), the standard
+    errors lm-eval reports, treated as independent: conservative, the same documents were scored),
+    ``allowed_drop_points`` (max(``max_drop_points``, 2 × combined stderr)) and ``flagged`` (the drop exceeds it).
+    Flags are raised for the tasks and groups that were named (not for the members of a scored group).
+    """
+    out: dict[str, Any] = {}
+    flags: list[str] = []
+    for task, entry in other.items():
+        b_entry = base.get(task, {})
+        metrics = {}
+        for name, m in entry["metrics"].items():
+            b = b_entry.get("metrics", {}).get(name)
+            metrics[name] = dict(m)
+            if b is None:
+                continue
+            change = m["value"] - b["value"]
+            metrics[name]["change"] = change
+            if m.get("higher_is_better") is not True:
+                continue  # perplexities and the like: shown, not flagged (eval.regression's perplexity flags those)
+            se = [s for s in (b.get("stderr"), m.get("stderr")) if s is not None]
+            combined = 100 * math.sqrt(sum(s * s for s in se)) if len(se) == 2 else None
+            allowed = max(max_drop_points, 2 * combined) if combined is not None else max_drop_points
+            flagged = -100 * change > allowed and "group" not in entry
+            metrics[name].update({"change_points": 100 * change, "combined_stderr_points": combined,
+                                  "allowed_drop_points": allowed, "flagged": flagged})
+            if flagged:
+                flags.append(f"lm-eval {task} {name} -{-100 * change:.1f} points > {allowed:.1f}")
+        out[task] = {**entry, "metrics": metrics}
+    return out, flags
+
+
 def forgetting_flags(base: dict[str, Any], other: dict[str, Any], *, max_ppl_increase_pct: float,
-                     max_rouge_drop_points: float) -> dict[str, Any]:
-    """Change of a model's general measurements vs base, and whether it crosses a forgetting threshold."""
+                     max_rouge_drop_points: float, max_lm_eval_drop_points: float | None = None) -> dict[str, Any]:
+    """Change of a model's general measurements vs base, and whether it crosses a forgetting threshold.
+    lm-eval scores (``lm_eval``, when both have them) are compared when ``max_lm_eval_drop_points`` is given."""
     out: dict[str, Any] = {}
     flags = []
     if base.get("perplexity") and other.get("perplexity"):
@@ -81,6 +119,10 @@ def forgetting_flags(base: dict[str, Any], other: dict[str, Any], *, max_ppl_inc
         out["rouge_l_change_points"] = -drop
         if drop > max_rouge_drop_points:
             flags.append(f"general ROUGE-L -{drop:.1f} points > {max_rouge_drop_points:g}")
+    if max_lm_eval_drop_points is not None and base.get("lm_eval") and other.get("lm_eval"):
+        out["lm_eval"], lm_flags = lm_eval_change(base["lm_eval"], other["lm_eval"],
+                                                  max_drop_points=max_lm_eval_drop_points)
+        flags += lm_flags
     out["forgetting"] = bool(flags)
     out["flags"] = flags
     out["ok"] = 0.0 if flags else 1.0
@@ -103,11 +145,12 @@ def general_prompt_summary(scores: dict[str, float], *, n_resamples: int = 1000,
 
 def change_vs_base(base: dict[str, Any], base_scores: dict[str, float], other: dict[str, Any],
                    other_scores: dict[str, float], *, max_ppl_increase_pct: float, max_rouge_drop_points: float,
-                   seed: int = 0) -> dict[str, Any]:
+                   max_lm_eval_drop_points: float | None = None, seed: int = 0) -> dict[str, Any]:
     """A model's regression entry vs base: its measurements, the changes and forgetting flags, and a
     paired permutation test on the general prompts both answered (``rouge_l_test``)."""
     entry = {**other, **forgetting_flags(base, other, max_ppl_increase_pct=max_ppl_increase_pct,
-                                         max_rouge_drop_points=max_rouge_drop_points)}
+                                         max_rouge_drop_points=max_rouge_drop_points,
+                                         max_lm_eval_drop_points=max_lm_eval_drop_points)}
     common = [i for i in base_scores if i in other_scores]
     if common:
         entry["rouge_l_test"] = paired_permutation([base_scores[i] for i in common], [other_scores[i] for i in common],

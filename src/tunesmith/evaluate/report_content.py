@@ -386,10 +386,12 @@ def _regression_section(models: list[str], reg: dict[str, Any] | None) -> list[S
     if not reg:
         return []
     th = reg["thresholds"]
+    lm_eval_rule = (f", or an lm-eval score drops more than {th['max_lm_eval_drop_points']:g} points or, if larger, "
+                    "2 × the combined standard error" if "max_lm_eval_drop_points" in th else "")
     sources = Bullets((f"general text: {reg['text_source']} ({reg['text_chars']} characters)",
                        f"general prompts: {reg['prompts_source']}",
                        f"forgetting is flagged when perplexity rises more than {th['max_perplexity_increase_pct']:g}% or "
-                       f"general ROUGE-L drops more than {th['max_rouge_drop_points']:g} points vs base"))
+                       f"general ROUGE-L drops more than {th['max_rouge_drop_points']:g} points vs base{lm_eval_rule}"))
     rows = []
     for n in models:
         r = reg.get(n)
@@ -399,7 +401,50 @@ def _regression_section(models: list[str], reg: dict[str, Any] | None) -> list[S
                          "-" if ch is None else f"{ch:+.1f}%", _pct_ci(r, "rouge_l"),
                          "-" if rc is None else f"{rc:+.1f}", _forgetting_cell(r)))
     table = Table(("model", "perplexity", "Δ", "general ROUGE-L", "Δ points", "forgetting"), tuple(rows))
-    return [Section("3. Regression on general tasks (forgetting)", 2, (sources, table))]
+    return [Section("3. Regression on general tasks (forgetting)", 2, (sources, table)), *_lm_eval_section(models, reg)]
+
+
+def _lm_eval_score(m: dict[str, Any] | None) -> str:
+    """``62.5 ± 4.1``: a higher-is-better metric in points with lm-eval's standard error; others as they are."""
+    if not m:
+        return "-"
+    scale, fmt = (100, ".1f") if m.get("higher_is_better") else (1, ".4g")
+    se = f" ± {scale * m['stderr']:{fmt}}" if m.get("stderr") is not None else ""
+    return f"{scale * m['value']:{fmt}}{se}"
+
+
+def _lm_eval_change(m: dict[str, Any] | None) -> Text:
+    if not m or "change" not in m:
+        return "-"
+    if "change_points" not in m:
+        return f"{m['change']:+.4g}"
+    text = f"{m['change_points']:+.1f} (limit {-m['allowed_drop_points']:.1f})"
+    return (text + ": ", Strong("forgetting")) if m["flagged"] else text
+
+
+def _lm_eval_section(models: list[str], reg: dict[str, Any]) -> list[Section]:
+    """Per task and metric: each model's score ± standard error, each model's change vs base and its flag."""
+    meta = reg.get("lm_eval")
+    scored = {n: reg[n]["lm_eval"] for n in models if isinstance(reg.get(n), dict) and reg[n].get("lm_eval")}
+    if not meta or not scored:
+        return []
+    compared = [n for n in scored if n != "base"]
+    rows: list[tuple[Text, ...]] = []
+    first = next(iter(scored.values()))
+    for task, entry in first.items():
+        if "group" in entry:  # a member of a scored group: in metrics.json, not in the report
+            continue
+        for metric in entry["metrics"]:
+            per = {n: scored[n].get(task, {}).get("metrics", {}).get(metric) for n in scored}
+            rows.append((task, metric, str(entry.get("n", "-")), *[_lm_eval_score(per[n]) for n in scored],
+                         *[_lm_eval_change(per[n]) for n in compared]))
+    docs = f"the first {meta['limit']} documents of each" if meta.get("limit") else "every document of each task"
+    intro = Paragraph((f"lm-evaluation-harness {meta['lm_eval_version']} on {docs} (", Code(", ".join(meta["tasks"])),
+                       ") through its HFLM model on the weights loaded here. Scores of higher-is-better metrics "
+                       "(accuracies) in points (100 × the metric) ± lm-eval's standard error; the change is the "
+                       "model's minus base's, in points, with the drop below which forgetting is flagged."))
+    header = ("task", "metric", "n", *[f"{n} (± s.e.)" for n in scored], *[f"{n} − base" for n in compared])
+    return [Section("lm-eval tasks (forgetting on standard tasks)", 3, (intro, Table(header, tuple(rows))))]
 
 
 def _gates_section(gates: list[dict[str, Any]] | None) -> list[Section]:

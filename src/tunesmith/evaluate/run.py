@@ -31,6 +31,7 @@ from tunesmith.evaluate.gates import GateFailed, check_gates
 from tunesmith.evaluate.general import general_prompts, general_text
 from tunesmith.evaluate.generate import generate_greedy, render_prompts
 from tunesmith.evaluate.history import Finished, abandon_evaluation, finish_evaluation, start_evaluation
+from tunesmith.evaluate.lm_eval_tasks import LmEvalTasks, resolve_tasks
 from tunesmith.evaluate.regression import (
     change_vs_base, general_prompt_scores, general_prompt_summary, perplexity, window_losses,
 )
@@ -138,6 +139,7 @@ class Evaluator:
         self.adv_items = self._adversarial_items()
         self.abstain_re = re.compile(ec.adversarial.abstain_pattern)
         self._tokenizer = None
+        self.lm_eval = self._lm_eval_tasks()
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -149,6 +151,15 @@ class Evaluator:
         room = max(0, ac.max_prompts - len(items))
         items = items[: ac.max_prompts] + adv.generate_items(self.records, list(ac.generate), room, self.cfg.seed)
         return items
+
+    def _lm_eval_tasks(self) -> LmEvalTasks | None:
+        """eval.regression.lm_eval's tasks, checked before any model loads; None when off or no model is local."""
+        ec = self.ec
+        lc = ec.regression.lm_eval
+        if not (ec.regression.enabled and lc.tasks and any(m not in self.clients for m in ec.models)):
+            return None
+        return resolve_tasks(lc, [self.cfg.resolve_path(p) for p in lc.include_path], batch_size=ec.batch_size,
+                             seed=self.cfg.seed, bootstrap_iters=ec.bootstrap_samples)
 
     @property
     def tokenizer(self):
@@ -210,6 +221,9 @@ class Evaluator:
                           f"{name}: general prompts")
             res.general_scores = general_prompt_scores(prompts, [a.text for a in answers])
             out.update(general_prompt_summary(res.general_scores, **self.boot))
+        if self.lm_eval is not None:
+            console.print(escape(f"{name}: lm-eval tasks {', '.join(self.lm_eval.names)}"))
+            out["lm_eval"] = self.lm_eval.score(model, self.tokenizer)
         res.regression = out
 
     # -- the whole evaluation ---------------------------------------------------------------
@@ -256,7 +270,7 @@ class Evaluator:
                     gen = _few_shot(gen, shots)
             res = self.task(name, gen)
             self.adversarial(name, gen, res)
-            if model is not None and name != "few_shot" and (text or prompts):
+            if model is not None and name != "few_shot" and (text or prompts or self.lm_eval is not None):
                 self.regression(name, model, gen, res, text, prompts)
             results[name] = res
             write_jsonl(generations_dir / f"{name}.jsonl", res.examples)
@@ -292,6 +306,10 @@ class Evaluator:
                                "prompts_source": self.sources["prompts"],
                                "thresholds": {"max_perplexity_increase_pct": rc.max_perplexity_increase_pct,
                                               "max_rouge_drop_points": rc.max_rouge_drop_points}}
+        lm_eval_drop = None
+        if self.lm_eval is not None:
+            reg["lm_eval"] = self.lm_eval.describe()
+            lm_eval_drop = reg["thresholds"]["max_lm_eval_drop_points"] = rc.lm_eval.max_drop_points
         base = results.get("base")
         for n, r in results.items():
             if not r.regression:
@@ -299,7 +317,8 @@ class Evaluator:
             if base is not None and base.regression and n != "base":
                 reg[n] = change_vs_base(base.regression, base.general_scores, r.regression, r.general_scores,
                                         max_ppl_increase_pct=rc.max_perplexity_increase_pct,
-                                        max_rouge_drop_points=rc.max_rouge_drop_points, seed=self.cfg.seed)
+                                        max_rouge_drop_points=rc.max_rouge_drop_points,
+                                        max_lm_eval_drop_points=lm_eval_drop, seed=self.cfg.seed)
             else:
                 reg[n] = dict(r.regression)
         return reg
