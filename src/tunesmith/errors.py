@@ -38,3 +38,14 @@ def closest(name: str, choices: list[str]) -> str | None:
 
     found = difflib.get_close_matches(name, choices, n=1)
     return found[0] if found else None
+
+
+def catalog_entry(catalog: dict, name: str, *, what: str, hint: str, shown=lambda key: key):
+    """``catalog[name.lower()]``, or a TunesmithError naming the closest key ("did you mean ...?");
+    ``shown`` turns a catalogue key into the name the user knows."""
+    key = name.lower()
+    if key not in catalog:
+        guess = closest(key, list(catalog))
+        raise TunesmithError(f"unknown {what} '{name}'" + (f" (did you mean '{shown(guess)}'?)" if guess else ""),
+                             hint=hint)
+    return catalog[key]

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tunesmith.errors import TunesmithError, closest
+from tunesmith.errors import TunesmithError, catalog_entry
 
 ATTENTION_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_LINEARS = ("gate_proj", "up_proj", "down_proj")
@@ -172,16 +172,10 @@ class Architecture:
     @classmethod
     def from_catalog(cls, name: str, catalog: dict[str, dict[str, Any]] | None = None) -> Architecture:
         catalog = catalog if catalog is not None else load_architecture_catalog()
-        key = name.lower()
-        if key not in catalog:
-            guess = closest(key, list(catalog))
-            raise TunesmithError(
-                f"unknown model architecture '{name}'" + (f" (did you mean '{guess}'?)" if guess else ""),
-                hint=f"known: {', '.join(catalog)}; or give a local model folder with a config.json",
-            )
-        e = dict(catalog[key])
+        e = dict(catalog_entry(catalog, name, what="model architecture",
+                               hint=f"known: {', '.join(catalog)}; or give a local model folder with a config.json"))
         return cls(
-            name=key,
+            name=name.lower(),
             num_layers=e["num_layers"],
             hidden_size=e["hidden_size"],
             num_heads=e["num_heads"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunesmith.errors import TunesmithError, closest
+from tunesmith.errors import TunesmithError, catalog_entry
 from tunesmith.estimate.memory import GIB
 
 
@@ -67,11 +67,6 @@ def _original_names(path: Path | None) -> list[str]:
 
 def get_gpu(name: str, catalog: dict[str, GPU] | None = None) -> GPU:
     catalog = catalog if catalog is not None else load_gpu_catalog()
-    key = name.lower()
-    if key not in catalog:
-        guess = closest(key, list(catalog))
-        raise TunesmithError(
-            f"unknown GPU '{name}'" + (f" (did you mean '{catalog[guess].name}'?)" if guess else ""),
-            hint=f"known GPUs: {', '.join(g.name for g in catalog.values())}; add your own with --gpu-catalog FILE",
-        )
-    return catalog[key]
+    return catalog_entry(catalog, name, what="GPU", shown=lambda key: catalog[key].name,
+                         hint=f"known GPUs: {', '.join(g.name for g in catalog.values())}; "
+                              "add your own with --gpu-catalog FILE")
