@@ -9,9 +9,22 @@ from tunesmith.chat_template import ChatTemplateError, render_prompt_ids
 from tunesmith.deploy.server.protocol import APIError, ChatMessage
 
 
+def _refuse_control_tokens(tokenizer, conversation: list[dict]) -> None:
+    """A chat message's text must stay text: a special token written in it (``<|im_end|>``, ``<|im_start|>``)
+    would be tokenised as the real control token and could end a turn or forge one (a 400, never applied)."""
+    specials = [t for t in tokenizer.all_special_tokens if t]
+    for i, m in enumerate(conversation):
+        found = next((t for t in specials if t in m["content"]), None)
+        if found is not None:
+            raise APIError(400, f"message {i} contains the model's control token {found!r}; message text may not "
+                                "hold special tokens of the chat template (remove or escape it)",
+                           param=f"messages[{i}].content")
+
+
 def chat_prompt_ids(tokenizer, messages: list[ChatMessage]) -> list[int]:
     """The chat template applied to ``messages``, ending with the assistant's turn opened (400 if it refuses)."""
     conversation = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
+    _refuse_control_tokens(tokenizer, conversation)
     try:
         ids = render_prompt_ids(tokenizer, conversation)
     except ChatTemplateError as e:
