@@ -14,7 +14,8 @@ def _refuse_control_tokens(tokenizer, conversation: list[dict]) -> None:
     would be tokenised as the real control token and could end a turn or forge one (a 400, never applied)."""
     specials = [t for t in tokenizer.all_special_tokens if t]
     for i, m in enumerate(conversation):
-        found = next((t for t in specials if t in m["content"]), None)
+        at = {t: m["content"].find(t) for t in specials}
+        found = min((t for t, i in at.items() if i >= 0), key=lambda t: (at[t], -len(t)), default=None)  # the first
         if found is not None:
             raise APIError(400, f"message {i} contains the model's control token {found!r}; message text may not "
                                 "hold special tokens of the chat template (remove or escape it)",
