@@ -1,4 +1,7 @@
-"""Helpers for deploy/serve tests (no tests here): PEFT adapters with non-zero B matrices on tiny models."""
+"""PEFT adapters with non-zero B matrices on tiny models, for the deploy/serve/eval tests; and ``one_torch_thread``.
+
+``one_torch_thread`` is an autouse module-scoped fixture: it applies to each test module that imports it
+(``from support.adapters import one_torch_thread  # noqa: F401``) and to no other."""
 
 from __future__ import annotations
 

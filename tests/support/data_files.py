@@ -1,4 +1,4 @@
-"""Helpers shared by the data tests (not a test module)."""
+"""Input files and a prepare() shortcut shared by the data tests: write rows, prepare them, account for every row."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fakes shared by the tests (not a test module).
+"""FakeOpenAI: a fake OpenAI-compatible endpoint shared by the eval tests.
 
 FakeOpenAI: a real OpenAI-compatible HTTP server on 127.0.0.1. Its behaviour is chosen by the
 request's model name:

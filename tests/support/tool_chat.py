@@ -1,4 +1,4 @@
-"""A conversation with tools and a chat template that supports tools, shared by the tool tests (not a test module)."""
+"""A conversation with tools and a chat template that supports tools, shared by the tool tests."""
 
 from __future__ import annotations
 

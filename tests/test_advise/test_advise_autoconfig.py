@@ -21,7 +21,7 @@ from tunesmith.config import load_config
 from tunesmith.errors import TunesmithError
 
 runner = CliRunner()
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def invoke(*args: str):

@@ -6,12 +6,13 @@ import json
 
 import pytest
 import yaml
-from test_advise_recommend import write_tickets
 from typer.testing import CliRunner
 
 from tunesmith.cli import app
 from tunesmith.config import load_config
 from tunesmith.errors import TunesmithError
+
+from support.tickets import write_tickets
 
 runner = CliRunner()
 

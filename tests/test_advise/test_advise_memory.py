@@ -21,7 +21,7 @@ from tunesmith.estimate.memory import (
     fits,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QKVO = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 METHODS = ("lora", "qlora", "dora", "full")
 MODELS = ("llama-3.2-1b", "llama-3.1-8b")

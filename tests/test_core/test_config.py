@@ -90,7 +90,7 @@ def test_cli_reports_bad_key_without_traceback(tmp_path):
 def test_shipped_presets_and_example_configs_validate():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     files = sorted((root / "configs" / "presets").glob("*.yaml")) + sorted((root / "examples").glob("*/config.yaml"))
     assert len(files) >= 5
     methods = {load_config(f).train.method for f in files}

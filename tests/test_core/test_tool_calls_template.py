@@ -17,7 +17,7 @@ from tunesmith.data.length import TokenCounter
 from tunesmith.tool_calls import parse_tool_calls
 from tunesmith.train.tokenize import tokenize_record
 
-from tool_helpers import PARIS, TOOLS, ZURICH, tokenizer_with_tool_template, tool_record
+from support.tool_chat import PARIS, TOOLS, ZURICH, tokenizer_with_tool_template, tool_record
 
 
 @pytest.fixture(scope="module")

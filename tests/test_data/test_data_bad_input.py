@@ -18,7 +18,7 @@ from tunesmith.data.config import DataConfig
 from tunesmith.data.prepare import prepare_data
 from tunesmith.errors import DataError
 
-from data_helpers import accounted, alpaca, prepare, write_lines
+from support.data_files import accounted, alpaca, prepare, write_lines
 
 DEEP = 100_000
 
@@ -26,7 +26,7 @@ DEEP = 100_000
 def _cli(tmp_path: Path, data: str) -> tuple[subprocess.CompletedProcess, Path]:
     """`tunesmith data prepare` on a config whose data section is ``data`` (YAML, indented 2)."""
     (tmp_path / "c.yaml").write_text(f"name: r\ndata:\n  check_length: false\n{data}")
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     res = subprocess.run([sys.executable, "-m", "tunesmith.cli", "data", "prepare", "c.yaml"], capture_output=True, text=True,
                          cwd=tmp_path, env={"PYTHONPATH": src, "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
                          check=False)

@@ -9,7 +9,7 @@ import numpy as np
 
 from tunesmith.data.dedup import MinHasher, cross_matches, find_near_duplicates, normalise
 
-from data_helpers import accounted, all_records, alpaca, prepare, write_lines
+from support.data_files import accounted, all_records, alpaca, prepare, write_lines
 
 WORDS = [f"word{i}" for i in range(3000)]
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_helpers import accounted, all_records, prepare, write_lines
+from support.data_files import accounted, all_records, prepare, write_lines
 
 OPENAI_MULTI = {
     "messages": [
@@ -144,10 +144,11 @@ def test_forced_format_rejects_rows_of_another_format(tmp_path, fmt):
 
 
 def test_openai_fixture_file(tmp_path):
-    """tests/data/openai_multiturn.jsonl: multi-turn, system messages and weight, as OpenAI's fine-tuning docs show them."""
+    """tests/fixtures/openai_multiturn.jsonl: multi-turn, system messages and weight, as OpenAI's fine-tuning docs
+    show them."""
     from pathlib import Path
 
-    src = Path(__file__).parent / "data" / "openai_multiturn.jsonl"
+    src = Path(__file__).parents[1] / "fixtures" / "openai_multiturn.jsonl"
     data = prepare(src, dedup={"near": False})
     recs = {r["id"]: r for r in all_records(data)}
     assert data.stats["rows_read"] == 3 == data.stats["kept"] and data.stats["formats"] == {"openai": 3}
@@ -162,7 +163,7 @@ def test_openai_fixture_file(tmp_path):
 
 
 def test_worker_processes_give_the_same_result(tmp_path):
-    from data_helpers import alpaca
+    from support.data_files import alpaca
 
     rows = [alpaca(i) for i in range(3000)] + [alpaca(5), '{"bad', alpaca(7, input="x")]
     p = write_lines(tmp_path / "w.jsonl", rows)

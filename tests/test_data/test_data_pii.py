@@ -12,9 +12,9 @@ import pytest
 
 from tunesmith.data.pii import ALL_TYPES, PiiScanner, iban_ok, luhn_ok
 
-from data_helpers import all_records, prepare, write_lines
+from support.data_files import all_records, prepare, write_lines
 
-LABELLED = Path(__file__).parent / "data" / "pii_labelled.jsonl"
+LABELLED = Path(__file__).parents[1] / "fixtures" / "pii_labelled.jsonl"
 ORIGINAL_ROWS = 82  # the first rows of the file: short texts; the rest are business e-mails and prompt/answer records
 
 

@@ -11,7 +11,7 @@ from tunesmith.data.config import DataConfig
 from tunesmith.data.prepare import prepare_data
 from tunesmith.data.prepared import load_prepared
 
-from data_helpers import accounted, alpaca, prepare, write_lines
+from support.data_files import accounted, alpaca, prepare, write_lines
 
 CATS = {"billing": 0.5, "shipping": 0.3, "technical": 0.2}
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from data_helpers import accounted, alpaca, prepare, write_lines
+from support.data_files import accounted, alpaca, prepare, write_lines
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather of a city",
@@ -227,7 +227,7 @@ def test_a_row_the_models_template_refuses_is_rejected_not_fatal(tmp_path, embed
     from tunesmith.data.config import DataConfig
     from tunesmith.data.prepare import prepare_data
 
-    from tool_helpers import TOOL_TEMPLATE, tokenizer_with_tool_template
+    from support.tool_chat import TOOL_TEMPLATE, tokenizer_with_tool_template
 
     tok = tokenizer_with_tool_template(embedded_model_dir)
     tok.chat_template = ("{%- for m in messages %}{% if m.tool_calls and m.tool_calls | length > 1 %}"

@@ -11,7 +11,7 @@ import pytest
 
 from tunesmith.errors import DataError
 
-from data_helpers import accounted, alpaca, prepare, write_lines
+from support.data_files import accounted, alpaca, prepare, write_lines
 
 GOOD = [alpaca(i) for i in range(16)]
 
@@ -83,7 +83,7 @@ def test_invalid_utf8_bom_and_crlf(tmp_path):
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     return subprocess.run([sys.executable, "-m", "tunesmith.cli", "data", "prepare", *args], capture_output=True, text=True, cwd=cwd,
                           env={"PYTHONPATH": src, "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(cwd)}, check=False)
 

@@ -6,12 +6,13 @@ import re
 
 import pytest
 import yaml
-from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 from typer.testing import CliRunner
 
 from tunesmith.cli import app
 from tunesmith.deploy.server.auth import KeyChecker, hash_key, load_key_hashes
 from tunesmith.errors import ConfigError, TunesmithError
+
+from support.adapters import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 runner = CliRunner()
 

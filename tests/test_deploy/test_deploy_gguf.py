@@ -6,12 +6,13 @@ import os
 
 import pytest
 import torch
-from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.gguf_export import export_gguf, write_modelfile
 from tunesmith.deploy.merge import merge_adapter
 from tunesmith.errors import TunesmithError
 from tunesmith.models.config import ModelConfig
+
+from support.adapters import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 # max |logit difference| allowed, relative to the largest |logit| of the merged model
 TOLERANCE = {"f32": 1e-6, "f16": 3e-3, "q8_0": 0.1}  # q8_0 measured 0.07 on the random tiny model

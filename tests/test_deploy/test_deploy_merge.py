@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 import yaml
-from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.merge import (
     attach_adapter,
@@ -18,6 +17,8 @@ from tunesmith.deploy.merge import (
 )
 from tunesmith.errors import TunesmithError
 from tunesmith.models.config import ModelConfig
+
+from support.adapters import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 PROMPTS = ["Hello, how are you?", "The ticket says the printer is broken and"]
 

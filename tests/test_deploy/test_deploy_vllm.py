@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.config import ServeConfig
 from tunesmith.deploy.vllm import format_command, max_lora_rank, vllm_command
 from tunesmith.errors import TunesmithError
+
+from support.adapters import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def test_max_lora_rank_rounds_up_to_a_value_vllm_accepts():

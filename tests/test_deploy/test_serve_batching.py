@@ -6,10 +6,11 @@ import threading
 import time
 
 import torch
-from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.server.continuous_batching import BatchEngine, GenRequest
 from tunesmith.deploy.server.registry import BASE, AdapterRegistry
+
+from support.adapters import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def _run(engine, req) -> threading.Event:

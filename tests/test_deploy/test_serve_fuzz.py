@@ -7,9 +7,10 @@ import urllib.request
 
 import pytest
 
+from support.adapters import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
+
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, settings
-from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.config import ServeConfig
 from tunesmith.deploy.server.auth import hash_key

@@ -15,12 +15,13 @@ import urllib.request
 
 import openai
 import pytest
-from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.config import ServeConfig
 from tunesmith.deploy.server.auth import hash_key
 from tunesmith.deploy.server.runner import ServerThread, build_state
 from tunesmith.models.config import ModelConfig
+
+from support.adapters import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 KEY = "tsk-hardening"
 MSGS = [{"role": "user", "content": "Tell me a long story."}]

@@ -6,12 +6,13 @@ import time
 
 import openai
 import pytest
-from test_deploy_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.config import ServeConfig
 from tunesmith.deploy.server.auth import hash_key
 from tunesmith.deploy.server.runner import ServerThread, build_state
 from tunesmith.models.config import ModelConfig
+
+from support.adapters import one_torch_thread  # noqa: F401  (autouse fixture)
 
 K1, K2 = "tsk-limits-1", "tsk-limits-2"
 MSGS = [{"role": "user", "content": "Tell me a long story."}]

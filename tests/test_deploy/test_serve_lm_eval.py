@@ -14,12 +14,13 @@ import lm_eval
 import pytest
 import torch
 from lm_eval.tasks import TaskManager
-from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.config import ServeConfig
 from tunesmith.deploy.server.auth import hash_key
 from tunesmith.deploy.server.runner import ServerThread, build_state
 from tunesmith.models.config import ModelConfig
+
+from support.adapters import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 KEY = "tsk-lm-eval"
 ADAPTER = "support-tickets"

@@ -10,12 +10,13 @@ import urllib.request
 import openai
 import pytest
 import torch
-from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from tunesmith.deploy.config import ServeConfig
 from tunesmith.deploy.server.auth import hash_key
 from tunesmith.deploy.server.runner import ServerThread, build_state
 from tunesmith.models.config import ModelConfig
+
+from support.adapters import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
 
 KEY, OTHER_KEY = "tsk-test-key-1", "tsk-test-key-2"
 MSGS = [{"role": "user", "content": "Summarise ticket 42: the printer is on fire."}]

@@ -1,13 +1,14 @@
-"""The endpoint baseline against a real OpenAI-compatible HTTP server on 127.0.0.1 (fakes.FakeOpenAI)."""
+"""The endpoint baseline against a real OpenAI-compatible HTTP server on 127.0.0.1 (support.fake_openai.FakeOpenAI)."""
 
 from __future__ import annotations
 
 import pytest
 
-from fakes import FakeOpenAI
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate.config import EndpointConfig
 from tunesmith.evaluate.endpoint import EndpointClient
+
+from support.fake_openai import FakeOpenAI
 
 
 @pytest.fixture

@@ -7,11 +7,12 @@ import re
 
 import pytest
 
-from fakes import FakeOpenAI
 from tunesmith.config import build_config
 from tunesmith.data.prepared import PreparedData
 from tunesmith.evaluate import stats
 from tunesmith.evaluate.task_scoring import TaskScorer, aggregate
+
+from support.fake_openai import FakeOpenAI
 
 LABEL_RE = r"Urgency:\s*(?P<urgency>[\w/]+)[\s\S]*?Category:\s*(?P<category>\w+)"
 

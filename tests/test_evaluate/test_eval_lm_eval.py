@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_deploy_helpers import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
-from test_eval_report import _markdown_tables, _Tables
 
 from tunesmith.config import build_config
 from tunesmith.data.prepared import PreparedData
 from tunesmith.evaluate.lm_eval_tasks import SHIPPED_TASKS, task_scores
 from tunesmith.evaluate.regression import forgetting_flags, lm_eval_change
+
+from support.adapters import make_adapter, one_torch_thread  # noqa: F401  (autouse fixture)
+from support.report_tables import HtmlTables, markdown_tables
 
 SHIPPED = "tunesmith_general_knowledge"
 LIMIT = 6
@@ -37,7 +38,7 @@ doc_to_target: answer
 metric_list:
   - metric: acc
 """
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "support-tickets"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "support-tickets"
 
 
 def _prepared() -> PreparedData:
@@ -133,7 +134,7 @@ def test_eval_reports_lm_eval_scores_of_base_and_tuned(tmp_path, tiny_model_dir,
     assert reg["tuned"]["forgetting"] == bool(reg["tuned"]["flags"])
 
     # the report: one row per task and metric, base and tuned scores ± standard error, tuned − base
-    md_tables = _markdown_tables((cfg.run_dir / "report.md").read_text())
+    md_tables = markdown_tables((cfg.run_dir / "report.md").read_text())
     table = next(t for t in md_tables if t[0][:3] == ["task", "metric", "n"])
     assert table[0] == ["task", "metric", "n", "base (± s.e.)", "tuned (± s.e.)", "tuned − base"]
     assert [r[:3] for r in table[1:]] == [[SHIPPED, "acc", str(LIMIT)], [SHIPPED, "acc_norm", str(LIMIT)],
@@ -143,7 +144,7 @@ def test_eval_reports_lm_eval_scores_of_base_and_tuned(tmp_path, tiny_model_dir,
         assert row[3] == f"{100 * b['value']:.1f} ± {100 * b['stderr']:.1f}"
         assert row[4] == f"{100 * t['value']:.1f} ± {100 * t['stderr']:.1f}"
         assert row[5].startswith(f"{t['change_points']:+.1f} (limit {-t['allowed_drop_points']:.1f})")
-    assert table in _Tables((cfg.run_dir / "report.html").read_text()).tables
+    assert table in HtmlTables((cfg.run_dir / "report.html").read_text()).tables
     assert tasks_dir.is_dir()
 
 

@@ -2,61 +2,16 @@
 
 from __future__ import annotations
 
-import re
-from html.parser import HTMLParser
-
-from fakes import FakeOpenAI
 from tunesmith.config import build_config
 from tunesmith.data.prepared import PreparedData
+
+from support.fake_openai import FakeOpenAI
+from support.report_tables import HtmlTables, markdown_tables
 
 INSTR = "Classify this ticket."
 LABEL_RE = r"Urgency:\s*(?P<urgency>\w+)[\s\S]*?Category:\s*(?P<category>\w+)"
 TICKETS = [("the site is down", "Critical", "Technical"), ("charged twice", "High", "Billing"),
            ("change my avatar", "Low", "Account")]
-
-
-class _Tables(HTMLParser):
-    """Every <table> as rows of cell texts, and the alt text of every <img>."""
-
-    def __init__(self, text: str):
-        super().__init__()
-        self.tables: list[list[list[str]]] = []
-        self.alts: list[str] = []
-        self._cell: list[str] | None = None
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "table":
-            self.tables.append([])
-        elif tag == "tr":
-            self.tables[-1].append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-        elif tag == "img":
-            self.alts.append(dict(attrs)["alt"])
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self.tables[-1][-1].append("".join(self._cell))
-            self._cell = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def _markdown_tables(md: str) -> list[list[list[str]]]:
-    tables: list[list[list[str]]] = []
-    previous = ""
-    for line in md.splitlines():
-        if line.startswith("|"):
-            if not previous.startswith("|"):
-                tables.append([])
-            cells = [re.sub(r"\*\*|`", "", c.strip()) for c in line.strip().strip("|").split("|")]
-            if not all(re.fullmatch(r"-+:?", c) for c in cells):  # the |---|---:| line
-                tables[-1].append(cells)
-        previous = line
-    return tables
 
 
 def _evaluate(tmp_path, server):
@@ -81,8 +36,8 @@ def test_markdown_and_html_carry_the_same_tables(tmp_path):
                f"{INSTR}\n\n{TICKETS[1][0]}": "Urgency: Low\nCategory: Billing"}
     with FakeOpenAI(answers) as server:
         run, metrics = _evaluate(tmp_path, server)
-    md_tables = _markdown_tables((run / "report.md").read_text())
-    page = _Tables((run / "report.html").read_text())
+    md_tables = markdown_tables((run / "report.md").read_text())
+    page = HtmlTables((run / "report.html").read_text())
     headline = md_tables[0]
     assert headline[0][:5] == ["model", "accuracy", "category accuracy", "urgency accuracy", "format compliance"]
     assert [r[0] for r in headline[1:]] == ["down", "api"]

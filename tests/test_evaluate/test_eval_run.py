@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fakes import FakeOpenAI
 from tunesmith.config import build_config
 from tunesmith.data.prepared import PreparedData
 from tunesmith.evaluate.gates import GateFailed, check_gates, lookup, parse_gates
 from tunesmith.errors import ConfigError
+
+from support.fake_openai import FakeOpenAI
 
 INSTR = "Classify this ticket. Answer: Urgency: ..., Category: ..."
 LABEL_RE = r"Urgency:\s*(?P<urgency>\w+)[\s\S]*?Category:\s*(?P<category>\w+)"
@@ -233,7 +234,7 @@ def test_real_model_perplexity_and_report(tmp_path, embedded_model_dir):
 
     from tunesmith.evaluate.run import evaluate_from_config
 
-    root = Path(__file__).resolve().parents[1] / "examples" / "support-tickets"
+    root = Path(__file__).resolve().parents[2] / "examples" / "support-tickets"
     spec = importlib.util.spec_from_file_location("gen", root / "generate.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)

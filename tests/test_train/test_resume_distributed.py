@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,47 +12,21 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-
-def _data(path: Path, n: int = 48) -> Path:
-    rows = []
-    for i in range(n):
-        rows.append({"instruction": f"Ticket {i}: {'printer broke' if i % 3 else 'how do I export?'} (#{i * 7})",
-                     "output": f"Urgency: {['Low', 'High', 'Medium'][i % 3]}\nCategory: {['Billing', 'Technical'][i % 2]}"})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def _config(tmp_path: Path, model_dir: Path, **train) -> Path:
-    cfg = {
-        "name": "run", "output_dir": str(tmp_path / "runs"), "seed": 5,
-        "model": {"name_or_path": str(model_dir)},
-        "data": {"train_file": str(_data(tmp_path / "d.jsonl")), "validation_fraction": 0.1, "test_fraction": 0.1},
-        "train": {"method": "lora", "lora": {"r": 4, "dropout": 0.1}, "batch_size": 2, "grad_accum": 2, "lr": 1e-3,
-                  "max_steps": 8, "save_steps": 2, "max_seq_length": 128, "logging_steps": 100, **train},
-    }
-    p = tmp_path / "config.yaml"
-    p.write_text(yaml.safe_dump(cfg))
-    return p
-
-
-def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "tunesmith.cli", *args], capture_output=True, text=True, env=env or ENV)
+from support.train_runs import ENV, resume_run_config, run_cli
 
 
 def test_resume_after_sigkill_gives_the_same_adapter(tmp_path, tiny_model_dir):
-    cfg = _config(tmp_path, tiny_model_dir)
-    r = _cli("train", str(cfg), "name=straight")
+    cfg = resume_run_config(tmp_path, tiny_model_dir)
+    r = run_cli("train", str(cfg), "name=straight")
     assert r.returncode == 0, r.stderr[-2000:]
 
-    r = _cli("train", str(cfg), "name=killed", env={**ENV, "TUNESMITH_FAULT_KILL_AFTER_STEP": "5"})
+    r = run_cli("train", str(cfg), "name=killed", env={**ENV, "TUNESMITH_FAULT_KILL_AFTER_STEP": "5"})
     assert r.returncode == -9, (r.returncode, r.stderr[-2000:])  # really killed mid-run
     run = tmp_path / "runs" / "killed"
     assert not (run / "adapter").exists()
     assert [p.name for p in sorted((run / "checkpoints").glob("step-*"))] == ["step-000002", "step-000004"]
 
-    r = _cli("train", str(cfg), "name=killed", "--resume")
+    r = run_cli("train", str(cfg), "name=killed", "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resumed from step-000004" in r.stdout
     a = load_file(str(tmp_path / "runs" / "straight" / "adapter" / "adapter_model.safetensors"))
@@ -66,8 +39,8 @@ def test_resume_after_sigkill_gives_the_same_adapter(tmp_path, tiny_model_dir):
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, tiny_model_dir):
-    cfg = _config(tmp_path, tiny_model_dir)
-    r = _cli("train", str(cfg), "name=fresh", "--resume")
+    cfg = resume_run_config(tmp_path, tiny_model_dir)
+    r = run_cli("train", str(cfg), "name=fresh", "--resume")
     assert r.returncode == 2 and "no complete checkpoint" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -92,8 +65,8 @@ def _adapter(run: Path) -> dict[str, torch.Tensor]:
 def one_process(tmp_path_factory, tiny_model_dir):
     """The reference: 1 process x (batch 2, accumulation 2), no dropout."""
     tmp = tmp_path_factory.mktemp("dp")
-    cfg = _config(tmp, tiny_model_dir, lora={"r": 4, "dropout": 0.0}, max_steps=6, save_steps=None)
-    r = _cli("train", str(cfg), "name=single", "train.grad_accum=2")
+    cfg = resume_run_config(tmp, tiny_model_dir, lora={"r": 4, "dropout": 0.0}, max_steps=6, save_steps=None)
+    r = run_cli("train", str(cfg), "name=single", "train.grad_accum=2")
     assert r.returncode == 0, r.stderr[-2000:]
     return cfg, tmp / "runs"
 
@@ -106,7 +79,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(one_process,
     if strategy.startswith("zero"):
         pytest.importorskip("deepspeed")
     cfg, runs = one_process
-    r = _cli("train", str(cfg), f"name={strategy}", "train.grad_accum=1", "--nproc", "2", *STRATEGIES[strategy])
+    r = run_cli("train", str(cfg), f"name={strategy}", "train.grad_accum=1", "--nproc", "2", *STRATEGIES[strategy])
     assert r.returncode == 0, r.stderr[-3000:]
     run = runs / strategy
     summary = json.loads((run / "train_summary.json").read_text())
@@ -134,17 +107,17 @@ def test_two_process_resume_after_sigkill_gives_the_same_adapter(tmp_path, tiny_
     their streams differ and each rank must get its own back."""
     if strategy.startswith("zero"):
         pytest.importorskip("deepspeed")
-    cfg = _config(tmp_path, tiny_model_dir, max_steps=7, save_steps=2)
+    cfg = resume_run_config(tmp_path, tiny_model_dir, max_steps=7, save_steps=2)
     args = ["train.grad_accum=1", "--nproc", "2", *STRATEGIES[strategy]]
-    r = _cli("train", str(cfg), "name=straight", *args)
+    r = run_cli("train", str(cfg), "name=straight", *args)
     assert r.returncode == 0, r.stderr[-3000:]
-    r = _cli("train", str(cfg), "name=killed", *args, env={**ENV, "TUNESMITH_FAULT_KILL_AFTER_STEP": "5"})
+    r = run_cli("train", str(cfg), "name=killed", *args, env={**ENV, "TUNESMITH_FAULT_KILL_AFTER_STEP": "5"})
     run = tmp_path / "runs" / "killed"
     assert r.returncode != 0 and not (run / "adapter").exists()
     assert [p.name for p in sorted((run / "checkpoints").glob("step-*"))] == ["step-000002", "step-000004"]
     assert sorted(p.name for p in (run / "checkpoints" / "step-000004").glob("rng-rank*.pt")) == \
         ["rng-rank0.pt", "rng-rank1.pt"]
-    r = _cli("train", str(cfg), "name=killed", *args, "--resume")
+    r = run_cli("train", str(cfg), "name=killed", *args, "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from step-000004" in r.stdout
     a, b = _adapter(tmp_path / "runs" / "straight"), _adapter(run)
@@ -155,13 +128,13 @@ def test_two_process_resume_after_sigkill_gives_the_same_adapter(tmp_path, tiny_
 
 
 def test_resume_with_another_world_size_is_refused(tmp_path, tiny_model_dir):
-    cfg = _config(tmp_path, tiny_model_dir, max_steps=2, save_steps=2)
-    r = _cli("train", str(cfg), "name=one")
+    cfg = resume_run_config(tmp_path, tiny_model_dir, max_steps=2, save_steps=2)
+    r = run_cli("train", str(cfg), "name=one")
     assert r.returncode == 0, r.stderr[-2000:]
     meta = tmp_path / "runs" / "one" / "checkpoints" / "step-000002" / "state.json"
     state = json.loads(meta.read_text())
     meta.write_text(json.dumps({**state, "world_size": 2, "strategy": "ddp"}))  # as if written by 2 ranks
-    r = _cli("train", str(cfg), "name=one", "--resume")
+    r = run_cli("train", str(cfg), "name=one", "--resume")
     assert r.returncode == 2 and "written by 2 process(es)" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -170,12 +143,12 @@ def test_deepspeed_zero3_full_fine_tuning_in_bf16_saves_the_whole_model(tmp_path
     """The GPU recipe on CPU: full fine-tuning, bf16 (DeepSpeed keeps the fp32 master weights), ZeRO-3 shards
     the parameters; the saved model is complete (gathered from the shards) and trained."""
     pytest.importorskip("deepspeed")
-    cfg = yaml.safe_load(_config(tmp_path, tiny_model_dir, max_steps=4, save_steps=None).read_text())
+    cfg = yaml.safe_load(resume_run_config(tmp_path, tiny_model_dir, max_steps=4, save_steps=None).read_text())
     cfg["train"].pop("lora")
     cfg["train"]["method"] = "full"
     (tmp_path / "full.yaml").write_text(yaml.safe_dump(cfg))
-    r = _cli("train", str(tmp_path / "full.yaml"), "name=z3", "model.dtype=bfloat16", "train.grad_accum=1",
-             "--nproc", "2", "--distributed", "deepspeed", "--zero-stage", "3")
+    r = run_cli("train", str(tmp_path / "full.yaml"), "name=z3", "model.dtype=bfloat16", "train.grad_accum=1",
+                "--nproc", "2", "--distributed", "deepspeed", "--zero-stage", "3")
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "runs" / "z3"
     ds = json.loads((run / "deepspeed_config.json").read_text())
@@ -191,11 +164,11 @@ def test_deepspeed_zero3_full_fine_tuning_in_bf16_saves_the_whole_model(tmp_path
 
 
 def test_deepspeed_without_the_package_is_one_clear_error(tmp_path, tiny_model_dir):
-    cfg = _config(tmp_path, tiny_model_dir)
+    cfg = resume_run_config(tmp_path, tiny_model_dir)
     blocker = tmp_path / "block"
     blocker.mkdir()
     (blocker / "deepspeed.py").write_text("raise ImportError('deepspeed is not installed')\n")
     env = {**ENV, "PYTHONPATH": str(blocker) + os.pathsep + ENV.get("PYTHONPATH", "")}
-    r = _cli("train", str(cfg), "--nproc", "2", "--distributed", "deepspeed", env=env)
+    r = run_cli("train", str(cfg), "--nproc", "2", "--distributed", "deepspeed", env=env)
     assert r.returncode == 2 and "needs the deepspeed package" in r.stderr and "Traceback" not in r.stderr
     assert "torchrun" not in r.stdout  # refused before launching anything

@@ -102,7 +102,7 @@ def _masked_text(tok, ex):
 
 
 def test_tool_conversation_in_the_fallback_format_trains_calls_and_answers_only(tokenizer):
-    from tool_helpers import PARIS, ZURICH, tool_record
+    from support.tool_chat import PARIS, ZURICH, tool_record
 
     rec = tool_record()
     ex = tokenize_record(tokenizer, rec)
@@ -122,7 +122,7 @@ def test_tool_conversation_in_the_fallback_format_trains_calls_and_answers_only(
 
 
 def test_tool_conversation_through_a_template_with_tool_support(embedded_model_dir):
-    from tool_helpers import tokenizer_with_tool_template, tool_record
+    from support.tool_chat import tokenizer_with_tool_template, tool_record
 
     tok = tokenizer_with_tool_template(embedded_model_dir)
     ex = tokenize_record(tok, tool_record())
@@ -135,7 +135,7 @@ def test_tool_conversation_through_a_template_with_tool_support(embedded_model_d
 
 
 def test_tool_turn_weight_and_an_example_that_ends_with_its_call(tokenizer):
-    from tool_helpers import tool_record
+    from support.tool_chat import tool_record
 
     rec = tool_record()
     rec["messages"][2]["weight"] = 0  # the calling turn is context only

@@ -9,9 +9,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from test_resume_distributed import _cli, _config
 
 from tunesmith.train.checkpoint import rng_state, set_rng_state
+
+from support.train_runs import resume_run_config, run_cli
 
 
 def _draws() -> tuple:
@@ -42,8 +43,8 @@ class _WritesMarker:
 @pytest.fixture(scope="module")
 def checkpointed_run(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("ckpt")
-    cfg = _config(tmp, tiny_model_dir, max_steps=2, save_steps=2)
-    r = _cli("train", str(cfg), "name=good")
+    cfg = resume_run_config(tmp, tiny_model_dir, max_steps=2, save_steps=2)
+    r = run_cli("train", str(cfg), "name=good")
     assert r.returncode == 0, r.stderr[-2000:]
     return cfg, tmp / "runs"
 
@@ -58,7 +59,7 @@ def test_resume_refuses_a_checkpoint_file_holding_a_pickle_payload(checkpointed_
     marker = tmp_path / "payload-ran"
     torch.save({"torch": _WritesMarker(marker), "state": {}, "param_groups": []}, step / poisoned)
 
-    r = _cli("train", str(cfg), f"name={name}", "--resume")
+    r = run_cli("train", str(cfg), f"name={name}", "--resume")
 
     assert not marker.exists(), "the checkpoint's pickle payload ran"
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])

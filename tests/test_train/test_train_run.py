@@ -8,7 +8,8 @@ import re
 
 import torch
 from safetensors.torch import load_file
-from test_resume_distributed import _cli, _config
+
+from support.train_runs import resume_run_config, run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -18,8 +19,9 @@ def _read_jsonl(path):
 
 
 def test_every_step_logs_its_metrics_and_the_run_draws_a_loss_curve(tmp_path, tiny_model_dir):
-    cfg = _config(tmp_path, tiny_model_dir, max_steps=5, save_steps=None, warmup_ratio=0.0, scheduler="linear")
-    r = _cli("train", str(cfg), "name=m")
+    cfg = resume_run_config(tmp_path, tiny_model_dir, max_steps=5, save_steps=None, warmup_ratio=0.0,
+                            scheduler="linear")
+    r = run_cli("train", str(cfg), "name=m")
     assert r.returncode == 0, r.stderr[-2000:]
     run = tmp_path / "runs" / "m"
     rows = _read_jsonl(run / "train_metrics.jsonl")
@@ -46,9 +48,9 @@ def test_every_step_logs_its_metrics_and_the_run_draws_a_loss_curve(tmp_path, ti
 def test_early_stopping_stops_at_patience_and_keeps_the_best_weights(tmp_path, tiny_model_dir):
     """A learning rate far too high soon makes validation loss worse: training
     stops `patience` evaluations after the best one, and the saved adapter holds the best weights."""
-    cfg = _config(tmp_path, tiny_model_dir, max_steps=30, save_steps=None, lr=20.0, warmup_ratio=0.0,
-                  scheduler="constant", eval_steps=1, early_stopping_patience=2, load_best_at_end=True)
-    r = _cli("train", str(cfg), "name=es")
+    cfg = resume_run_config(tmp_path, tiny_model_dir, max_steps=30, save_steps=None, lr=20.0, warmup_ratio=0.0,
+                            scheduler="constant", eval_steps=1, early_stopping_patience=2, load_best_at_end=True)
+    r = run_cli("train", str(cfg), "name=es")
     assert r.returncode == 0, r.stderr[-2000:]
     run = tmp_path / "runs" / "es"
     summary = json.loads((run / "train_summary.json").read_text())
