@@ -18,7 +18,7 @@ in one process, section by section:
 Each section prints its own result; a failing one prints its traceback and the next one runs (the exit status is
 1 if any failed). A time guard skips what would not finish within ``--budget-s`` (default 450 s) and a watchdog
 stops the process, with the summary, 20 s after it. ``--cpu-dry-run`` runs the same code on tiny models on the
-CPU (bf16 too), which is what tests/test_gpu_check.py runs, so this script cannot arrive broken.
+CPU (bf16 too), which is what tests/test_benchmarks/test_gpu_check.py runs, so this script cannot arrive broken.
 
     python benchmarks/gpu_check.py --out $OUT/gpu_check.json                 # on the GPU machine
     python benchmarks/gpu_check.py --wheels .gpu-wheels --out gpu_check.json  # install carried wheels first

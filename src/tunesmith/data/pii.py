@@ -26,8 +26,8 @@ alone), and the same entity gets the same placeholder everywhere: ``<PERSON_1>``
 ``<PERSON_1>`` in the answer, so a model trained on it learns to copy the placeholder, not to invent
 a value. Numbers count per type and record, in order of first appearance.
 
-Precision/recall per type on the labelled file ``tests/data/pii_labelled.jsonl`` are measured by
-``tests/test_data_pii.py`` (table in docs/data.md).
+Precision/recall per type on the labelled file ``tests/fixtures/pii_labelled.jsonl`` are measured by
+``tests/test_data/test_data_pii.py`` (table in docs/data.md).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ lm-eval (the optional ``lmeval`` extra) scores the models ``tunesmith eval`` has
 ``HFLM`` wrapper of a transformers model: the base, then the same base with the run's adapter injected (PEFT), so
 base and tuned share one loaded model and are measured on exactly the weights the task and perplexity
 measurements see. (Not through an in-process ``tunesmith serve``: the evaluate stage does not depend on the
-deploy stage, and tests/test_serve_lm_eval.py already shows the server hands lm-eval the same log-likelihoods as
-a direct forward pass.)
+deploy stage, and tests/test_deploy/test_serve_lm_eval.py already shows the server hands lm-eval the same
+log-likelihoods as a direct forward pass.)
 
 Tasks are found by name in, first, the task folder shipped with tunesmith (``data/lm_eval/``:
 ``tunesmith_general_knowledge``) and ``include_path``; names not there are looked up in lm-eval's own task list

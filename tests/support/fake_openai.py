@@ -1,0 +1,81 @@
+"""FakeOpenAI: a fake OpenAI-compatible endpoint shared by the eval tests.
+
+FakeOpenAI: a real OpenAI-compatible HTTP server on 127.0.0.1. Its behaviour is chosen by the
+request's model name:
+  echo   - answers from a table (prompt -> answer), else "unknown"
+  flaky  - the first request for each prompt gets 429 (Retry-After: 0), the next succeeds
+  broken - always 500
+  denied - always 401 (not retryable)
+  judge  - an LLM judge: PASS when the graded answer says "unknown", else FAIL
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeOpenAI:
+    """A small OpenAI-compatible /v1/chat/completions server on a free loopback port."""
+
+    def __init__(self, answers: dict[str, str] | None = None, fail_prompts: set[str] | None = None):
+        self.answers = answers or {}
+        self.fail_prompts = fail_prompts or set()  # any model: 500 for these prompts
+        self.requests: list[dict] = []
+        self.seen: set[str] = set()
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _send(self, code: int, obj: dict, headers: dict | None = None):
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, {"error": "not found"})
+                prompt = body["messages"][-1]["content"]
+                with outer.lock:
+                    outer.requests.append({**body, "auth": self.headers.get("Authorization")})
+                    first = prompt not in outer.seen
+                    outer.seen.add(prompt)
+                model = body["model"]
+                if model == "broken" or prompt in outer.fail_prompts:
+                    return self._send(500, {"error": {"message": "internal error"}})
+                if model == "denied":
+                    return self._send(401, {"error": {"message": "bad key"}})
+                if model == "flaky" and first:
+                    return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
+                text = outer.answers.get(prompt, "unknown")
+                if model == "judge":
+                    graded = prompt.split("[Assistant's answer]", 1)[-1]
+                    text = "PASS" if "unknown" in graded.lower() else "FAIL"
+                return self._send(200, {"id": "x", "object": "chat.completion", "model": model,
+                                        "choices": [{"index": 0, "finish_reason": "stop",
+                                                     "message": {"role": "assistant", "content": text}}]})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
