@@ -28,12 +28,21 @@ ConfigArg = Annotated[Path, typer.Argument(help="Run config YAML file.", show_de
 OverridesArg = Annotated[
     list[str] | None, typer.Argument(help="Overrides as key.sub=value (e.g. train.lr=1e-4).", show_default=False)
 ]
+BudgetOpt = Annotated[
+    str | None, typer.Option("--budget", help="Time training may take, e.g. 15m, 90s, 1h30m or seconds "
+                             "(train.time_budget): a probe of the first steps sets how many fit.", show_default=False)
+]
 
 
 def _load(config: Path, overrides: list[str] | None):
     from tunesmith.config import load_config
 
     return load_config(config, overrides or [])
+
+
+def _with_budget(overrides: list[str] | None, budget: str | None) -> list[str]:
+    """The overrides, with ``--budget`` as train.time_budget (last, so it wins over an override)."""
+    return [*(overrides or []), *([f"train.time_budget={budget}"] if budget is not None else [])]
 
 
 @app.command()
@@ -46,6 +55,7 @@ def run(
     ] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="With --data: the model (default: the embedded SmolLM2-135M-Instruct).")] = None,
     recipe: Annotated[str, typer.Option(help="With --data: training recipe auto | seed (see tunesmith advise).")] = "auto",
+    budget: BudgetOpt = None,
 ) -> None:
     """Run the whole pipeline: prepare data, fine-tune, evaluate base vs tuned, write the report.
 
@@ -61,9 +71,9 @@ def run(
                               hint="tunesmith run config.yaml, or tunesmith run --data train.jsonl")
         if model is not None:
             raise ConfigError("--model goes with --data; with a config, override model.name_or_path=...")
-        run_all(_load(config, overrides))
+        run_all(_load(config, _with_budget(overrides, budget)))
         return
-    overrides = list(overrides or [])
+    overrides = _with_budget(overrides, budget)
     if config is not None:
         if "=" in str(config) and not config.exists():  # `run --data f.jsonl train.epochs=1`: an override, not a config
             overrides.insert(0, str(config))
@@ -90,13 +100,14 @@ def train(
     zero_stage: Annotated[
         int | None, typer.Option("--zero-stage", help="DeepSpeed ZeRO stage 2 or 3 (train.zero_stage).")
     ] = None,
+    budget: BudgetOpt = None,
 ) -> None:
     """Fine-tune the model on the prepared train split (prepares the data first if needed).
 
     Several processes (GPUs, machines) go through torchrun with PyTorch DDP, FSDP2 or DeepSpeed
     ZeRO-2/3 (--distributed); the same config runs on one CPU or many GPUs.
     """
-    overrides = list(overrides or [])
+    overrides = _with_budget(overrides, budget)
     if distributed is not None:
         overrides.append(f"train.distributed={distributed}")
     if zero_stage is not None:

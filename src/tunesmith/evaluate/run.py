@@ -24,7 +24,6 @@ from tunesmith.data.prepared import PreparedData
 from tunesmith.data.records import prompt_messages, reference_answer
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate import adversarial as adv
-from tunesmith.evaluate.compliance import FormatChecker, load_schema
 from tunesmith.evaluate.endpoint import Answer, EndpointClient
 from tunesmith.evaluate.fewshot import few_shot_conversation, pick_shots
 from tunesmith.evaluate.gates import GateFailed, check_gates
@@ -39,7 +38,9 @@ from tunesmith.evaluate.report_content import build_report
 from tunesmith.evaluate.report_html import render_html
 from tunesmith.evaluate.report_markdown import render_markdown
 from tunesmith.evaluate.report_terminal import print_summary
-from tunesmith.evaluate.task_scoring import ExampleScore, TaskScorer, aggregate, pairwise_comparisons, user_text
+from tunesmith.evaluate.task_scoring import (
+    ExampleScore, aggregate, pairwise_comparisons, task_scorer_from_config, user_text,
+)
 from tunesmith.models.loading import load_model, load_tokenizer
 from tunesmith.utils.io import write_jsonl
 
@@ -127,11 +128,8 @@ class Evaluator:
         if not self.records:
             raise TunesmithError("the test split is empty", hint="set data.test_fraction above 0")
         self.prepared = prepared
-        self.kind = ec.resolved_scorer()
-        self.fmt = FormatChecker(ec.format_pattern, json_required=ec.format_json,
-                                 schema=load_schema(ec.json_schema, Path(cfg.base_dir)))
-        self.scorer = TaskScorer(self.kind, label_pattern=ec.label_pattern, fmt=self.fmt,
-                                 abstain_values=ec.abstain_values)
+        self.scorer = task_scorer_from_config(ec, Path(cfg.base_dir))
+        self.kind, self.fmt = self.scorer.kind, self.scorer.fmt
         self.boot = {"n_resamples": ec.bootstrap_samples, "seed": cfg.seed}
         cache = cfg.resolve_path(cfg.output_dir) / ".endpoint-cache"
         self.clients = {e.name: EndpointClient(e, cache_dir=cfg.resolve_path(e.cache_dir) if e.cache_dir else cache / e.name,

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tunesmith.evaluate import scorers
-from tunesmith.evaluate.compliance import FormatChecker
+from tunesmith.evaluate.compliance import FormatChecker, load_schema
 from tunesmith.evaluate.invented_values import value_summary
 from tunesmith.evaluate.stats import bootstrap_ci, mcnemar_exact, paired_delta_ci, paired_permutation
+
+if TYPE_CHECKING:
+    from tunesmith.evaluate.config import EvalConfig
 
 NONE_LABEL = "(none)"
 CONTINUOUS = ("rouge_l", "chrf")
@@ -70,6 +74,15 @@ class TaskScorer:
             s = float(ok)
         answer = scorers.value_outcome(ref, pred, same=ok, abstain=self.abstain)
         return ExampleScore(s, ok, fmt_ok, values={"answer": answer})
+
+
+def task_scorer_from_config(ec: EvalConfig, base_dir: Path) -> TaskScorer:
+    """The task scorer the ``eval:`` section describes (scorer, label pattern, format check, abstain values):
+    the one `tunesmith eval` scores with, and training's validation when it selects by task score.
+    ``base_dir``: where a relative ``eval.json_schema`` path starts (the config's folder)."""
+    fmt = FormatChecker(ec.format_pattern, json_required=ec.format_json, schema=load_schema(ec.json_schema, base_dir))
+    return TaskScorer(ec.resolved_scorer(), label_pattern=ec.label_pattern, fmt=fmt,
+                      abstain_values=ec.abstain_values)
 
 
 def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:

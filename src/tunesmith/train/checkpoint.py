@@ -44,10 +44,13 @@ class TrainState:
     step: int = 0  # optimizer steps done
     epoch: int = 0  # epoch of the next micro-batch
     next_batch: int = 0  # index of the next micro-batch within that epoch
-    best_val_loss: float | None = None
+    best_val_loss: float | None = None  # of the best checkpoint (by train.select_by)
+    best_task_score: float | None = None  # of the best checkpoint, when selecting by task score
+    best_step: int | None = None
     evals_without_improvement: int = 0
     history: list[dict] = field(default_factory=list)
     val_history: list[dict] = field(default_factory=list)
+    budget: dict | None = None  # train.time_budget's plan, re-fits and cut (budget.BudgetPacer.state_dict)
 
 
 class CheckpointError(TunesmithError):
@@ -156,7 +159,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, dist: Distributed |
 
 
 def save_best(folder: Path, model, dist: Distributed | None = None) -> None:
-    """Keep the trainable weights with the best validation loss (a collective when sharded)."""
+    """Keep the trainable weights of the best validation so far (a collective when sharded)."""
     dist = dist or Distributed()
     tensors = gather_trainable(model, dist)
     if dist.rank == 0:

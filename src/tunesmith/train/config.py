@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tunesmith.schema import Section
+from tunesmith.train.budget import parse_duration
 
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
@@ -29,6 +30,12 @@ class TrainConfig(Section):
     lora: LoraSection = Field(default_factory=LoraSection)
     epochs: float = Field(3.0, gt=0)
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
+    time_budget: float | None = Field(
+        None, description="Seconds training may take, or e.g. '15m', '90s', '1h30m' (`--budget`). A probe of the "
+        "first steps on this machine sets the number of steps that fit (never more than epochs / max_steps allow) "
+        "and the LR schedule is fitted to them; validations are counted in it. Covers `tunesmith train` from "
+        "tokenising to the last step, not data preparation or evaluation.",
+    )
     batch_size: int = Field(4, gt=0, description="Rows per micro-batch (a packed row holds several examples).")
     grad_accum: int = Field(4, gt=0, description="Micro-batches per optimizer step.")
     lr: float = Field(2e-4, gt=0)
@@ -55,10 +62,19 @@ class TrainConfig(Section):
         None, gt=0, description="Validation loss every N steps (default: at the end of every epoch)."
     )
     early_stopping_patience: int | None = Field(
-        None, gt=0, description="Stop after this many validations without a better validation loss."
+        None, gt=0, description="Stop after this many validations without a better checkpoint (by select_by)."
     )
     load_best_at_end: bool = Field(
-        True, description="Save the weights with the best validation loss (not the last) as the result."
+        True, description="Save the best validated weights (by select_by), not the last, as the result."
+    )
+    select_by: Literal["auto", "task_score", "val_loss"] = Field(
+        "auto", description="What 'best' means for load_best_at_end and early stopping. task_score: the evaluation's "
+        "own scorer (eval.scorer, eval.max_new_tokens, greedy) on up to task_eval_examples validation examples, "
+        "validation loss breaking ties; val_loss: validation loss alone. auto: task_score when the validation split "
+        "has conversations with an answer (and the model is not sharded: fsdp / ZeRO-3), else val_loss.",
+    )
+    task_eval_examples: int = Field(
+        64, gt=0, description="Validation examples scored by the task scorer at each validation (select_by task_score)."
     )
     distributed: Literal["ddp", "fsdp", "deepspeed"] = Field(
         "ddp", description="Data-parallel strategy when launched on several processes (torchrun / "
@@ -75,6 +91,11 @@ class TrainConfig(Section):
         default_factory=list, description="Extra trackers, written into the run folder (tensorboard/, mlflow.db; "
         "pip install 'tunesmith[tracking]'); metrics always go to train_metrics.jsonl."
     )
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _duration(cls, v):
+        return None if v is None else parse_duration(v)
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -11,6 +11,12 @@ data-parallel wrapper around it when there is one, else a plain one around the m
 
 The loop is resumable: ``state`` says which step, epoch and micro-batch come next, and the data
 order of an epoch is a pure function of (seed, epoch).
+
+Validation records the validation loss and, given ``task_score``, the task score of the validation
+examples; the best checkpoint is the one with the best task score, the lower validation loss breaking
+ties (without a task score: the lowest validation loss). A ``pacer`` (``train.time_budget``:
+:class:`tunesmith.train.budget.BudgetPacer`) decides when to validate and when to stop instead of
+``eval_every`` and the epochs.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -35,6 +42,14 @@ class Hooks:
     on_step: Callable[[dict], None] | None = None
     on_eval: Callable[[dict, bool], None] | None = None  # (record, improved)
     checkpoint: Callable[[TrainState], None] | None = None
+
+
+class Pacer(Protocol):
+    """Asked after every optimizer step (on every rank): validate now? (then) stop now?"""
+
+    def validate_now(self, state: TrainState) -> bool: ...
+
+    def stop_now(self, state: TrainState) -> bool: ...
 
 
 @torch.no_grad()
@@ -70,13 +85,20 @@ def train_loop(
     hooks: Hooks | None = None,
     dist: Distributed | None = None,
     autocast_dtype: torch.dtype | None = None,
+    task_score: Callable[[], float] | None = None,
+    pacer: Pacer | None = None,
 ) -> TrainState:
     state, hooks, dist = state or TrainState(), hooks or Hooks(), dist or Distributed()
     step = _OptimizerStep(model, dist.loss_module or CausalLMLoss(model), optimizer, scheduler, device, dist,
                           max_grad_norm, autocast_dtype)
 
-    def validate() -> bool:  # records the validation loss; True when early stopping says stop
-        return _validate(step, val_batches, state, early_stopping_patience, hooks)
+    def validate() -> bool:  # records validation loss (and task score); True when early stopping says stop
+        return _validate(step, val_batches, state, early_stopping_patience, hooks, task_score)
+
+    def validate_now() -> bool:
+        if pacer is not None:
+            return pacer.validate_now(state) and bool(val_batches)
+        return bool(val_batches and eval_every and state.step % eval_every == 0)
 
     model.train()
     stop = False
@@ -93,14 +115,16 @@ def train_loop(
             state.history.append(record)
             if hooks.on_step:
                 hooks.on_step(record)
-            if val_batches and eval_every and state.step % eval_every == 0:
+            if validate_now():
                 stop = validate()
+            if pacer is not None and pacer.stop_now(state):
+                stop = True
             if hooks.checkpoint and save_every and state.step % save_every == 0:
                 hooks.checkpoint(state)
         if state.next_batch >= len(mine):  # epoch finished
             state.epoch += 1
             state.next_batch = 0
-            if val_batches and not eval_every:
+            if val_batches and not eval_every and pacer is None:
                 stop = validate() or stop
             if hooks.checkpoint and save_each_epoch:
                 hooks.checkpoint(state)
@@ -149,18 +173,32 @@ class _OptimizerStep:
 
 
 def _validate(step: _OptimizerStep, val_batches: list[Batch], state: TrainState, patience: int | None,
-              hooks: Hooks) -> bool:
-    """Record validation loss (under the step's autocast); returns True when early stopping says to stop."""
+              hooks: Hooks, task_score: Callable[[], float] | None) -> bool:
+    """Record validation loss and task score (under the step's autocast); returns True when early
+    stopping says to stop."""
     with step.autocast:
         val = evaluate_loss(step.loss_module, val_batches, step.device)
-    improved = state.best_val_loss is None or val < state.best_val_loss
+        score = task_score() if task_score is not None else None
+    improved = _better(score, val, state)
     if improved:
-        state.best_val_loss = val
+        state.best_val_loss, state.best_task_score, state.best_step = val, score, state.step
         state.evals_without_improvement = 0
     else:
         state.evals_without_improvement += 1
     record = {"step": state.step, "epoch": state.epoch, "val_loss": val}
+    if score is not None:
+        record["task_score"] = score
     state.val_history.append(record)
     if hooks.on_eval:
         hooks.on_eval(record, improved)
     return patience is not None and state.evals_without_improvement >= patience
+
+
+def _better(score: float | None, val_loss: float, state: TrainState) -> bool:
+    """Better than the best so far: a higher task score, or the same score and a lower validation loss
+    (validation loss alone without a task score)."""
+    if state.best_val_loss is None:
+        return True
+    if score is not None and state.best_task_score is not None and score != state.best_task_score:
+        return score > state.best_task_score
+    return val_loss < state.best_val_loss

@@ -1,8 +1,9 @@
 """`tunesmith train`: from a run config and prepared data to a saved adapter (or full model).
 
-Three phases: :func:`setup` (tokenise, load and wrap the model, optimizer, schedule, resume),
-:func:`train` (the loop of :mod:`tunesmith.train.loop`, with the metrics log, trackers and
-checkpoints as its hooks) and :func:`finish` (best weights, save, summary).
+Three phases: :func:`setup` (tokenise, load and wrap the model, optimizer, schedule, the validation
+scorer, resume), :func:`train` (the loop of :mod:`tunesmith.train.loop`, with the metrics log,
+trackers and checkpoints as its hooks, paced by :mod:`tunesmith.train.budget` under
+``train.time_budget``) and :func:`finish` (best weights, save, summary).
 
 Single process by default; under ``torchrun`` (WORLD_SIZE > 1) it trains data-parallel with
 DDP, FSDP2 or DeepSpeed ZeRO-2/3 (:mod:`tunesmith.train.parallel`; gloo on CPU, NCCL on GPUs).
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,9 +34,10 @@ from rich.progress import (
 from tunesmith.config import RunConfig
 from tunesmith.console import console
 from tunesmith.data.prepared import PreparedData
-from tunesmith.errors import DataError, TunesmithError
+from tunesmith.errors import ConfigError, DataError, TunesmithError
 from tunesmith.models.loading import load_tokenizer, model_dir_or_id
 from tunesmith.train.batching import Batch, epoch_batches
+from tunesmith.train.budget import BudgetPacer, FittedSchedule, Plan, format_duration
 from tunesmith.train.checkpoint import (
     TrainState,
     list_checkpoints,
@@ -57,6 +61,7 @@ from tunesmith.train.parallel import (
     setup_data_parallel,
 )
 from tunesmith.train.quiet import model_loading_noise_silenced
+from tunesmith.train.task_eval import ValidationScorer, scorable, validation_scorer
 from tunesmith.train.telemetry import (
     PeakFlops,
     Trackers,
@@ -80,9 +85,10 @@ class TrainOutput:
     tokens_per_s: float
 
 
-def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False) -> TrainOutput:
-    """``tunesmith train``: setup -> train -> finish."""
-    run = setup(cfg, prepared, resume=resume)
+def train_from_config(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False,
+                      clock: Callable[[], float] = time.monotonic) -> TrainOutput:
+    """``tunesmith train``: setup -> train -> finish. ``clock``: what ``train.time_budget`` is measured by."""
+    run = setup(cfg, prepared, resume=resume, clock=clock)
     state = train(run)
     return finish(run, state)
 
@@ -107,6 +113,11 @@ class TrainSetup:
     flops_per_token: float
     peak: PeakFlops | None  # the MFU denominator (rank 0 only)
     parameters: tuple[int, int]  # (trainable, total), counted before ZeRO-3 partitions them away
+    scorer: ValidationScorer | None  # the task score of validations (select_by task_score); None: validation loss
+    clock: Callable[[], float]
+    started: float  # the clock at the start of `tunesmith train`, rank 0's
+    schedule: FittedSchedule | None  # the LR multiplier the time budget re-fits (train.time_budget only)
+    pacer: BudgetPacer | None = None  # set by train() under train.time_budget
 
     @property
     def main(self) -> bool:
@@ -123,12 +134,16 @@ class TrainSetup:
 
 # --- setup: data, model, data-parallel wrapping, optimizer, schedule, resume ----------------------
 
-def setup(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False) -> TrainSetup:
-    """Tokenise, load and wrap the model, build the optimizer and schedule, restore ``--resume``'s checkpoint."""
+def setup(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False,
+          clock: Callable[[], float] = time.monotonic) -> TrainSetup:
+    """Tokenise, load and wrap the model, build the optimizer, schedule and validation scorer, restore
+    ``--resume``'s checkpoint."""
+    started = clock()
     tc = cfg.train
     cfg.run_dir.mkdir(parents=True, exist_ok=True)  # also when called without the pipeline (benchmarks, scripts)
     tokenizer = load_tokenizer(cfg.model)
     train_ex, val_ex, rejected = _tokenize(cfg, tokenizer, prepared)
+    to_score = _records_to_score(cfg, prepared, has_validation=bool(val_ex))
     if tc.preflight:
         _preflight(cfg)
     with model_loading_noise_silenced():
@@ -150,10 +165,7 @@ def setup(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False) -> Tr
     steps_per_epoch = math.ceil(len(batches(train_ex, 0)) / (tc.grad_accum * dist.world_size))
     total_steps = tc.max_steps or max(1, math.ceil(steps_per_epoch * tc.epochs))
     optimizer = _data_parallel_optimizer(cfg, model, dist, device, weights_dtype)
-    from transformers import get_scheduler
-
-    scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=round(tc.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    scheduler, schedule = _lr_schedule(cfg, optimizer, total_steps)
     run = TrainSetup(
         cfg=cfg, tokenizer=tokenizer, n_examples=len(train_ex), model=model, device=device,
         autocast_dtype=autocast_dtype, dist=dist, optimizer=optimizer, scheduler=scheduler, state=TrainState(),
@@ -161,6 +173,8 @@ def setup(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False) -> Tr
         total_steps=total_steps, flops_per_token=fpt,
         peak=device_peak(device, autocast_dtype or loaded_dtype) if dist.rank == 0 else None,
         parameters=(trainable, total),
+        scorer=_task_scorer(cfg, to_score, tokenizer, dist), clock=clock,
+        started=_rank0(dist, started), schedule=schedule,
     )
     if resume:
         run.state = _restore(run)
@@ -169,6 +183,51 @@ def setup(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False) -> Tr
     if run.main:
         _announce(run, weights_dtype)
     return run
+
+
+def _lr_schedule(cfg: RunConfig, optimizer, total_steps: int):
+    """(scheduler, the re-fittable multiplier under train.time_budget else None). Without a budget,
+    transformers' schedule; with one, the same shapes in :class:`FittedSchedule`, which the plan re-fits."""
+    tc = cfg.train
+    warmup = round(tc.warmup_ratio * total_steps)
+    if tc.time_budget is None:
+        from transformers import get_scheduler
+
+        return get_scheduler(tc.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps), None
+    schedule = FittedSchedule(tc.scheduler, warmup, total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), schedule
+
+
+def _records_to_score(cfg: RunConfig, prepared: PreparedData, *, has_validation: bool) -> list[dict] | None:
+    """The validation records to score when train.select_by asks for (auto: allows) the task score, else
+    None; an impossible task_score is refused here, before the model loads."""
+    wanted = cfg.train.select_by
+    records = scorable(prepared.validation) if has_validation and wanted != "val_loss" else []
+    if wanted == "task_score" and not records:
+        raise ConfigError("train.select_by is task_score but there is no validation split to score"
+                          if not has_validation else "train.select_by is task_score but no validation example "
+                          "has an answer to score (raw-text data)",
+                          hint="set data.validation_fraction above 0, or train.select_by: val_loss")
+    return records or None
+
+
+def _task_scorer(cfg: RunConfig, records: list[dict] | None, tokenizer, dist: Distributed) -> ValidationScorer | None:
+    """The validation scorer when checkpoints are chosen by task score, else None (validation loss)."""
+    if records is None:
+        return None
+    if dist.sharded:  # each rank answers on its own: it needs the whole model
+        if cfg.train.select_by == "task_score":
+            raise ConfigError(f"train.select_by: task_score generates answers on every process, which needs the "
+                              f"whole model; with train.distributed {dist.strategy} the model is sharded",
+                              hint="use train.distributed: ddp (or deepspeed with zero_stage 2), or "
+                              "train.select_by: val_loss")
+        return None
+    return validation_scorer(cfg, records, tokenizer, dist)
+
+
+def _rank0(dist: Distributed, x: float) -> float:
+    """Rank 0's ``x`` on every rank (a collective in multi-process runs)."""
+    return dist.global_sum(x if dist.rank == 0 else 0.0)
 
 
 def _tokenize(cfg: RunConfig, tokenizer, prepared: PreparedData):
@@ -242,10 +301,17 @@ def _announce(run: TrainSetup, weights_dtype: torch.dtype) -> None:
         + (f", {run.autocast_dtype} autocast" if run.autocast_dtype else "")
         + (f", {dist.world_size} processes, {_strategy_name(dist)}" if dist.world_size > 1 else "")
         + f"), {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%); "
-        f"{run.n_examples} examples, {run.total_steps} steps "
+        f"{run.n_examples} examples, {'at most ' if tc.time_budget else ''}{run.total_steps} steps "
         f"(batch {tc.batch_size} x accumulation {tc.grad_accum}{', packed' if tc.packing else ''})"
     )
     console.print(f"[bold]train[/]: MFU against {run.peak.describe()}")
+    if run.val_batches:
+        what = (f"task score ({run.scorer.describe()}), validation loss breaking ties" if run.scorer
+                else "validation loss")
+        console.print(f"[bold]train[/]: best checkpoint by {escape(what)}")
+    if tc.time_budget:
+        console.print(f"[bold]train[/]: time budget {format_duration(tc.time_budget)}: the first steps are timed "
+                      "to plan the rest")
 
 
 # --- train: the loop, with progress, metrics log, trackers and checkpoints as its hooks ---------------
@@ -265,15 +331,17 @@ def train(run: TrainSetup) -> TrainState:
                 with open(run.metrics_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(rec) + "\n")
                 trackers.log(rec)
-                progress.update(task, completed=rec["step"], loss=f"{rec['loss']:.4f}")
+                last = run.pacer.last_step if run.pacer else run.total_steps  # a budget's re-fit moves it
+                progress.update(task, completed=rec["step"], total=last, loss=f"{rec['loss']:.4f}")
                 if rec["step"] % tc.logging_steps == 0 or rec["step"] == 1:
-                    progress.console.log(step_line(rec, run.total_steps))
+                    progress.console.log(step_line(rec, last))
             if fault:
                 fault(rec)
 
         def on_eval(rec: dict, improved: bool) -> None:
             if run.main:
-                progress.console.log(f"validation loss {rec['val_loss']:.4f} at step {rec['step']}"
+                score = f", task score {rec['task_score']:.3f}" if "task_score" in rec else ""
+                progress.console.log(f"validation loss {rec['val_loss']:.4f}{score} at step {rec['step']}"
                                      + (" (best)" if improved else ""))
                 trackers.log(rec)
             if improved and tc.load_best_at_end:
@@ -283,6 +351,14 @@ def train(run: TrainSetup) -> TrainState:
             save_checkpoint(run.ckpt_dir, run.model, run.optimizer, run.scheduler, st, run.dist,
                             keep=tc.keep_checkpoints)
 
+        def on_plan(plan: Plan) -> None:
+            run.total_steps = plan.steps
+            progress.update(task, total=plan.steps)
+            if run.main:
+                progress.console.print(f"[bold]train[/]: {escape(plan.describe())}", soft_wrap=True)
+
+        run.pacer = _pacer(run, on_plan) if tc.time_budget else None
+        progress.update(task, total=run.total_steps)
         return train_loop(
             run.model, run.optimizer, run.scheduler, epoch_batches=run.epoch_batches, total_steps=run.total_steps,
             grad_accum=tc.grad_accum, device=run.device, state=run.state, max_grad_norm=tc.max_grad_norm,
@@ -290,7 +366,23 @@ def train(run: TrainSetup) -> TrainState:
             save_each_epoch=tc.save_every_epoch, early_stopping_patience=tc.early_stopping_patience,
             hooks=Hooks(on_step=on_step, on_eval=on_eval, checkpoint=checkpoint),
             dist=run.dist, autocast_dtype=run.autocast_dtype,
+            task_score=(lambda: run.scorer(run.model)) if run.scorer else None, pacer=run.pacer,
         )
+
+
+def _pacer(run: TrainSetup, on_plan: Callable[[Plan], None]) -> BudgetPacer:
+    tc = run.cfg.train
+    pacer = BudgetPacer(
+        budget_s=tc.time_budget, clock=run.clock, started=run.started, schedule=run.schedule,
+        configured_steps=run.total_steps, limited_name="train.max_steps" if tc.max_steps else "train.epochs",
+        warmup_ratio=tc.warmup_ratio, has_validation=bool(run.val_batches), eval_every=tc.eval_steps,
+        on_plan=on_plan, share=lambda x: _rank0(run.dist, x), state=run.state)
+    if pacer.resumed:
+        run.total_steps = pacer.last_step
+        if run.main:
+            console.print(f"[bold]train[/]: --resume continues the time budget's plan ({pacer.last_step} steps); "
+                          "the budget's clock is not applied again")
+    return pacer
 
 
 def _measure_step(run: TrainSetup, rec: dict) -> None:
@@ -319,11 +411,16 @@ def finish(run: TrainSetup, state: TrainState) -> TrainOutput:
     plot_loss_curve(run.metrics_path, state.val_history, run.cfg.run_dir / "loss_curve.png")
     val = state.val_history[-1]["val_loss"] if state.val_history else None
     over = run.peak.steps_over_peak if run.peak else 0
+    cut = run.pacer.cut if run.pacer else None
     console.print(
         f"[bold]train[/]: done, {state.step} steps in {summary['train_seconds']:.0f}s, "
         f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}"
         + (f", validation loss {val:.3f}" if val is not None else "")
-        + (" (best checkpoint kept)" if used_best else "")
+        + (f" (best checkpoint kept: step {state.best_step}"
+           + (f", task score {state.best_task_score:.3f}" if state.best_task_score is not None else "") + ")"
+           if used_best else "")
+        + (f"; the time budget cut the LR schedule at step {cut['at_step']} of {cut['planned_steps']} "
+           f"(lr at {cut['lr_multiplier']:.2f} of its peak)" if cut else "")
         + (f"; no MFU for {over} steps faster than the peak ({run.peak.source})" if over else "")
         + f"; saved {out_dir}"
     )
@@ -342,7 +439,11 @@ def _summary(run: TrainSetup, state: TrainState, out_dir: Path, used_best: bool)
         "method": tc.method, "steps": state.step, "examples": run.n_examples, "world_size": run.dist.world_size,
         "trainable_parameters": trainable, "total_parameters": total,
         "first_loss": hist[0]["loss"] if hist else None, "final_loss": final_loss,
+        "select_by": ("task_score" if run.scorer else "val_loss") if run.val_batches else None,
+        "task_score_on": run.scorer.describe() if run.scorer else None,
+        "best_step": state.best_step, "best_task_score": state.best_task_score,
         "best_val_loss": state.best_val_loss, "used_best_checkpoint": used_best, "val_history": state.val_history,
+        "time_budget": run.pacer.summary(state) if run.pacer else None,
         "train_seconds": seconds, "tokens_per_s": tokens / seconds if seconds else None,
         "peak_memory_gb": peak_memory_bytes(run.device) / 1e9,
         "mfu_peak": run.peak.summary() if run.peak else None, "output_dir": str(out_dir),

@@ -1,0 +1,374 @@
+"""``train.time_budget``: how many steps fit, fitted once from a probe and re-checked as training goes.
+
+What the budget covers: everything ``tunesmith train`` does from its start (tokenising, loading the
+model) to its last optimizer step, validations (loss and task scoring) and periodic checkpoints
+included. A reserve of :data:`RESERVE` of the budget is kept back, for step-time noise and the final
+save of the adapter. Data preparation and evaluation (``tunesmith run``) are not in it.
+
+The probe is the first :data:`PROBE_STEPS` optimizer steps of the run itself, followed by one
+validation: real training, not thrown away, under the schedule of the configured steps
+(``train.epochs`` / ``train.max_steps``). The median of its steps after the first (which pays for
+one-time start-up costs) is the step time; the validation's time is the validation cost. Then the
+plan: the most steps that fit the rest of the budget with their validations, never more than the
+configured steps, and the LR schedule is re-fitted from the probe's last step to the plan's last step
+(:class:`FittedSchedule`), so its warm-up and decay complete.
+
+As training goes, the wall time of each step (checkpoints and epoch changes included; validations
+apart) is watched: the step time is the larger of the median of the last few steps (a slow-down
+shows at once, one slow step does not) and the mean since the plan (periodic costs count). If the run would end in the
+second half of the reserve, the schedule is re-fitted once to the steps that still fit (a decay under
+way restarts from its current value and reaches 0 at the new last step). If it still runs late after
+that, training stops before a step (and its validation) would end there: the schedule is then cut,
+and ``train_summary.json`` says at which step and learning rate. Steps that run faster than the probe
+do not add steps.
+
+Torch-free (the config imports :func:`parse_duration`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from statistics import median
+from typing import Any
+
+from tunesmith.errors import TunesmithError
+
+PROBE_STEPS = 4  # optimizer steps timed before the plan; the first one pays for start-up and is not timed
+RESERVE = 0.10  # of the budget, kept back for step-time noise and the final save
+EVAL_SHARE = 0.25  # validations may take at most this share of the time left after the probe
+MAX_EVALS = 10  # validations a budget plans after the probe, at most (the last one at the last step)
+RECENT = (0.10, 6, 50)  # steps after the plan before a re-fit: this share of the planned steps, at least 6, at most 50
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)", re.IGNORECASE)
+_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in ``value``: a number of seconds (``900``, ``"900"``) or hours, minutes and seconds
+    written together (``"15m"``, ``"90s"``, ``"1h30m"``, ``"1h 2m 3s"``)."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _PART.findall(text)
+            if not parts or _PART.sub("", text).strip():
+                raise ValueError(f"not a duration: {text!r}; write seconds (900) or e.g. 15m, 90s, 1h30m") from None
+            units = [u.lower() for _, u in parts]
+            if len(set(units)) != len(units) or units != sorted(units, key="hms".index):
+                raise ValueError(f"not a duration: {text!r}; give hours, minutes, seconds once each, in that order")
+            seconds = sum(float(n) * _SECONDS[u.lower()] for n, u in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a time budget must be more than 0 seconds, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    s = max(0, round(seconds))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+# --- the learning-rate schedule, re-fittable without a jump ---------------------------------------
+
+class FittedSchedule:
+    """The LR multiplier of each step (a ``LambdaLR`` lambda): linear warm-up to 1, then cosine or
+    linear decay to 0 at the last step, or constant 1 — the shapes of transformers' schedules, and the
+    same values until it is re-fitted.
+
+    :meth:`refit` changes the plan from a given step on, starting from the multiplier that step had
+    (no jump): a warm-up still under way continues at the new plan's rate up to 1; a decay restarts
+    from the current value and reaches 0 at the new last step. Its state is plain numbers, so
+    ``LambdaLR.state_dict()`` keeps it in checkpoints (``--resume`` continues the re-fitted plan).
+    """
+
+    def __init__(self, kind: str, warmup_steps: int, total_steps: int):
+        self.kind = kind
+        # [first step, multiplier there, warm-up end, last step]; later segments win from their first step
+        self.segments: list[list[float]] = [[0, 0.0 if warmup_steps > 0 else 1.0, warmup_steps, total_steps]]
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.segments[-1][3])
+
+    def __call__(self, step: int) -> float:
+        if self.kind == "constant":
+            return 1.0
+        start, value, warm_end, total = next(s for s in reversed(self.segments) if s[0] <= step)
+        if step < warm_end:
+            return value + (1.0 - value) * (step - start) / (warm_end - start)
+        decay_start = max(start, warm_end)
+        peak = 1.0 if warm_end > start else value
+        progress = min(1.0, max(0.0, (step - decay_start) / max(1, total - decay_start)))
+        if self.kind == "linear":
+            return peak * (1.0 - progress)
+        return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def refit(self, at_step: int, total_steps: int, warmup_steps: int) -> None:
+        """From ``at_step`` (the next step to run) on: end at ``total_steps``; a warm-up under way ends at
+        the pace of ``warmup_steps`` (the new plan's), at least one step on and before the last step."""
+        value = self(at_step)
+        _, _, warm_end, _ = next(s for s in reversed(self.segments) if s[0] <= at_step)
+        new_warm_end = at_step  # decay from the current value
+        if self.kind != "constant" and at_step < warm_end and total_steps - at_step >= 2:
+            still = math.ceil((1.0 - value) * max(1, warmup_steps))
+            new_warm_end = min(at_step + max(1, still), total_steps - 1)  # leave a step to decay in
+        self.segments = [s for s in self.segments if s[0] < at_step] + [[at_step, value, new_warm_end, total_steps]]
+
+    def warmup_end(self) -> int:
+        """The step the multiplier reaches 1 (0: no warm-up)."""
+        if self.kind == "constant":
+            return 0
+        return next((int(warm_end) for start, _, warm_end, _ in reversed(self.segments) if warm_end > start), 0)
+
+
+# --- the plan ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Plan:
+    budget_s: float
+    reserve_s: float
+    setup_s: float  # from the start of `tunesmith train` to the first step
+    probe_steps: int
+    probe_s: float  # the probe's steps and its validation
+    step_s: float  # median step time of the probe (its first step left out)
+    eval_s: float  # one validation (loss, and task score when selecting by it); 0 without validation
+    steps: int  # optimizer steps in all, probe included
+    configured_steps: int  # what train.epochs / train.max_steps would run
+    limited_by: str  # "time_budget" or "train.epochs" / "train.max_steps"
+    lr_schedule: str  # train.scheduler
+    warmup_steps: int  # the step the learning rate reaches its peak (0: none)
+    eval_every: int | None  # validation every N steps (and at the last step); None without validation
+    evaluations: int  # validations after the probe
+    tokens: int  # expected tokens (the probe's mean per step x steps)
+    eta_s: float  # expected time from the start to the last step
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        val = (f", validation every {self.eval_every} steps and at the last ({self.evaluations} after the probe, "
+               f"{self.eval_s:.1f}s each)" if self.eval_every else "")
+        limit = ("the time budget" if self.limited_by == "time_budget"
+                 else f"{self.limited_by} ({self.configured_steps} steps; the budget would allow more)")
+        lr = ("constant learning rate" if self.lr_schedule == "constant" else
+              (f"warm-up to step {self.warmup_steps}, then " if self.warmup_steps else "")
+              + f"{self.lr_schedule} decay to 0 at step {self.steps}")
+        return (f"time budget {format_duration(self.budget_s)}: setup took {self.setup_s:.1f}s, the probe "
+                f"({self.probe_steps} steps{' + a validation' if self.eval_s else ''}) {self.probe_s:.1f}s at "
+                f"{self.step_s:.3f}s/step; plan {self.steps} steps (~{self.tokens:,} tokens), {lr}{val}; expected "
+                f"to end {format_duration(self.eta_s)} after the start ({format_duration(self.reserve_s)} kept in "
+                f"reserve); steps limited by {limit}")
+
+
+def validations_between(after: int, last: int, every: int | None) -> int:
+    """Validations at steps ``after < s <= last`` when validating every ``every`` steps and at ``last``."""
+    if not every or last <= after:
+        return 0
+    return last // every - after // every + (1 if last % every else 0)
+
+
+def fit_steps(*, available_s: float, done: int, step_s: float, eval_s: float, eval_every: int | None,
+              max_steps: int) -> tuple[int, int | None, int]:
+    """(last step, validation interval, validations after ``done``) that fit ``available_s`` seconds from
+    step ``done`` on. ``eval_every`` None with ``eval_s`` > 0: the interval is chosen so that at most
+    :data:`MAX_EVALS` validations take at most :data:`EVAL_SHARE` of the time (at least one: the last step)."""
+    step_s = max(step_s, 1e-9)
+    if eval_s <= 0:
+        last = min(max_steps, done + int(available_s // step_s))
+        return last, None, 0
+    chosen = eval_every is None
+    if chosen:
+        n_evals = max(1, min(MAX_EVALS, int(EVAL_SHARE * available_s // eval_s)))
+        last = done + int((available_s - n_evals * eval_s) // step_s)
+        last = min(max_steps, last)
+        eval_every = max(1, math.ceil((last - done) / n_evals)) if last > done else 1
+    else:
+        last = min(max_steps, done + int(available_s // (step_s + eval_s / eval_every)))
+
+    def cost(n: int) -> float:
+        return (n - done) * step_s + validations_between(done, n, eval_every) * eval_s
+
+    while last > done and cost(last) > available_s:  # a few steps at most: the estimates above are close
+        last -= 1
+    return last, eval_every, validations_between(done, last, eval_every)
+
+
+def make_plan(*, budget_s: float, setup_s: float, elapsed_s: float, probe_steps: int, step_times: list[float],
+              eval_s: float, eval_every: int | None, configured_steps: int, limited_name: str,
+              lr_schedule: str, warmup_ratio: float, tokens_per_step: float) -> Plan:
+    """The plan after the probe; ``elapsed_s``: time since the start (setup, probe and its validation)."""
+    step_s = median(step_times[1:] or step_times)
+    reserve = RESERVE * budget_s
+    available = budget_s - reserve - elapsed_s
+    last, every, n_evals = fit_steps(available_s=available, done=probe_steps, step_s=step_s, eval_s=eval_s,
+                                     eval_every=eval_every, max_steps=configured_steps)
+    if last <= probe_steps < configured_steps:
+        need = elapsed_s + 10 * step_s + eval_s
+        raise BudgetTooShort(
+            f"train.time_budget {format_duration(budget_s)} leaves no time to train: setup took {setup_s:.1f}s, the "
+            f"probe's {probe_steps} steps and validation {elapsed_s - setup_s:.1f}s ({step_s:.2f}s per step"
+            + (f", {eval_s:.1f}s per validation" if eval_s else "") + ")",
+            hint=f"give at least ~{format_duration(need / (1 - RESERVE))}, or lower train.task_eval_examples / "
+            "eval.max_new_tokens to make validations cheaper")
+    return Plan(budget_s=budget_s, reserve_s=reserve, setup_s=setup_s, probe_steps=probe_steps,
+                probe_s=elapsed_s - setup_s, step_s=step_s, eval_s=eval_s, steps=last, configured_steps=configured_steps,
+                limited_by="time_budget" if last < configured_steps else limited_name, lr_schedule=lr_schedule,
+                warmup_steps=round(warmup_ratio * last), eval_every=every, evaluations=n_evals,
+                tokens=round(tokens_per_step * last),
+                eta_s=elapsed_s + (last - probe_steps) * step_s + n_evals * eval_s)
+
+
+class BudgetTooShort(TunesmithError):
+    """The budget leaves no time to train after the setup and the probe."""
+
+
+# --- pacing the loop --------------------------------------------------------------------------------
+
+class BudgetPacer:
+    """Tells the training loop when to validate and when to stop; makes the plan and keeps to it.
+
+    ``clock``: seconds (monotonic); ``started``: its reading at the start of ``tunesmith train``.
+    ``share``: makes a number the same on every rank (rank 0's), so that every rank decides alike;
+    the identity in one process. The loop calls :meth:`validate_now` then :meth:`stop_now` after every
+    optimizer step, on every rank. ``state.budget`` keeps the plan, so that ``--resume`` continues it
+    (without the clock: the time before the restart is not known).
+    """
+
+    def __init__(self, *, budget_s: float, clock: Callable[[], float], started: float, schedule: FittedSchedule,
+                 configured_steps: int, limited_name: str, warmup_ratio: float, has_validation: bool,
+                 eval_every: int | None, on_plan: Callable[[Plan], None] | None = None,
+                 share: Callable[[float], float] = lambda x: x, state=None):
+        self.budget_s, self.clock, self.started, self.schedule = budget_s, clock, started, schedule
+        self.configured_steps, self.limited_name, self.warmup_ratio = configured_steps, limited_name, warmup_ratio
+        self.has_validation, self.user_eval_every, self.on_plan, self.share = (
+            has_validation, eval_every, on_plan, share)
+        self.plan: Plan | None = None
+        self.last_step = configured_steps  # the step training ends at: the plan's, after a re-fit the new one
+        self.eval_every: int | None = None
+        self.refits: list[dict[str, Any]] = []
+        self.cut: dict[str, Any] | None = None
+        self.resumed = False  # continuing a plan after --resume: no clock, no re-check
+        self._last = self._now()
+        self._setup_s = self._last - started
+        first_step = 0
+        if state is not None:
+            first_step = state.step
+            if state.budget:
+                self._restore(state.budget)
+        self.probe_until = min(configured_steps, first_step + PROBE_STEPS)
+        self._step_times: list[float] = []
+        self._tokens: list[int] = []
+        self._val_started: float | None = None
+        self._eval_times: list[float] = []
+        self._since_plan: list[float] = []  # step times after the plan
+
+    def _now(self) -> float:
+        return self.share(self.clock())
+
+    # the loop's questions
+
+    def validate_now(self, state) -> bool:
+        step = state.step
+        due = self.has_validation and (
+            step == self.probe_until if self.plan is None
+            else step == self.last_step or bool(self.eval_every and step % self.eval_every == 0))
+        if due:
+            self._val_started = self._now()
+        return due
+
+    def stop_now(self, state) -> bool:
+        now = self._now()
+        step_end = self._val_started if self._val_started is not None else now
+        step_s = step_end - self._last
+        if self._val_started is not None:
+            self._eval_times.append(now - self._val_started)
+            self._val_started = None
+        self._last = now
+        if self.plan is None:
+            self._step_times.append(step_s)
+            self._tokens.append(state.history[-1]["tokens"] if state.history else 0)
+            if state.step >= self.probe_until:
+                self._make_plan(state.step, now)
+            stop = state.step >= self.last_step
+        else:
+            self._since_plan.append(step_s)
+            stop = state.step >= self.last_step or (not self.resumed and self._recheck(state.step, now))
+        state.budget = self.state_dict()
+        return stop
+
+    # the plan and the re-check
+
+    def _make_plan(self, step: int, now: float) -> None:
+        plan = make_plan(budget_s=self.budget_s, setup_s=self._setup_s, elapsed_s=now - self.started,
+                         probe_steps=step, step_times=self._step_times, eval_s=max(self._eval_times, default=0.0),
+                         eval_every=self.user_eval_every, configured_steps=self.configured_steps,
+                         limited_name=self.limited_name, lr_schedule=self.schedule.kind, warmup_ratio=self.warmup_ratio,
+                         tokens_per_step=sum(self._tokens) / max(1, len(self._tokens)))
+        if plan.steps < self.configured_steps:  # a budget-limited plan: the schedule ends at its last step
+            self.schedule.refit(step, plan.steps, plan.warmup_steps)
+        self.plan = replace(plan, warmup_steps=self.schedule.warmup_end())
+        self.last_step, self.eval_every = plan.steps, plan.eval_every
+        if self.on_plan:
+            self.on_plan(self.plan)
+
+    def _recheck(self, step: int, now: float) -> bool:
+        """True: stop now. Re-fits the schedule once when the run would end past the budget."""
+        plan = self.plan
+        assert plan is not None
+        share, at_least, at_most = RECENT
+        window = max(at_least, min(at_most, math.ceil(share * (plan.steps - plan.probe_steps))))
+        times = self._since_plan
+        step_s = max(median(times[-max(3, window // 2):]), sum(times) / len(times))
+        eval_s = max(self._eval_times, default=plan.eval_s)
+        limit = self.started + self.budget_s - plan.reserve_s / 2  # the other half is for the final save
+        projected = now + (self.last_step - step) * step_s + \
+            validations_between(step, self.last_step, self.eval_every) * eval_s
+        if not self.refits and len(times) >= window and projected > limit:
+            last, _, _ = fit_steps(available_s=limit - plan.reserve_s / 2 - now, done=step, step_s=step_s,
+                                   eval_s=eval_s, eval_every=self.eval_every, max_steps=self.last_step)
+            self.refits.append({"at_step": step, "planned_steps": self.last_step, "steps": max(last, step),
+                                "step_s": step_s, "projected_end_s": projected - self.started})
+            if last <= step:
+                return self._stop_at_budget(step, "no step fits the time left")
+            self.schedule.refit(step, last, round(self.warmup_ratio * last))
+            self.last_step = last
+            return False
+        nxt = step + 1
+        next_eval = eval_s if nxt == self.last_step or (self.eval_every and nxt % self.eval_every == 0) else 0.0
+        if now + step_s + next_eval > limit:  # the next step (and its validation) would end past the budget
+            return self._stop_at_budget(step, "the next step would end past the time budget")
+        return False
+
+    def _stop_at_budget(self, step: int, why: str) -> bool:
+        self.cut = {"at_step": step, "planned_steps": self.last_step, "lr_multiplier": self.schedule(step), "why": why}
+        return True
+
+    # what is kept
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan.as_dict() if self.plan else None, "final_steps": self.last_step,
+                "eval_every": self.eval_every, "refits": self.refits, "cut": self.cut}
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        if saved.get("plan") is None:
+            return  # killed during the probe: probe again
+        self.plan = Plan(**saved["plan"])
+        self.last_step, self.eval_every, self.refits = saved["final_steps"], saved["eval_every"], saved["refits"]
+        self.resumed = True
+
+    def summary(self, state) -> dict[str, Any]:
+        """The budget's part of train_summary.json: the plan, re-fits, a cut schedule, the time it took
+        (rank 0's own clock: the other ranks have returned by then)."""
+        return {**self.state_dict(), "lr_schedule": {"kind": self.schedule.kind, "segments": self.schedule.segments},
+                "steps_done": state.step, "resumed": self.resumed,
+                "elapsed_s": None if self.resumed else self.clock() - self.started,
+                "schedule_completed": self.cut is None and state.step == self.schedule.total_steps}

@@ -1,0 +1,254 @@
+"""train.time_budget: the budget arithmetic on a fake clock (steps, LR schedule and validations fit), the
+re-check when steps run slower than the probe; and a real tiny-model run that plans, fits and says so."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from test_resume_distributed import ENV, _cli, _config
+
+from tunesmith.config import build_config
+from tunesmith.errors import ConfigError, TunesmithError
+from tunesmith.train.budget import BudgetPacer, FittedSchedule, validations_between
+
+
+@pytest.mark.parametrize("text, seconds", [("15m", 900), ("90s", 90), ("1h30m", 5400), ("900", 900), (900, 900),
+                                           ("1h 2m 3s", 3723), ("2.5m", 150)])
+def test_a_time_budget_is_read_from_seconds_or_hours_minutes_seconds(text, seconds):
+    assert build_config({"train": {"time_budget": text}}).train.time_budget == seconds
+
+
+@pytest.mark.parametrize("text, why", [("15x", "not a duration"), ("m", "not a duration"), ("0", "more than 0"),
+                                       ("-5", "more than 0"), ("1m1h", "in that order"), ("1m2m", "once each")])
+def test_a_bad_time_budget_is_a_config_error_naming_the_key(text, why):
+    with pytest.raises(ConfigError, match=rf"train.time_budget: .*{why}"):
+        build_config({"train": {"time_budget": text}})
+
+
+# --- the arithmetic, on a fake clock ------------------------------------------------------------------
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FakeState:
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    budget: dict | None = None
+
+
+@dataclass
+class Simulated:
+    pacer: BudgetPacer
+    schedule: FittedSchedule
+    lrs: list[float]  # the lr each step ran with
+    lr_after: float  # the scheduler's lr after the last step: where the schedule ended
+    validated_at: list[int]
+    end: float  # the fake clock when training stopped
+
+
+def _simulate(step_time, *, budget=100.0, setup=5.0, eval_s=4.0, configured=1000, warmup_ratio=0.1,
+              kind="cosine", eval_every=None) -> Simulated:
+    """Drive the pacer as the training loop does (step, lr schedule step, validate?, stop?), each step
+    and validation advancing the fake clock; ``step_time(step)``: seconds of optimizer step ``step``."""
+    clock = FakeClock()
+    schedule = FittedSchedule(kind, round(warmup_ratio * configured), configured)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    clock.now = setup  # the pacer is made when setup (tokenising, the model load) is done
+    pacer = BudgetPacer(budget_s=budget, clock=clock, started=0.0, schedule=schedule, configured_steps=configured,
+                        limited_name="train.epochs", warmup_ratio=warmup_ratio, has_validation=eval_s > 0,
+                        eval_every=eval_every)
+    state, lrs, validated = FakeState(), [], []
+    while state.step < configured:
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+        state.step += 1
+        state.history.append({"tokens": 100})
+        clock.now += step_time(state.step)
+        if pacer.validate_now(state):
+            clock.now += eval_s
+            validated.append(state.step)
+        if pacer.stop_now(state):
+            break
+    return Simulated(pacer, schedule, lrs, opt.param_groups[0]["lr"], validated, clock.now)
+
+
+def _probe_then(seconds: float):
+    return lambda step: 3.0 if step == 1 else seconds  # the first step pays for start-up
+
+
+def test_the_plan_fits_steps_schedule_and_validations_into_the_budget():
+    """budget 100 s, reserve 10 s; setup 5 s, probe: 4 steps (3 s, then 1 s each) and a 4 s validation ->
+    75 s left for steps of 1 s and validations of 4 s, at most a quarter of it validating (4 validations)."""
+    sim = _simulate(_probe_then(1.0))
+    plan = sim.pacer.plan
+    assert (plan.setup_s, plan.probe_steps, plan.step_s, plan.eval_s) == (5.0, 4, 1.0, 4.0)
+    assert plan.steps == 60 and plan.eval_every == 15 and plan.evaluations == 4
+    assert plan.limited_by == "time_budget" and plan.configured_steps == 1000 and plan.tokens == 6000
+    # validations: the probe's, then every 15 steps, the last one at the last step
+    assert sim.validated_at == [4, 15, 30, 45, 60]
+    # the 60 steps and their validations fit: 15 s used + 56 x 1 s + 4 x 4 s = 87 s <= 90 s; one more step
+    # would need another validation (61 is not a multiple of 15): 92 s
+    assert sim.end == plan.eta_s == 87.0 <= plan.budget_s - plan.reserve_s
+    assert 15 + 57 * 1.0 + validations_between(4, 61, 15) * 4.0 > 90
+    # the LR schedule completes at the plan's last step: warm-up reaches the peak, decay ends at 0
+    assert len(sim.lrs) == 60
+    peak_at = sim.lrs.index(max(sim.lrs))
+    assert max(sim.lrs) == 1.0 and peak_at == plan.warmup_steps == 10
+    assert all(a < b for a, b in zip(sim.lrs[:peak_at], sim.lrs[1:peak_at + 1]))  # warm-up rises, no jump back
+    assert all(a > b for a, b in zip(sim.lrs[peak_at:], sim.lrs[peak_at + 1:]))  # then decays
+    assert sim.lrs[-1] > 0 and sim.lr_after == 0.0  # the last step ran the decay's last value; it ended at 0
+    # the probe ran under the configured schedule (warm-up of 100 steps); the plan continued it without a jump
+    assert sim.lrs[:4] == pytest.approx([0.0, 0.01, 0.02, 0.03])
+    assert sim.lrs[4] == pytest.approx(0.04)
+    summary = sim.pacer.summary(FakeState(step=60))
+    assert summary["schedule_completed"] and summary["refits"] == [] and summary["cut"] is None
+
+
+def test_a_roomy_budget_keeps_the_configured_steps_and_their_schedule():
+    sim = _simulate(_probe_then(1.0), budget=10_000.0, configured=200)
+    assert sim.pacer.plan.steps == 200 and sim.pacer.plan.limited_by == "train.epochs"
+    from transformers import get_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    hf = get_scheduler("cosine", opt, num_warmup_steps=20, num_training_steps=200)
+    expected = []
+    for _ in range(200):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        hf.step()
+    assert sim.lrs == pytest.approx(expected, abs=1e-12) and sim.lr_after == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear", "constant"])
+def test_the_fitted_schedule_has_transformers_shapes_until_refitted(kind):
+    from transformers import get_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    hf = get_scheduler(kind, opt, num_warmup_steps=5, num_training_steps=50)
+    ours = FittedSchedule(kind, 5, 50)
+    assert [hf.lr_lambdas[0](s) for s in range(51)] == pytest.approx([ours(s) for s in range(51)], abs=1e-12)
+
+
+def test_steps_slower_than_the_probe_refit_the_schedule_once_and_it_still_completes():
+    slow = _simulate(lambda step: 3.0 if step == 1 else (1.0 if step <= 20 else 1.6))
+    pacer = slow.pacer
+    assert pacer.plan.steps == 60
+    assert len(pacer.refits) == 1 and pacer.cut is None
+    refit = pacer.refits[0]
+    assert 20 < refit["at_step"] < pacer.last_step < 60 == refit["planned_steps"]
+    assert slow.end <= 90  # still inside the budget less its reserve
+    assert len(slow.lrs) == pacer.last_step and slow.lrs[-1] > 0 and slow.lr_after == 0.0  # decay completed
+    at = refit["at_step"]
+    assert all(a > b for a, b in zip(slow.lrs[at - 1:], slow.lrs[at:]))  # no jump at the re-fit: decay goes on
+    assert slow.validated_at[-1] == pacer.last_step  # the last weights are validated too
+    assert pacer.summary(FakeState(step=pacer.last_step))["schedule_completed"]
+
+
+def test_a_run_still_late_after_its_refit_stops_at_the_budget_and_says_the_schedule_was_cut():
+    late = _simulate(lambda step: 3.0 if step == 1 else (1.0 if step <= 20 else 1.6 if step <= 40 else 4.0))
+    pacer = late.pacer
+    assert len(pacer.refits) == 1 and pacer.cut is not None
+    assert late.end <= 95.0  # stopped before the next step would end in the reserve's second half
+    cut = pacer.cut
+    assert cut["at_step"] == len(late.lrs) < cut["planned_steps"] == pacer.last_step
+    assert cut["lr_multiplier"] > 0 and late.lr_after == pytest.approx(cut["lr_multiplier"])
+    summary = pacer.summary(FakeState(step=cut["at_step"]))
+    assert not summary["schedule_completed"] and summary["cut"] == cut
+
+
+def test_a_budget_that_leaves_no_time_to_train_is_a_clear_error():
+    with pytest.raises(TunesmithError, match=r"train.time_budget 1m40s leaves no time to train: setup took 85.0s"):
+        _simulate(_probe_then(1.0), setup=85.0)
+
+
+def test_without_validation_the_budget_is_all_steps():
+    sim = _simulate(_probe_then(1.0), eval_s=0.0)
+    # 100 - 10 reserve - (5 setup + 6 probe) = 79 s of 1 s steps after the probe's 4
+    assert sim.pacer.plan.steps == 83 and sim.validated_at == [] and sim.lr_after == 0.0
+
+
+def test_a_configured_validation_interval_is_kept_and_counted():
+    sim = _simulate(_probe_then(1.0), eval_every=10)
+    plan = sim.pacer.plan
+    # 15 s for setup and probe + 51 steps of 1 s + 6 validations of 4 s (every 10 steps and at the last) = 90 s
+    assert plan.eval_every == 10 and plan.steps == 55 and sim.validated_at == [4, 10, 20, 30, 40, 50, 55]
+    assert sim.end == 90.0
+
+
+# --- a real run --------------------------------------------------------------------------------------
+
+def _read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_a_budgeted_tiny_run_prints_its_plan_fits_and_writes_it_into_the_summary(tmp_path, tiny_model_dir):
+    cfg = _config(tmp_path, tiny_model_dir, max_steps=None, epochs=1000, save_steps=None, save_every_epoch=False,
+                  lora={"r": 4, "dropout": 0.0})
+    r = _cli("train", str(cfg), "name=b", "--budget", "12s")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "runs" / "b"
+    summary = json.loads((run / "train_summary.json").read_text())
+    budget = summary["time_budget"]
+    plan = budget["plan"]
+    assert plan["budget_s"] == 12 and plan["probe_steps"] == 4 and plan["step_s"] > 0 and plan["tokens"] > 0
+    assert plan["limited_by"] == "time_budget" and plan["configured_steps"] > plan["steps"]
+    assert plan["eval_every"] >= 1 and plan["eval_s"] > 0
+    out = r.stdout.replace("\n", " ")
+    assert f"plan {plan['steps']} steps" in out
+    assert out.index(f"plan {plan['steps']} steps") < out.index("train: done")  # printed before training ends
+    rows = _read_jsonl(run / "train_metrics.jsonl")
+    assert summary["steps"] == len(rows) == budget["steps_done"]
+    # every step ran at the schedule's lr; it ended where it was planned to (or the summary says it was cut)
+    schedule = FittedSchedule(budget["lr_schedule"]["kind"], 0, 1)
+    schedule.segments = budget["lr_schedule"]["segments"]
+    assert [row["lr"] for row in rows] == pytest.approx([1e-3 * schedule(s) for s in range(len(rows))], abs=1e-12)
+    if budget["cut"] is None:
+        assert summary["steps"] == budget["final_steps"] and budget["schedule_completed"]
+        assert schedule(summary["steps"]) == 0.0
+    else:
+        assert "cut the LR schedule" in out
+    # the best checkpoint is chosen by the task score of the validations, which the plan counted
+    assert summary["select_by"] == "task_score"
+    assert [v["step"] for v in summary["val_history"]][0] == 4 and all("task_score" in v for v in summary["val_history"])
+
+
+def test_resume_continues_the_plan_of_the_killed_run(tmp_path, tiny_model_dir):
+    """The plan is in every checkpoint: --resume trains to its last step on its schedule (without the clock)."""
+    cfg = _config(tmp_path, tiny_model_dir, max_steps=None, epochs=1000, save_steps=6, save_every_epoch=False,
+                  time_budget="8s")
+    r = _cli("train", str(cfg), "name=k", env={**ENV, "TUNESMITH_FAULT_KILL_AFTER_STEP": "8"})
+    assert r.returncode == -9, (r.returncode, r.stderr[-2000:])
+    run = tmp_path / "runs" / "k"
+    saved = json.loads((run / "checkpoints" / "step-000006" / "state.json").read_text())["budget"]
+    assert saved["plan"]["steps"] == saved["final_steps"] > 8
+    r = _cli("train", str(cfg), "name=k", "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "continues the time budget's plan" in r.stdout.replace("\n", " ")
+    summary = json.loads((run / "train_summary.json").read_text())
+    budget = summary["time_budget"]
+    assert budget["resumed"] and budget["plan"] == saved["plan"] and budget["cut"] is None
+    assert summary["steps"] == saved["final_steps"] and budget["schedule_completed"]
+    rows = _read_jsonl(run / "train_metrics.jsonl")
+    assert [row["step"] for row in rows] == list(range(1, saved["final_steps"] + 1))
+    schedule = FittedSchedule(budget["lr_schedule"]["kind"], 0, 1)
+    schedule.segments = budget["lr_schedule"]["segments"]
+    assert [row["lr"] for row in rows] == pytest.approx([1e-3 * schedule(s) for s in range(len(rows))], abs=1e-12)
+    assert schedule(summary["steps"]) == 0.0
+
+
+def test_run_takes_budget_as_the_time_budget(tmp_path, tiny_model_dir):
+    cfg = _config(tmp_path, tiny_model_dir)
+    r = _cli("run", str(cfg), "--budget", "soon")
+    assert r.returncode == 2 and "train.time_budget: not a duration: 'soon'" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
