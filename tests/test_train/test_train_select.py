@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_resume_distributed import _config
+from support.train_runs import resume_run_config
 
 from tunesmith.config import build_config, load_config
 from tunesmith.errors import ConfigError
@@ -21,7 +21,7 @@ from tunesmith.train.task_eval import ValidationScorer, validation_scorer
 def _train_with_scores(tmp_path, tiny_model_dir, monkeypatch, scores, **train):
     """Train in this process with a task scorer that returns ``scores`` in turn; returns (summary, the
     trainable weights at each validation, the saved adapter)."""
-    cfg = load_config(_config(tmp_path, tiny_model_dir, save_steps=None, warmup_ratio=0.0, scheduler="constant",
+    cfg = load_config(resume_run_config(tmp_path, tiny_model_dir, save_steps=None, warmup_ratio=0.0, scheduler="constant",
                               lr=1e-2, lora={"r": 4, "dropout": 0.0}, eval_steps=1, **train), ["name=sel"])
     weights = []
 
@@ -92,7 +92,7 @@ def test_the_validation_scorer_is_the_evaluations_scorer_on_greedy_answers(token
 
 
 def test_task_score_without_a_validation_split_is_a_config_error(tmp_path, tiny_model_dir):
-    cfg = load_config(_config(tmp_path, tiny_model_dir, select_by="task_score", max_steps=2),
+    cfg = load_config(resume_run_config(tmp_path, tiny_model_dir, select_by="task_score", max_steps=2),
                       ["name=noval", "data.validation_fraction=0"])
     with pytest.raises(ConfigError, match="train.select_by is task_score but there is no validation split"):
         run_train(cfg)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-from test_resume_distributed import ENV, _cli, _config
+from support.train_runs import ENV, resume_run_config, run_cli
 
 from tunesmith.config import build_config
 from tunesmith.errors import ConfigError, TunesmithError
@@ -193,9 +193,9 @@ def _read_jsonl(path):
 
 
 def test_a_budgeted_tiny_run_prints_its_plan_fits_and_writes_it_into_the_summary(tmp_path, tiny_model_dir):
-    cfg = _config(tmp_path, tiny_model_dir, max_steps=None, epochs=1000, save_steps=None, save_every_epoch=False,
+    cfg = resume_run_config(tmp_path, tiny_model_dir, max_steps=None, epochs=1000, save_steps=None, save_every_epoch=False,
                   lora={"r": 4, "dropout": 0.0})
-    r = _cli("train", str(cfg), "name=b", "--budget", "12s")
+    r = run_cli("train", str(cfg), "name=b", "--budget", "12s")
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "runs" / "b"
     summary = json.loads((run / "train_summary.json").read_text())
@@ -225,14 +225,14 @@ def test_a_budgeted_tiny_run_prints_its_plan_fits_and_writes_it_into_the_summary
 
 def test_resume_continues_the_plan_of_the_killed_run(tmp_path, tiny_model_dir):
     """The plan is in every checkpoint: --resume trains to its last step on its schedule (without the clock)."""
-    cfg = _config(tmp_path, tiny_model_dir, max_steps=None, epochs=1000, save_steps=6, save_every_epoch=False,
+    cfg = resume_run_config(tmp_path, tiny_model_dir, max_steps=None, epochs=1000, save_steps=6, save_every_epoch=False,
                   time_budget="8s")
-    r = _cli("train", str(cfg), "name=k", env={**ENV, "TUNESMITH_FAULT_KILL_AFTER_STEP": "8"})
+    r = run_cli("train", str(cfg), "name=k", env={**ENV, "TUNESMITH_FAULT_KILL_AFTER_STEP": "8"})
     assert r.returncode == -9, (r.returncode, r.stderr[-2000:])
     run = tmp_path / "runs" / "k"
     saved = json.loads((run / "checkpoints" / "step-000006" / "state.json").read_text())["budget"]
     assert saved["plan"]["steps"] == saved["final_steps"] > 8
-    r = _cli("train", str(cfg), "name=k", "--resume")
+    r = run_cli("train", str(cfg), "name=k", "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "continues the time budget's plan" in r.stdout.replace("\n", " ")
     summary = json.loads((run / "train_summary.json").read_text())
@@ -248,7 +248,7 @@ def test_resume_continues_the_plan_of_the_killed_run(tmp_path, tiny_model_dir):
 
 
 def test_run_takes_budget_as_the_time_budget(tmp_path, tiny_model_dir):
-    cfg = _config(tmp_path, tiny_model_dir)
-    r = _cli("run", str(cfg), "--budget", "soon")
+    cfg = resume_run_config(tmp_path, tiny_model_dir)
+    r = run_cli("run", str(cfg), "--budget", "soon")
     assert r.returncode == 2 and "train.time_budget: not a duration: 'soon'" in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
