@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from tunesmith.constrained_decoding import (
-    ConstraintError, GrammarCompiler, GrammarLogitsProcessor, OutputConstraint, mask_logits, model_vocab_size,
+    ConstraintError, GrammarCompiler, GrammarLogitsProcessor, OutputConstraint, accept_tokens, mask_logits,
+    model_vocab_size,
 )
 from tunesmith.evaluate.generate import generate_greedy, generate_token_ids, render_prompts, stop_token_ids
 
@@ -279,3 +280,44 @@ def test_stop_tokens_must_be_the_generators(tokenizer, wild_model):
     grammar = other.compile(OutputConstraint.json())
     with pytest.raises(ValueError, match="stop tokens"):
         generate_greedy(wild_model, tokenizer, _prompts(tokenizer, 2), max_new_tokens=4, constraints=[grammar, None])
+
+
+def test_logits_of_another_width_are_refused(compiler):
+    row = compiler.compile(OutputConstraint.json()).start()
+    with pytest.raises(ValueError, match="compiled for"):
+        mask_logits(torch.zeros(1, compiler.vocab_size + 64), [row])
+
+
+def test_accept_tokens_advances_a_batch_and_refuses_what_the_grammar_does_not_allow(tokenizer, compiler):
+    digit, letter = tokenizer.encode("7", add_special_tokens=False)[0], tokenizer.encode("x", add_special_tokens=False)[0]
+    rows = [compiler.compile(OutputConstraint.regex("[0-9]")).start(), None,
+            compiler.compile(OutputConstraint.choice(["x"])).start()]
+    accept_tokens(rows, [digit, 12345, letter])  # the free row's token is not looked at
+    accept_tokens(rows, [compiler.stop_token_ids[0], 0, compiler.stop_token_ids[0]])
+    assert rows[0].finished and rows[2].finished
+    fresh = [compiler.compile(OutputConstraint.regex("[0-9]")).start()]
+    with pytest.raises(RuntimeError, match="row 0 does not follow"):
+        accept_tokens(fresh, [letter])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_masking_equals_xgrammars_kernel(tokenizer, compiler, dtype):
+    """mask_logits applies masks on CPU with torch ops (faster than xgrammar's CPU kernel): same logits."""
+    import xgrammar as xgr
+
+    schema = compiler.compile(OutputConstraint.json_schema(SCHEMA))
+    rows = [schema.start(), None, compiler.compile(OutputConstraint.regex("[a-z]+ [0-9]{2}")).start(), schema.start()]
+    for t in tokenizer.encode('{"title": "abc', add_special_tokens=False):
+        rows[0].accept(t)
+    rows[2].accept(tokenizer.encode("x", add_special_tokens=False)[0])
+    torch.manual_seed(0)
+    logits = torch.randn(4, compiler.vocab_size).to(dtype)
+    expected = logits.clone()
+    bitmask = xgr.allocate_token_bitmask(4, compiler.vocab_size)
+    for i in (0, 2, 3):
+        rows[i].matcher.fill_next_token_bitmask(bitmask, i)
+    bitmask[[0, 3]] &= schema.also_allowed
+    xgr.apply_token_bitmask_inplace(expected, bitmask, indices=[0, 2, 3])
+    got = mask_logits(logits.clone(), rows)
+    assert torch.equal(got, expected)
+    assert torch.equal(got[1], logits[1]) and not torch.equal(got[0], got[3])  # free row untouched, states differ
