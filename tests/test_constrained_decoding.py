@@ -36,7 +36,8 @@ SCHEMA = {
     },
     "required": ["title", "kind", "priority", "tags", "owner"],
 }
-REGEX = r"Urgency: (?P<urgency>Critical|High|Medium|Low)\nCategory: (?P<category>Billing|Technical|Account)\nScore: [0-9]{1,2}"
+REGEX = (r"Urgency: (?P<urgency>Critical|High|Medium|Low)\nCategory: (?P<category>Billing|Technical|Account)\n"
+         r"Score: [0-9]{1,2}")
 # prefixes of each other, quotes, backslashes, non-ASCII, spaces: the options' text must be taken literally
 CHOICES = ["High", "Highest", 'say "yes"', "back\\slash", "café au lait", "n/a"]
 
@@ -247,7 +248,8 @@ def test_logits_processor_for_model_generate(tokenizer, wild_model, compiler):
 
 
 def test_constraints_are_equal_by_value_and_keep_schema_order():
-    a = OutputConstraint.json_schema({"type": "object", "properties": {"z": {"type": "string"}, "a": {"type": "integer"}}})
+    a = OutputConstraint.json_schema({"type": "object", "properties": {"z": {"type": "string"},
+                                                                         "a": {"type": "integer"}}})
     b = OutputConstraint.json_schema(json.dumps({"type": "object", "properties": {"z": {"type": "string"},
                                                                                    "a": {"type": "integer"}}}))
     assert a == b and hash(a) == hash(b)
@@ -289,7 +291,7 @@ def test_logits_of_another_width_are_refused(compiler):
 
 
 def test_accept_tokens_advances_a_batch_and_refuses_what_the_grammar_does_not_allow(tokenizer, compiler):
-    digit, letter = tokenizer.encode("7", add_special_tokens=False)[0], tokenizer.encode("x", add_special_tokens=False)[0]
+    digit, letter = (tokenizer.encode(c, add_special_tokens=False)[0] for c in ("7", "x"))
     rows = [compiler.compile(OutputConstraint.regex("[0-9]")).start(), None,
             compiler.compile(OutputConstraint.choice(["x"])).start()]
     accept_tokens(rows, [digit, 12345, letter])  # the free row's token is not looked at

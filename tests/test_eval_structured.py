@@ -96,8 +96,10 @@ def test_where_the_constraint_comes_from():
     lp = r"Category: (?P<c>Billing|Technical)"
     assert structured_output(_ec(label_pattern=lp), None, prose).source == "eval.label_pattern"
     # an explicit choice wins over auto's order
-    assert structured_output(_ec(format_pattern="x", structured_output="labels"), None, labels).constraint.kind == "choice"
-    assert structured_output(_ec(json_schema=SCHEMA, structured_output="json"), SCHEMA, labels).constraint.kind == "json"
+    explicit = structured_output(_ec(format_pattern="x", structured_output="labels"), None, labels)
+    assert explicit.constraint.kind == "choice"
+    assert structured_output(_ec(json_schema=SCHEMA, structured_output="json"), SCHEMA, labels).constraint.kind \
+        == "json"
 
 
 def test_train_label_set_ignores_general_data_and_rejects_prose():

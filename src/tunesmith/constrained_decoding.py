@@ -201,7 +201,8 @@ class GrammarCompiler:
             elif constraint.kind == "choice":
                 # EBNF string literals take JSON's escapes; raw UTF-8 is kept as is
                 options = json.loads(constraint.spec)
-                grammar = c.compile_grammar("root ::= " + " | ".join(json.dumps(o, ensure_ascii=False) for o in options))
+                literals = " | ".join(json.dumps(o, ensure_ascii=False) for o in options)
+                grammar = c.compile_grammar(f"root ::= {literals}")
             else:
                 raise ConstraintError(f"unknown constraint kind {constraint.kind!r}: use one of {CONSTRAINT_KINDS}")
         except (RuntimeError, ValueError) as e:

@@ -165,8 +165,8 @@ class Evaluator:
             return compiler.compile(self.structured.constraint)
         except ConstraintError as e:
             raise ConfigError(f"base_structured ({self.structured.source}): {e.message}",
-                              hint="xgrammar's regex has no \\b, lookarounds or inline flags: write eval.format_pattern "
-                              "without them, or set eval.structured_output") from None
+                              hint="xgrammar's regex has no \\b, lookarounds or inline flags: write "
+                              "eval.format_pattern without them, or set eval.structured_output") from None
 
     @property
     def tokenizer(self):

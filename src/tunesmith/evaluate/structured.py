@@ -59,7 +59,8 @@ def structured_output(ec: EvalConfig, schema: dict | None, train: list[Record]) 
         if mode in ("auto", "regex") and ec.label_pattern:
             return StructuredOutput(OutputConstraint.regex(ec.label_pattern), "eval.label_pattern")
     except ConstraintError as e:
-        raise ConfigError(f"base_structured: {e.message}", hint="see eval.structured_output in docs/evaluation.md") from None
+        raise ConfigError(f"base_structured: {e.message}",
+                          hint="see eval.structured_output in docs/evaluation.md") from None
     if mode == "labels":
         raise ConfigError(f"base_structured: eval.structured_output is 'labels' but the train answers are not a label "
                           f"set (1 to {MAX_ANSWER_LABELS} distinct one-line answers)",
