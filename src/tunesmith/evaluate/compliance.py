@@ -43,6 +43,7 @@ class FormatChecker:
     def __init__(self, pattern: str | None = None, *, json_required: bool = False, schema: dict[str, Any] | None = None):
         self.pattern = re.compile(pattern, flags=re.DOTALL) if pattern else None
         self.json_required = json_required or schema is not None
+        self.schema = schema
         self.validator = None
         if schema is not None:
             from jsonschema.validators import validator_for

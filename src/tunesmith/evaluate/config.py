@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from tunesmith.evaluate.scorers import DEFAULT_ABSTAIN_VALUES
 from tunesmith.schema import Section
 
-BUILTIN_MODELS = ("base", "few_shot", "tuned")
+BUILTIN_MODELS = ("base", "few_shot", "base_structured", "tuned")
 # top-level keys of metrics.json that a model name must not shadow
 RESERVED_NAMES = ("comparisons", "adversarial", "regression", "gates", "model", "method", "test_examples", "scorer",
                   "delta_accuracy_points", "evaluation",
@@ -139,7 +139,8 @@ class EvalConfig(Section):
 
     models: list[str] = Field(
         default_factory=lambda: ["base", "few_shot", "tuned"],
-        description="Models side by side: base, few_shot (base prompted with k train examples), tuned "
+        description="Models side by side: base, few_shot (base prompted with k train examples), base_structured "
+        "(base held to the answer format by constrained decoding, see eval.structured_output), tuned "
         "(base + this run's adapter), plus names from eval.local_models and eval.endpoints.",
     )
     local_models: list[LocalModelConfig] = Field(default_factory=list)
@@ -175,6 +176,12 @@ class EvalConfig(Section):
         0.05, ge=0, le=1, description="Flag a model in the report (and set <model>.values.ok to 0) when its "
         "invented-value rate, or its rate of values found nowhere in the input, is above this. null: never flag.",
     )
+    structured_output: Literal["auto", "json_schema", "json", "regex", "labels"] = Field(
+        "auto", description="What the base_structured baseline's answers are held to: json_schema (eval.json_schema), "
+        "json (any JSON), regex (eval.format_pattern, else eval.label_pattern), labels (one of the train answers, "
+        "for classification). auto: the first the config declares in the order json_schema, format_pattern, "
+        "JSON (format_json or scorer json_fields), a label set of train answers, label_pattern.",
+    )
     bootstrap_samples: int = Field(1000, ge=100, description="Resamples for the 95% bootstrap confidence intervals.")
     show_failures: int = Field(10, ge=0, description="How many wrong answers the report lists per model.")
     adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
@@ -206,6 +213,11 @@ class EvalConfig(Section):
             raise ValueError("scorer 'label' needs eval.label_pattern (a regex with named groups)")
         if self.label_pattern and not re.compile(self.label_pattern).groupindex:
             raise ValueError("eval.label_pattern needs at least one named group, e.g. (?P<category>\\w+)")
+        if "base_structured" in self.models:
+            if self.structured_output == "json_schema" and self.json_schema is None:
+                raise ValueError("eval.structured_output 'json_schema' needs eval.json_schema")
+            if self.structured_output == "regex" and not (self.format_pattern or self.label_pattern):
+                raise ValueError("eval.structured_output 'regex' needs eval.format_pattern or eval.label_pattern")
         if self.adversarial.judge and self.adversarial.judge not in [e.name for e in self.endpoints]:
             raise ValueError(f"eval.adversarial.judge '{self.adversarial.judge}' is not a name in eval.endpoints")
         return self

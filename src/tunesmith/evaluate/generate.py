@@ -8,16 +8,21 @@ alone.
 
 Outputs come back in the order of the prompts. Greedy decoding makes the result a function of the
 model and the prompt alone, so base, tuned and exported models are compared on equal terms.
+
+Rows may be held to a grammar (a JSON Schema, JSON, a regex, a choice; :mod:`tunesmith.constrained_decoding`):
+their logits are masked at every step to what the row's grammar allows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+from transformers import LogitsProcessorList
 from transformers.generation import utils as _gen_utils
 
 from tunesmith.chat_template import render_prompt_ids_batch
+from tunesmith.constrained_decoding import CompiledConstraint, GrammarLogitsProcessor
 
 # later transformers 5.x renamed `past_key_values` to `cache` (the old name still works but warns)
 CACHE_KWARG = "cache" if "cache" in getattr(_gen_utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
@@ -67,13 +72,44 @@ def generate_greedy(
     on_batch: Callable[[int], None] | None = None,
     share_prefix: bool = True,
     min_shared_prefix: int = 16,
+    constraints: Sequence[CompiledConstraint | None] | None = None,
 ) -> list[str]:
-    """Greedy completions (decoded, special tokens stripped) for token-id prompts."""
+    """Greedy completions (decoded, special tokens stripped) for token-id prompts.
+
+    ``constraints``: one compiled constraint (or None) per prompt (see :func:`generate_token_ids`).
+    """
+    ids = generate_token_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                             on_batch=on_batch, share_prefix=share_prefix, min_shared_prefix=min_shared_prefix,
+                             constraints=constraints)
+    return [tokenizer.decode(new, skip_special_tokens=True).strip() for new in ids]
+
+
+@torch.no_grad()
+def generate_token_ids(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+    share_prefix: bool = True,
+    min_shared_prefix: int = 16,
+    constraints: Sequence[CompiledConstraint | None] | None = None,
+) -> list[list[int]]:
+    """The generated token ids of each prompt, up to (not including) its end token, in prompt order.
+
+    With ``constraints`` (one per prompt; None = free), each constrained row's logits are masked at every
+    step to what its grammar allows, and the row ends when the grammar is complete and the end token is
+    chosen (or at ``max_new_tokens``, possibly incomplete). Their stop tokens must be this generator's.
+    """
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = stop_token_ids(tokenizer, model)
+    if constraints is not None:
+        _check_constraints(constraints, len(prompts), eos)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    results: list[str] = [""] * len(prompts)
+    results: list[list[int]] = [[] for _ in prompts]
     was_training = model.training
     model.eval()
     for start in range(0, len(order), batch_size):
@@ -98,6 +134,10 @@ def generate_greedy(
             input_ids[row, length - len(suffix) :] = torch.tensor(suffix)
             attention[row, length - len(suffix) :] = 1
         extra = {CACHE_KWARG: cache} if cache is not None else {}
+        rows = [constraints[i] for i in idx] if constraints is not None else []
+        if any(c is not None for c in rows):
+            extra["logits_processor"] = LogitsProcessorList(
+                [GrammarLogitsProcessor([c.start() if c is not None else None for c in rows])])
         out = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
@@ -112,9 +152,17 @@ def generate_greedy(
         )
         for row, i in enumerate(idx):
             new = out[row, length:].tolist()
-            cut = next((k for k, t in enumerate(new) if t in eos), len(new))
-            results[i] = tokenizer.decode(new[:cut], skip_special_tokens=True).strip()
+            results[i] = new[: next((k for k, t in enumerate(new) if t in eos), len(new))]
         if on_batch:
             on_batch(len(idx))
     model.train(was_training)
     return results
+
+
+def _check_constraints(constraints: Sequence[CompiledConstraint | None], n: int, eos: list[int]) -> None:
+    if len(constraints) != n:
+        raise ValueError(f"{len(constraints)} constraints for {n} prompts")
+    for c in constraints:
+        if c is not None and not set(c.stop_token_ids) <= set(eos):
+            raise ValueError(f"the constraint's stop tokens {list(c.stop_token_ids)} are not all end tokens of the "
+                             f"generator {eos}: compile it with stop_token_ids=stop_token_ids(tokenizer, model)")

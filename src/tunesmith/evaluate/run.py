@@ -1,6 +1,7 @@
 """`tunesmith eval`: every model on the test split, the adversarial set and the regression set; one report.
 
-Models: ``base``; ``few_shot`` (base + k train examples in the prompt); ``tuned`` (base + this
+Models: ``base``; ``few_shot`` (base + k train examples in the prompt); ``base_structured`` (base
+held to the answer format by constrained decoding, see structured.py); ``tuned`` (base + this
 run's adapter, or the full fine-tuned model); ``eval.local_models`` (merged folders or extra
 adapters); ``eval.endpoints`` (OpenAI-compatible HTTP APIs). Local models share one loaded base.
 """
@@ -19,16 +20,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tunesmith.config import RunConfig
+from tunesmith.constrained_decoding import CompiledConstraint, ConstraintError, GrammarCompiler, model_vocab_size
 from tunesmith.console import console
 from tunesmith.data.prepared import PreparedData
 from tunesmith.data.records import prompt_messages, reference_answer
-from tunesmith.errors import TunesmithError
+from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.evaluate import adversarial as adv
 from tunesmith.evaluate.endpoint import Answer, EndpointClient
 from tunesmith.evaluate.fewshot import few_shot_conversation, pick_shots
 from tunesmith.evaluate.gates import GateFailed, check_gates
 from tunesmith.evaluate.general import general_prompts, general_text
-from tunesmith.evaluate.generate import generate_greedy, render_prompts
+from tunesmith.evaluate.generate import generate_greedy, render_prompts, stop_token_ids
 from tunesmith.evaluate.history import Finished, abandon_evaluation, finish_evaluation, start_evaluation
 from tunesmith.evaluate.lm_eval_tasks import LmEvalTasks, resolve_tasks
 from tunesmith.evaluate.regression import (
@@ -38,6 +40,7 @@ from tunesmith.evaluate.report_content import build_report
 from tunesmith.evaluate.report_html import render_html
 from tunesmith.evaluate.report_markdown import render_markdown
 from tunesmith.evaluate.report_terminal import print_summary
+from tunesmith.evaluate.structured import StructuredOutput, structured_output
 from tunesmith.evaluate.task_scoring import (
     ExampleScore, aggregate, pairwise_comparisons, task_scorer_from_config, user_text,
 )
@@ -45,6 +48,7 @@ from tunesmith.models.loading import load_model, load_tokenizer
 from tunesmith.utils.io import write_jsonl
 
 Generate = Callable[[list[list[dict]], int, str], list[Answer]]
+BASE_WEIGHTS = ("base", "few_shot", "base_structured")  # models that run on the loaded base as it is
 
 
 @dataclass
@@ -85,7 +89,7 @@ def _progress(label: str, total: int):
     return p, total
 
 
-def _local_generate(model, tokenizer, batch_size: int) -> Generate:
+def _local_generate(model, tokenizer, batch_size: int, constraint: CompiledConstraint | None = None) -> Generate:
     def gen(convs: list[list[dict]], max_new_tokens: int, label: str) -> list[Answer]:
         if not convs:
             return []
@@ -94,7 +98,8 @@ def _local_generate(model, tokenizer, batch_size: int) -> Generate:
         with p:
             task = p.add_task(label, total=total)
             texts = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                    on_batch=lambda n: p.update(task, advance=n))
+                                    on_batch=lambda n: p.update(task, advance=n),
+                                    constraints=[constraint] * len(prompts) if constraint is not None else None)
         return [Answer(t) for t in texts]
 
     return gen
@@ -130,12 +135,15 @@ class Evaluator:
         self.prepared = prepared
         self.scorer = task_scorer_from_config(ec, Path(cfg.base_dir))
         self.kind, self.fmt = self.scorer.kind, self.scorer.fmt
+        self.fmt_schema = self.fmt.schema
         self.boot = {"n_resamples": ec.bootstrap_samples, "seed": cfg.seed}
         cache = cfg.resolve_path(cfg.output_dir) / ".endpoint-cache"
         self.clients = {e.name: EndpointClient(e, cache_dir=cfg.resolve_path(e.cache_dir) if e.cache_dir else cache / e.name,
                                                max_tokens=ec.max_new_tokens) for e in ec.endpoints}
         self.adv_items = self._adversarial_items()
         self.abstain_re = re.compile(ec.adversarial.abstain_pattern)
+        self.structured: StructuredOutput | None = (
+            structured_output(ec, self.fmt_schema, prepared.train) if "base_structured" in ec.models else None)
         self._tokenizer = None
         self.lm_eval = self._lm_eval_tasks()
 
@@ -158,6 +166,18 @@ class Evaluator:
             return None
         return resolve_tasks(lc, [self.cfg.resolve_path(p) for p in lc.include_path], batch_size=ec.batch_size,
                              seed=self.cfg.seed, bootstrap_iters=ec.bootstrap_samples)
+
+    def compile_structured(self, model) -> CompiledConstraint:
+        """The base_structured constraint compiled for the tokenizer and ``model``'s vocabulary and end tokens."""
+        assert self.structured is not None
+        compiler = GrammarCompiler(self.tokenizer, vocab_size=model_vocab_size(model),
+                                   stop_token_ids=stop_token_ids(self.tokenizer, model))
+        try:
+            return compiler.compile(self.structured.constraint)
+        except ConstraintError as e:
+            raise ConfigError(f"base_structured ({self.structured.source}): {e.message}",
+                              hint="xgrammar's regex has no \\b, lookarounds or inline flags: write "
+                              "eval.format_pattern without them, or set eval.structured_output") from None
 
     @property
     def tokenizer(self):
@@ -239,15 +259,16 @@ class Evaluator:
         self.sources = {"text": text_src, "prompts": prompts_src, "text_chars": len(text)}
         results: dict[str, ModelResult] = {}
         base = load_model(cfg.model) if local_names else None
+        structured = self.compile_structured(base) if self.structured is not None else None
         # base-weight models first: the adapter of `tuned` is injected into the same loaded base
-        order = sorted(ec.models, key=lambda m: (m not in ("base", "few_shot"), ec.models.index(m)))
+        order = sorted(ec.models, key=lambda m: (m not in BASE_WEIGHTS, ec.models.index(m)))
         local_specs = {m.name: m for m in ec.local_models}
         for name in order:
             model = None
             if name in self.clients:
                 gen = _endpoint_generate(self.clients[name])
             else:
-                if name in ("base", "few_shot"):
+                if name in BASE_WEIGHTS:
                     model = base
                 elif name == "tuned":
                     model = load_tuned(cfg, base)
@@ -260,15 +281,20 @@ class Evaluator:
                     model = PeftModel.from_pretrained(base, str(path))
                 else:
                     model = _load_folder(cfg, cfg.resolve_path(local_specs[name].path))
-                gen = _local_generate(model, self.tokenizer, ec.batch_size)
+                gen = _local_generate(model, self.tokenizer, ec.batch_size,
+                                      structured if name == "base_structured" else None)
                 if name == "few_shot":
                     shots = pick_shots(self.prepared.train, ec.few_shot_k, cfg.seed)
                     if not shots:
                         raise TunesmithError("few_shot needs train examples", hint="remove few_shot from eval.models")
                     gen = _few_shot(gen, shots)
             res = self.task(name, gen)
+            if name == "base_structured" and self.structured is not None:
+                res.metrics["structured_output"] = self.structured.describe()
             self.adversarial(name, gen, res)
-            if model is not None and name != "few_shot" and (text or prompts or self.lm_eval is not None):
+            # few_shot and base_structured have base's weights: their perplexity is base's
+            has_weights_of_its_own = name not in ("few_shot", "base_structured")
+            if model is not None and has_weights_of_its_own and (text or prompts or self.lm_eval is not None):
                 self.regression(name, model, gen, res, text, prompts)
             results[name] = res
             write_jsonl(generations_dir / f"{name}.jsonl", res.examples)
