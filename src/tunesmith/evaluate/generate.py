@@ -61,26 +61,10 @@ def _prefix_cache(model, prefix: list[int], rows: int, device):
     return cache
 
 
-@torch.no_grad()
-def generate_greedy(
-    model,
-    tokenizer,
-    prompts: list[list[int]],
-    *,
-    max_new_tokens: int,
-    batch_size: int = 16,
-    on_batch: Callable[[int], None] | None = None,
-    share_prefix: bool = True,
-    min_shared_prefix: int = 16,
-    constraints: Sequence[CompiledConstraint | None] | None = None,
-) -> list[str]:
-    """Greedy completions (decoded, special tokens stripped) for token-id prompts.
-
-    ``constraints``: one compiled constraint (or None) per prompt (see :func:`generate_token_ids`).
-    """
-    ids = generate_token_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                             on_batch=on_batch, share_prefix=share_prefix, min_shared_prefix=min_shared_prefix,
-                             constraints=constraints)
+def generate_greedy(model, tokenizer, prompts: list[list[int]], **options) -> list[str]:
+    """Greedy completions (decoded, special tokens stripped) for token-id prompts; ``options`` are
+    :func:`generate_token_ids`'s (``max_new_tokens``, ``batch_size``, ``constraints``, ...)."""
+    ids = generate_token_ids(model, tokenizer, prompts, **options)
     return [tokenizer.decode(new, skip_special_tokens=True).strip() for new in ids]
 
 
