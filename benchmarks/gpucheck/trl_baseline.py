@@ -11,14 +11,15 @@ from gpucheck.runner import Skip
 
 
 def require_trl(ctx: Context, liger: bool) -> None:
+    if liger and ctx.cpu:
+        raise Skip("Liger: its Triton kernels need CUDA, skipped in the CPU dry run")
     try:
         import datasets  # noqa: F401
         import trl  # noqa: F401
     except ImportError as e:
-        raise Skip(f"TRL: not installed, skipped ({e.name} missing; pip install 'trl>=1.10,<2')") from None
+        label = "TRL+Liger" if liger else "TRL"
+        raise Skip(f"{label}: not installed, skipped ({e.name} missing; pip install 'trl>=1.10,<2')") from None
     if liger:
-        if ctx.cpu:
-            raise Skip("Liger: its Triton kernels need CUDA, skipped in the CPU dry run")
         try:
             import liger_kernel  # noqa: F401
         except ImportError:
