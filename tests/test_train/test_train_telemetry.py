@@ -11,7 +11,7 @@ import torch
 
 from tunesmith.estimate.hardware import load_gpu_catalog
 from tunesmith.train.telemetry import PeakFlops, catalogue_gpu, device_peak, step_line
-from tunesmith.train.quiet import model_loading_noise_silenced
+from tunesmith.utils.quiet import model_loading_noise_silenced
 
 
 def _record(mfu):

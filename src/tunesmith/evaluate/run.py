@@ -46,6 +46,7 @@ from tunesmith.evaluate.task_scoring import (
 )
 from tunesmith.models.loading import load_model, load_tokenizer
 from tunesmith.utils.io import write_jsonl
+from tunesmith.utils.quiet import model_loading_noise_silenced
 
 Generate = Callable[[list[list[dict]], int, str], list[Answer]]
 BASE_WEIGHTS = ("base", "few_shot", "base_structured")  # models that run on the loaded base as it is
@@ -69,7 +70,8 @@ def load_tuned(cfg: RunConfig, base_model):
     if adapter.is_dir():
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(base_model, str(adapter))
+        with model_loading_noise_silenced():  # peft's use of a deprecated transformers property
+            return PeftModel.from_pretrained(base_model, str(adapter))
     if full.is_dir():
         return _load_folder(cfg, full)
     raise TunesmithError(f"no trained adapter or model in {cfg.run_dir}", hint="run `tunesmith train` first")
@@ -278,7 +280,8 @@ class Evaluator:
                     path = cfg.resolve_path(local_specs[name].path)
                     if not (path / "adapter_config.json").is_file():
                         raise TunesmithError(f"eval.local_models '{name}': {path} has no adapter_config.json")
-                    model = PeftModel.from_pretrained(base, str(path))
+                    with model_loading_noise_silenced():
+                        model = PeftModel.from_pretrained(base, str(path))
                 else:
                     model = _load_folder(cfg, cfg.resolve_path(local_specs[name].path))
                 gen = _local_generate(model, self.tokenizer, ec.batch_size,

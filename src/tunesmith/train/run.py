@@ -60,7 +60,7 @@ from tunesmith.train.parallel import (
     init_distributed,
     setup_data_parallel,
 )
-from tunesmith.train.quiet import model_loading_noise_silenced
+from tunesmith.utils.quiet import model_loading_noise_silenced
 from tunesmith.train.task_eval import ValidationScorer, scorable, validation_scorer
 from tunesmith.train.telemetry import (
     PeakFlops,

@@ -18,7 +18,7 @@ from typing import Self
 import torch
 
 from tunesmith.errors import ConfigError
-from tunesmith.train.quiet import quiet_loggers
+from tunesmith.utils.quiet import quiet_loggers
 
 
 def parameter_count(p) -> int:
