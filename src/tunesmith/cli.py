@@ -120,7 +120,9 @@ def train(
             from tunesmith.train.parallel import require_deepspeed
 
             require_deepspeed()
+        from tunesmith.pipeline import prepare_for_launch
 
+        prepare_for_launch(cfg)
         raise typer.Exit(launch_torchrun(config, overrides, nproc=nproc, nnodes=nnodes,
                                          rdzv_endpoint=rdzv_endpoint, resume=resume))
     from tunesmith.pipeline import run_train

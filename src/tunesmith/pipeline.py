@@ -116,9 +116,14 @@ def _prepared(cfg: RunConfig) -> PreparedData:
     from tunesmith.data.inputs import fingerprint, resolve_inputs
     from tunesmith.errors import TunesmithError
 
+    from tunesmith.utils.io import exclusive_lock
+
     data_dir = cfg.run_dir / "data"
     stats_path = data_dir / "stats.json"
-    if (data_dir / "train.jsonl").is_file() and stats_path.is_file():
+
+    def up_to_date() -> PreparedData | None:
+        if not ((data_dir / "train.jsonl").is_file() and stats_path.is_file()):
+            return None
         try:
             stats = json.loads(stats_path.read_text())
             inputs = resolve_inputs(cfg.data, cfg.resolve_path("."))
@@ -126,7 +131,18 @@ def _prepared(cfg: RunConfig) -> PreparedData:
                 return load_prepared(data_dir)
         except (OSError, ValueError, TunesmithError):
             pass
-    return run_data(cfg)
+        return None
+
+    # the ranks torchrun starts all get here: one prepares, the others wait and then load its result
+    with exclusive_lock(cfg.run_dir / ".data.lock"):
+        return up_to_date() or run_data(cfg)
+
+
+def prepare_for_launch(cfg: RunConfig) -> None:
+    """Before torchrun starts the ranks: prepare the data once here, so its summary prints once and
+    every rank loads the same prepared files."""
+    _start(cfg)
+    _prepared(cfg)
 
 
 def run_train(cfg: RunConfig, *, resume: bool = False):
