@@ -225,8 +225,9 @@ def test_a_budgeted_tiny_run_prints_its_plan_fits_and_writes_it_into_the_summary
 
 def test_resume_continues_the_plan_of_the_killed_run(tmp_path, tiny_model_dir):
     """The plan is in every checkpoint: --resume trains to its last step on its schedule (without the clock)."""
+    # 20 s, not less: under a heavy load a shorter budget can plan no more than the 8 steps the kill needs
     cfg = resume_run_config(tmp_path, tiny_model_dir, max_steps=None, epochs=1000, save_steps=6, save_every_epoch=False,
-                  time_budget="8s")
+                  time_budget="20s")
     r = run_cli("train", str(cfg), "name=k", env={**ENV, "TUNESMITH_FAULT_KILL_AFTER_STEP": "8"})
     assert r.returncode == -9, (r.returncode, r.stderr[-2000:])
     run = tmp_path / "runs" / "k"
