@@ -141,6 +141,8 @@ def test_free_rows_batched_with_constrained_rows_are_unaffected(client):
     for t in threads:
         t.join()
     assert answers["free"] == alone
+    assert sorted(answers) == ["free", "json0", "json1", "json2", "json3"]  # every request was answered
+    assert all(answers[f"json{i}"].startswith("{") for i in range(4))
     assert not alone.lstrip().startswith("{")  # (the free row really was free)
 
 

@@ -179,3 +179,4 @@ def test_malformed_tools_and_tool_messages_are_400_naming_the_parameter(served, 
     status, payload = post_chat(served[0], body)
     assert status == 400, payload
     assert payload["error"]["param"] == param, payload
+    assert "not supported" not in payload["error"]["message"]  # a check of this request, not a refused feature
