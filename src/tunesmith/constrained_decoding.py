@@ -1,4 +1,5 @@
-"""Constrained decoding: outputs held to a JSON Schema, any JSON, a regular expression or one of a set of choices.
+"""Constrained decoding: outputs held to a JSON Schema, any JSON, a regular expression, one of a set of choices, or
+an xgrammar structural tag (tool calls: :mod:`tunesmith.tool_call_grammar`).
 
 xgrammar (the grammar engine of vLLM and SGLang) does the work. A :class:`GrammarCompiler` compiles a
 constraint against one tokenizer's vocabulary (compiled grammars are cached by xgrammar, keyed by the
@@ -36,8 +37,8 @@ from transformers import LogitsProcessor
 
 from tunesmith.errors import TunesmithError
 
-ConstraintKind = Literal["json_schema", "json", "regex", "choice"]
-CONSTRAINT_KINDS: tuple[str, ...] = ("json_schema", "json", "regex", "choice")
+ConstraintKind = Literal["json_schema", "json", "regex", "choice", "structural_tag"]
+CONSTRAINT_KINDS: tuple[str, ...] = ("json_schema", "json", "regex", "choice", "structural_tag")
 _NAMED_GROUP = re.compile(r"(?<!\\)\(\?P<[A-Za-z_][A-Za-z0-9_]*>")
 
 
@@ -100,6 +101,12 @@ class OutputConstraint:
                                   + (f" (got {bad[0]!r})" if bad else ""))
         return cls("choice", json.dumps(opts, ensure_ascii=False))
 
+    @classmethod
+    def structural_tag(cls, spec: str) -> OutputConstraint:
+        """An xgrammar structural tag (its JSON text): tagged sections such as tool calls, each with its own
+        content grammar (built by :mod:`tunesmith.tool_call_grammar`); checked when compiled."""
+        return cls("structural_tag", spec)
+
     def describe(self) -> str:
         if self.kind == "json":
             return "any JSON object" if self.spec == "object" else "any JSON value"
@@ -107,6 +114,8 @@ class OutputConstraint:
             opts = json.loads(self.spec)
             shown = ", ".join(opts[:8]) + (f", ... ({len(opts)} options)" if len(opts) > 8 else "")
             return f"one of: {shown}"
+        if self.kind == "structural_tag":
+            return f"structural tag {self.spec}"
         return f"{'JSON Schema' if self.kind == 'json_schema' else 'regex'} {self.spec}"
 
 
@@ -198,6 +207,8 @@ class GrammarCompiler:
                 grammar = c.compile_json_schema(schema, any_whitespace=False, strict_mode=False)
             elif constraint.kind == "regex":
                 grammar = c.compile_regex(constraint.spec)
+            elif constraint.kind == "structural_tag":
+                grammar = c.compile_structural_tag(constraint.spec)
             elif constraint.kind == "choice":
                 # EBNF string literals take JSON's escapes; raw UTF-8 is kept as is
                 options = json.loads(constraint.spec)

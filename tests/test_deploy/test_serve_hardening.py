@@ -209,9 +209,9 @@ def test_abandoned_request_stops_decoding_and_frees_its_slot(slot_server):
 @pytest.mark.parametrize(
     "path,extra,param,says",
     [
-        (CHAT, {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
-                "tool_choice": "required"}, "tools", "tool calling"),
-        (CHAT, {"tool_choice": "required"}, "tool_choice", "tool calling"),
+        (CHAT, {"functions": [{"name": "f", "parameters": {}}]}, "functions", "function calling"),  # (legacy: use tools)
+        (CHAT, {"function_call": "f"}, "function_call", "function calling"),
+        (CHAT, {"tool_choice": "required"}, "tool_choice", "needs at least one function in 'tools'"),
         (CHAT, {"logprobs": True, "top_logprobs": 21}, "top_logprobs", "less than or equal to 20"),  # implemented to 20
         (CHAT, {"top_logprobs": 3}, "top_logprobs", "requires logprobs"),
         (CHAT, {"n": 2}, "n", "n > 1"),
@@ -244,12 +244,13 @@ def test_noop_values_of_unimplemented_parameters_are_accepted(slot_server):
     assert _request(slot_server, "/v1/completions", body)[0] == 200
 
 
-def test_openai_client_tools_are_refused(slot_server):
+def test_openai_client_bad_tool_choice_and_logprobs_are_refused(slot_server):
     client = openai.OpenAI(base_url=slot_server.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
     tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="base", messages=MSGS, max_tokens=2, tools=[tool], tool_choice="required")
-    assert e.value.body["param"] == "tools"
+        client.chat.completions.create(model="base", messages=MSGS, max_tokens=2, tools=[tool],
+                                       tool_choice={"type": "function", "function": {"name": "undeclared"}})
+    assert e.value.body["param"] == "tool_choice"
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="base", messages=MSGS, max_tokens=2, logprobs=True, top_logprobs=21)
     assert e.value.body["param"] == "top_logprobs"

@@ -16,6 +16,12 @@ that keep the logits of every prompt position (at most ``SCORING_TOKENS_PER_FORW
 give the prompt's token log-probabilities; then, like any row, they join the running batch to generate, or
 finish at once when ``max_new_tokens`` is 0. A row with ``top_logprobs`` set records each sampled token's
 log-probability (the end-of-sequence token included) as it decodes.
+
+Constrained rows (``grammar`` set: a :class:`~tunesmith.constrained_decoding.RowGrammar`, for tool calls and
+``response_format``): before each sampling step the tokens a row's grammar does not allow next are masked out of
+that row's logits (rows without a grammar are left as they are), and the grammar advances by the sampled token.
+A grammar allows the end-of-sequence token only where the output is complete, so a constrained row ends
+exactly then (or at its budget, ``length``). Logprobs are those of the model's own distribution (before masking).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tunesmith.constrained_decoding import RowGrammar, mask_logits
 from tunesmith.deploy.server.logprobs import TokenLogprob, prompt_logprobs, token_logprobs
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,7 @@ class GenRequest:
     seed: int | None = None
     top_logprobs: int | None = None  # record each sampled token's logprob with this many alternatives; None: no
     prompt_top_logprobs: int | None = None  # score the prompt's tokens with this many alternatives; None: no
+    grammar: RowGrammar | None = None  # the output's grammar (masks the logits, advances per token); None: free
     on_delta: Callable[[str], None] | None = None  # called on the worker thread with new text
     on_done: Callable[[GenRequest], None] | None = None  # called on the worker thread once
     output_ids: list[int] = field(default_factory=list)  # the end-of-sequence token is not among them
@@ -360,12 +368,14 @@ class BatchEngine:
 
     def _step(self, lane: Lane) -> None:
         """Sample each row's next token; drop finished rows; advance the rest by one forward."""
-        tokens = self._sample(lane.logits, lane.rows, lane.gens)
+        tokens = self._sample(_masked(lane), lane.rows, lane.gens)
         self._record_logprobs(lane, tokens)
         for r, t in zip(lane.rows, tokens, strict=True):
             if r.cancelled:
                 self._finish(r, "cancelled")
             elif r.finish_reason is None:
+                if r.grammar is not None:
+                    r.grammar.accept(t)
                 self._append(r, t)
         keep = [i for i, r in enumerate(lane.rows) if r.finish_reason is None]
         if not keep:
@@ -394,6 +404,15 @@ class BatchEngine:
                                 position_ids=lane.pos.to(device), use_cache=True, **{self._cache_kw: lane.cache})
         lane.cache = self._cache(out)
         lane.logits = out.logits[:, -1, :]
+
+
+def _masked(lane: Lane) -> torch.Tensor:
+    """The lane's next-token logits with each constrained row's disallowed tokens at -inf (a copy: the model's
+    own logits stay for logprobs); the logits themselves when no row has a grammar."""
+    grammars = [r.grammar if r.finish_reason is None and not r.cancelled else None for r in lane.rows]
+    if all(g is None for g in grammars):
+        return lane.logits
+    return mask_logits(lane.logits.clone(), grammars)
 
 
 def prefill_groups(rows: list[GenRequest]) -> list[tuple[list[GenRequest], bool]]:

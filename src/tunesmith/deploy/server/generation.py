@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from tunesmith.constrained_decoding import RowGrammar
 from tunesmith.deploy.config import ServeConfig
 from tunesmith.deploy.server.continuous_batching import GenRequest, QueueFull
 from tunesmith.deploy.server.protocol import APIError
@@ -34,6 +35,7 @@ class Sampling:
     seed: int | None
     top_logprobs: int | None = None  # logprobs of generated tokens, with this many alternatives
     prompt_top_logprobs: int | None = None  # logprobs of prompt tokens (echo), with this many alternatives
+    grammar: RowGrammar | None = None  # the answer's grammar (one prompt: chat)
 
 
 @dataclass(eq=False)
@@ -103,7 +105,7 @@ async def start_generation(state: ServerState, key: str, model: str, prompts: li
     loop = asyncio.get_running_loop()
     reqs = [GenRequest(prompt_ids=ids, adapter=adapter, max_new_tokens=budget, temperature=sampling.temperature,
                        top_p=sampling.top_p, stop=sampling.stop, seed=sampling.seed, top_logprobs=sampling.top_logprobs,
-                       prompt_top_logprobs=sampling.prompt_top_logprobs)
+                       prompt_top_logprobs=sampling.prompt_top_logprobs, grammar=sampling.grammar)
             for ids, budget in zip(prompts, budgets, strict=True)]
     gen = Generation(reqs, sum(len(ids) for ids in prompts), cfg.request_timeout_s, loop.time() + cfg.request_timeout_s,
                      loop.create_future(), lambda: state.limiter.release(key))

@@ -1,33 +1,45 @@
-"""Prompt token ids of a request: a chat rendered with the tokenizer's chat template, or a completion's prompts
-(text, or token ids taken as they are)."""
+"""Prompt token ids of a request: a chat (with its tools) rendered by tunesmith.chat_template, or a completion's
+prompts (text, or token ids taken as they are)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from tunesmith.chat_template import ChatTemplateError, render_prompt_ids
-from tunesmith.deploy.server.protocol import APIError, ChatMessage
+from tunesmith.deploy.server.protocol import APIError
 
 
-def _refuse_control_tokens(tokenizer, conversation: list[dict]) -> None:
-    """A chat message's text must stay text: a special token written in it (``<|im_end|>``, ``<|im_start|>``)
-    would be tokenised as the real control token and could end a turn or forge one (a 400, never applied)."""
+def _refuse_control_tokens(tokenizer, texts: list[tuple[str, str]]) -> None:
+    """Request text must stay text: a special token written in it (``<|im_end|>``, ``<|im_start|>``) would be
+    tokenised as the real control token and could end a turn or forge one (a 400, never applied).
+    ``texts``: (parameter, text) pairs (message contents, call arguments, tool definitions)."""
     specials = [t for t in tokenizer.all_special_tokens if t]
-    for i, m in enumerate(conversation):
-        at = {t: m["content"].find(t) for t in specials}
+    for param, text in texts:
+        at = {t: text.find(t) for t in specials}
         found = min((t for t, i in at.items() if i >= 0), key=lambda t: (at[t], -len(t)), default=None)  # the first
         if found is not None:
-            raise APIError(400, f"message {i} contains the model's control token {found!r}; message text may not "
-                                "hold special tokens of the chat template (remove or escape it)",
-                           param=f"messages[{i}].content")
+            raise APIError(400, f"{param} contains the model's control token {found!r}; request text may not "
+                                "hold special tokens of the chat template (remove or escape it)", param=param)
 
 
-def chat_prompt_ids(tokenizer, messages: list[ChatMessage]) -> list[int]:
-    """The chat template applied to ``messages``, ending with the assistant's turn opened (400 if it refuses)."""
-    conversation = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
-    _refuse_control_tokens(tokenizer, conversation)
+def _request_texts(conversation: list[dict], tools: list[dict] | None) -> list[tuple[str, str]]:
+    texts = []
+    for i, m in enumerate(conversation):
+        texts.append((f"messages[{i}].content", m["content"]))
+        for j, call in enumerate(m.get("tool_calls") or ()):
+            texts.append((f"messages[{i}].tool_calls[{j}].function.arguments", call["function"]["arguments"]))
+    for i, tool in enumerate(tools or ()):
+        texts.append((f"tools[{i}]", json.dumps(tool, ensure_ascii=False)))
+    return texts
+
+
+def chat_prompt_ids(tokenizer, conversation: list[dict], tools: list[dict] | None = None) -> list[int]:
+    """The chat template applied to a canonical ``conversation`` (see deploy/server/tools.py) and its ``tools``,
+    ending with the assistant's turn opened (400 if it refuses)."""
+    _refuse_control_tokens(tokenizer, _request_texts(conversation, tools))
     try:
-        ids = render_prompt_ids(tokenizer, conversation)
+        ids = render_prompt_ids(tokenizer, conversation, tools=tools)
     except ChatTemplateError as e:
         raise APIError(400, e.message, param="messages") from None
     except Exception as e:  # noqa: BLE001 - the template rejects this conversation (e.g. role order)

@@ -1,7 +1,7 @@
 """Request bodies of the OpenAI-compatible API (the subset we serve) and OpenAI-style errors.
 
 Every parameter OpenAI defines for these endpoints is declared here. A parameter the server does not
-implement (tools, penalties, ``n`` > 1, ...) is accepted only with its no-op value; anything else
+implement (penalties, ``n`` > 1, legacy ``functions``, ...) is accepted only with its no-op value; anything else
 is a 400 that names the feature, never a 200 that silently ignores it. A parameter OpenAI does not define
 is a 400 too (``extra="forbid"``). Booleans are strict (``"yes"`` is not true) and text must be valid
 Unicode (a lone surrogate is refused here, not deep in the tokenizer).
@@ -22,6 +22,7 @@ from pydantic import (
     StrictBool,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from tunesmith.deploy.server.logprobs import MAX_TOP_LOGPROBS
@@ -87,8 +88,6 @@ def _noop_only(tp: Any, feature: str, *noop: Any) -> Any:
     return Annotated[tp | None, AfterValidator(check), WithJsonSchema(schema)]
 
 
-NoTools = _noop_only(list[dict], "tool calling ('tools')", [])
-NoToolChoice = _noop_only(str | dict, "tool calling ('tool_choice')", "none", "auto")
 NoPenalty = _noop_only(float, "presence/frequency penalties", 0.0)
 NoLogitBias = _noop_only(dict[str, float], "logit_bias", {})
 
@@ -103,11 +102,80 @@ class TextPart(_Req):
     text: Text = Field(max_length=1_000_000)
 
 
+# -- tools and structured outputs ---------------------------------------------------------------------
+
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # OpenAI's rule for function names (written into the call format as is)
+MAX_TOOLS = 128
+
+
+def _check_schema(value: Any) -> Any:
+    """A JSON Schema given in a request: valid Unicode and a valid schema (its grammar is compiled when used)."""
+    from tunesmith.constrained_decoding import ConstraintError, OutputConstraint
+
+    _check_unicode(value)
+    try:
+        OutputConstraint.json_schema(value)
+    except ConstraintError as e:
+        raise ValueError(e.message) from None
+    return value
+
+
+Schema = Annotated[dict[str, Any], AfterValidator(_check_schema)]
+
+
+def _object_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and value.get("type") != "object":
+        raise ValueError("a function's parameters must be a JSON Schema of \"type\": \"object\" (its arguments "
+                         "are a JSON object)")
+    return value
+
+
+class FunctionDefinition(_Req):
+    name: str = Field(pattern=FUNCTION_NAME, description="1 to 64 of a-z, A-Z, 0-9, _ and -")
+    description: Text | None = Field(None, max_length=100_000)
+    parameters: Annotated[Schema | None, AfterValidator(_object_schema)] = None
+    strict: StrictBool | None = Field(None, description="Arguments always follow the schema when the call is forced.")
+
+
+class Tool(_Req):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Req):
+    name: str = Field(pattern=FUNCTION_NAME)
+
+
+class NamedToolChoice(_Req):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class CalledFunction(_Req):
+    name: str = Field(pattern=FUNCTION_NAME)
+    arguments: Text = Field(max_length=1_000_000, description="The arguments as JSON text of an object.")
+
+
+class ToolCallParam(_Req):
+    id: Text = Field(min_length=1, max_length=256)
+    type: Literal["function"]
+    function: CalledFunction
+
+
+class JSONSchemaFormat(_Req):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: Text | None = Field(None, max_length=100_000)
+    schema_: Schema = Field(alias="schema")
+    strict: StrictBool | None = None
+
+
 class ChatMessage(_Req):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: _noop_only(str, "participant names ('name' in messages)") = None
-    tool_calls: NoTools = None
+    tool_calls: list[ToolCallParam] | None = Field(None, max_length=MAX_TOOLS, description="assistant messages only")
+    tool_call_id: Text | None = Field(None, min_length=1, max_length=256, description="tool messages only")
     function_call: _noop_only(dict, "function calls in messages") = None
     refusal: _noop_only(str, "'refusal' in messages") = None
     audio: _noop_only(dict, "audio") = None
@@ -126,7 +194,14 @@ class ChatMessage(_Req):
 
 
 class ResponseFormat(_Req):
-    type: Literal["text", "json_object"]
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self):
+        if (self.json_schema is None) == (self.type == "json_schema"):
+            raise ValueError("'json_schema' (with name and schema) is given with type 'json_schema', and only then")
+        return self
 
 
 class StreamOptions(_Req):
@@ -173,9 +248,9 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1, max_length=512)
     max_completion_tokens: int | None = Field(None, ge=1, le=1_000_000)
     response_format: ResponseFormat | None = None
-    tools: NoTools = None
-    tool_choice: NoToolChoice = None
-    parallel_tool_calls: StrictBool | None = Field(None, description="No effect: there are no tools.")
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = Field(None, description="false: at most one call per answer.")
     functions: _noop_only(list[dict], "function calling ('functions')", []) = None
     function_call: _noop_only(str | dict, "function calling ('function_call')", "none", "auto") = None
     logprobs: StrictBool | None = Field(None, description="Return the log-probability of each content token.")

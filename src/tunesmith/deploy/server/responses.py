@@ -3,7 +3,7 @@
 ``ChatResponses`` and ``CompletionResponses`` build the two endpoints' shapes for one request (its id,
 creation time and model name); the routes and the streaming loop never branch on the endpoint. A whole answer
 has one choice per engine row (several for a completions request with a list of prompts); logprobs objects
-come from logprob_bodies.py.
+come from logprob_bodies.py. With tools, a chat answer's text is read as content and tool calls (tools.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from tunesmith.deploy.server.continuous_batching import GenRequest
 from tunesmith.deploy.server.logprob_bodies import chat_logprobs, completion_logprobs
 from tunesmith.deploy.server.prompts import CompletionPrompt
 from tunesmith.deploy.server.token_text import TokenTexts
+from tunesmith.deploy.server.tools import ToolCallStream, answer_parts
 
 
 def sse(obj) -> str:
@@ -31,8 +32,11 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def finish_reason(r: GenRequest) -> str:
-    return "length" if r.finish_reason == "length" else "stop"
+def finish_reason(r: GenRequest, calls: bool = False) -> str:
+    """OpenAI's finish reason: ``length`` (budget spent), ``tool_calls`` (the answer ends with calls) or ``stop``."""
+    if r.finish_reason == "length":
+        return "length"
+    return "tool_calls" if calls else "stop"
 
 
 class _Responses:
@@ -50,8 +54,12 @@ class _Responses:
 
     def whole(self, rows: list[GenRequest], prompt_tokens: int) -> dict:
         """The answer to a request whose engine rows (one per prompt) are ``rows``."""
-        choices = [{"index": i, **self._answer(i, r), "logprobs": self._logprobs(i, r),
-                    "finish_reason": finish_reason(r)} for i, r in enumerate(rows)]
+        choices = []
+        for i, r in enumerate(rows):
+            answer = self._answer(i, r)
+            calls = bool(answer.get("message", {}).get("tool_calls"))
+            choices.append({"index": i, **answer, "logprobs": self._logprobs(i, r),
+                            "finish_reason": finish_reason(r, calls)})
         completion_tokens = sum(len(r.output_ids) for r in rows)
         return {**self._envelope(self.object, choices), "usage": usage(prompt_tokens, completion_tokens),
                 "system_fingerprint": None}
@@ -59,6 +67,14 @@ class _Responses:
     def chunk(self, text: str | None, finish: str | None = None) -> dict:
         return self._envelope(self.chunk_object, [{"index": 0, **self._delta(text), "logprobs": None,
                                                    "finish_reason": finish}])
+
+    def delta_chunks(self, text: str) -> list[dict]:
+        """The chunks of newly generated text (none while it is held back)."""
+        return [self.chunk(text)] if text else []
+
+    def closing_chunks(self, r: GenRequest) -> list[dict]:
+        """The chunks once generation ended: what was held back, then the finish reason."""
+        return [self.chunk(None, finish_reason(r))]
 
     def usage_chunk(self, r: GenRequest, prompt_tokens: int) -> dict:
         return {**self._envelope(self.chunk_object, []), "usage": usage(prompt_tokens, len(r.output_ids))}
@@ -80,12 +96,36 @@ class _Responses:
 class ChatResponses(_Responses):
     id_prefix, object, chunk_object = "chatcmpl-", "chat.completion", "chat.completion.chunk"
 
-    def __init__(self, model: str, logprobs: TokenTexts | None = None):
+    def __init__(self, model: str, logprobs: TokenTexts | None = None, *, parse_calls: bool = False):
         super().__init__(model)
         self.texts = logprobs  # set when the request asks for logprobs
+        self.parse_calls = parse_calls  # tools were given (and tool_choice is not none): read calls from the text
+        self.stream = ToolCallStream() if parse_calls else None
+        self.streamed_calls = False
 
     def _answer(self, i: int, r: GenRequest) -> dict:
-        return {"message": {"role": "assistant", "content": r.text}}
+        content, calls = answer_parts(r.text, self.parse_calls)
+        message = {"role": "assistant", "content": content}
+        if calls:
+            message["tool_calls"] = calls
+        return {"message": message}
+
+    def delta_chunks(self, text: str) -> list[dict]:
+        if self.stream is None:
+            return super().delta_chunks(text)
+        return [self._delta_chunk(d) for d in self.stream.feed(text)]
+
+    def closing_chunks(self, r: GenRequest) -> list[dict]:
+        if self.stream is None:
+            return super().closing_chunks(r)
+        out = [self._delta_chunk(d) for d in self.stream.close()]
+        return out + [self.chunk(None, finish_reason(r, self.streamed_calls))]
+
+    def _delta_chunk(self, delta: dict) -> dict:
+        self.streamed_calls = self.streamed_calls or "tool_calls" in delta
+        chunk = self.chunk(None)
+        chunk["choices"][0]["delta"] = delta
+        return chunk
 
     def _logprobs(self, i: int, r: GenRequest) -> dict | None:
         if self.texts is None:

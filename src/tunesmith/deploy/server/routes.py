@@ -1,6 +1,7 @@
 """The HTTP routes: /health, /metrics, /v1/models, /v1/chat/completions, /v1/completions.
 
-Both generation routes turn their request into prompt ids (one list per prompt) and a response builder, then
+Both generation routes turn their request into prompt ids (one list per prompt) and a response builder (a chat
+request also into its grammar, when tools or response_format ask for one: structured.py), then
 share ``answer``: a whole JSON answer, or a server-sent event stream. (The tokenizer routes are in
 tokenizer_routes.py.)
 """
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from tunesmith.constrained_decoding import RowGrammar
 
 from tunesmith.deploy.server.generation import (
     Generation,
@@ -29,10 +33,11 @@ from tunesmith.deploy.server.responses import (
     SSE_DONE,
     ChatResponses,
     CompletionResponses,
-    finish_reason,
     sse,
 )
 from tunesmith.deploy.server.state import ServerState
+from tunesmith.deploy.server.structured import chat_constraint
+from tunesmith.deploy.server.tools import chat_conversation, declared_functions, tool_choice_mode
 
 router = APIRouter()
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
@@ -95,11 +100,17 @@ async def chat_completions(request: Request, body: ChatCompletionRequest, key: s
         raise APIError(400, "'messages' must contain the word 'json' in some form, to use "
                        "'response_format' of type 'json_object'.", param="response_format")
     state = server_state(request)
-    prompt_ids = chat_prompt_ids(state.tokenizer, body.messages)
+    functions = declared_functions(body)
+    mode = tool_choice_mode(body, functions)
+    tools = [{"type": "function", "function": f} for f in functions] or None
+    prompt_ids = chat_prompt_ids(state.tokenizer, chat_conversation(body, functions), tools)
+    constraint, param = chat_constraint(body, functions, mode, call_blocks=state.grammars.call_blocks)
+    grammar = await run_in_threadpool(state.grammars.start, constraint, param) if constraint else None
     max_tokens = body.max_completion_tokens or body.max_tokens
     top = (body.top_logprobs or 0) if body.logprobs else None
-    builder = ChatResponses(body.model, logprobs=state.token_texts if top is not None else None)
-    return await answer(request, key, body, [prompt_ids], max_tokens, builder, top_logprobs=top)
+    builder = ChatResponses(body.model, logprobs=state.token_texts if top is not None else None,
+                            parse_calls=bool(functions) and mode != "none")
+    return await answer(request, key, body, [prompt_ids], max_tokens, builder, top_logprobs=top, grammar=grammar)
 
 
 @router.post("/v1/completions", responses=ERROR_RESPONSES)
@@ -117,13 +128,13 @@ async def completions(request: Request, body: CompletionRequest, key: str = Depe
 async def answer(request: Request, key: str, body: ChatCompletionRequest | CompletionRequest, prompts: list[list[int]],
                  max_tokens: int | None, builder: ChatResponses | CompletionResponses, *,
                  top_logprobs: int | None = None, prompt_top_logprobs: int | None = None,
-                 prompt_param: str = "messages"):
+                 prompt_param: str = "messages", grammar: RowGrammar | None = None):
     """Generate for each of ``prompts`` and answer in ``builder``'s shape: whole, or streamed when ``body.stream``
     (one prompt). ``top_logprobs`` / ``prompt_top_logprobs``: record generated / prompt token logprobs."""
     state = server_state(request)
     sampling = Sampling(temperature=1.0 if body.temperature is None else body.temperature,
                         top_p=1.0 if body.top_p is None else body.top_p, stop=body.stop_list(), seed=body.seed,
-                        top_logprobs=top_logprobs, prompt_top_logprobs=prompt_top_logprobs)
+                        top_logprobs=top_logprobs, prompt_top_logprobs=prompt_top_logprobs, grammar=grammar)
     stream = bool(body.stream)
     gen = await start_generation(state, key, body.model, prompts, max_tokens, sampling, stream=stream,
                                  prompt_param=prompt_param)
@@ -149,8 +160,8 @@ async def _event_stream(state: ServerState, gen: Generation, builder: ChatRespon
             yield sse(chunk)
         async for ev, val in generation_events(gen):
             if ev == "delta":
-                if val:
-                    yield sse(builder.chunk(val))
+                for chunk in builder.delta_chunks(val):
+                    yield sse(chunk)
             elif ev == "timeout":
                 yield sse(APIError(504, "generation timed out", type="timeout", code="timeout").body())
             else:  # done
@@ -159,7 +170,8 @@ async def _event_stream(state: ServerState, gen: Generation, builder: ChatRespon
                 if r.error:
                     yield sse(APIError(503, r.error, type="server_error", code="generation_failed").body())
                     break
-                yield sse(builder.chunk(None, finish_reason(r)))
+                for chunk in builder.closing_chunks(r):
+                    yield sse(chunk)
                 if include_usage:
                     yield sse(builder.usage_chunk(r, gen.prompt_tokens))
         yield SSE_DONE
