@@ -159,6 +159,31 @@ def evaluate(
         raise typer.Exit(1) from None
 
 
+@app.command("import-job")
+def import_job(
+    job: Annotated[Path, typer.Argument(help="The fine-tuning job's JSON, as GET /v1/fine_tuning/jobs/{id} returns it.",
+                                        show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the run config.")] = Path("config.yaml"),
+    model: Annotated[str | None, typer.Option("--model", "-m", help="The open model to fine-tune instead of the job's "
+                                              "OpenAI model (default: the embedded SmolLM2-135M-Instruct).")] = None,
+    files: Annotated[list[str] | None, typer.Option("--files", help="FILE_ID=PATH: the local copy of a file the job names "
+                                                    "(repeatable), e.g. --files file-abc123=train.jsonl.", show_default=False)] = None,
+    files_dir: Annotated[Path | None, typer.Option("--files-dir", help="A folder of the job's downloaded files named by id "
+                                                   "(file-abc123.jsonl).", show_default=False)] = None,
+) -> None:
+    """Bring an OpenAI fine-tuning job over: write a run config for its files and settings, and print what each job
+    setting became (or why it cannot map). Preference (DPO) jobs are recognised and refused: not yet trainable."""
+    from tunesmith.console import console
+    from tunesmith.migrate.openai_job import import_job as run_import
+    from tunesmith.migrate.openai_job import mapping_line, parse_file_map
+
+    cfg, rows = run_import(job, output, files=parse_file_map(files or []), files_dir=files_dir, model=model)
+    console.print(f"[bold]job {escape(str(job))} -> {escape(str(output))}[/]")
+    for row in rows:
+        console.print(mapping_line(row), soft_wrap=True, markup=False)
+    console.print(f"run it: tunesmith run {output}", soft_wrap=True, markup=False)
+
+
 def _register_stage_apps() -> None:
     """Stages with several commands own a typer sub-app in ``tunesmith.<stage>.cli``."""
     from tunesmith.advise.cli import app as advise_app

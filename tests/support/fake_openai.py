@@ -7,20 +7,28 @@ request's model name:
   broken - always 500
   denied - always 401 (not retryable)
   judge  - an LLM judge: PASS when the graded answer says "unknown", else FAIL
+  tooler - with tools in the request: calls the first declared tool with {"q": <prompt>}
+With ``hold_after=N``, requests after the N-th answered one are held (never answered) until the server stops:
+a client killed then has answers in flight that it never received. ``answered`` counts the 200s per prompt.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAI:
     """A small OpenAI-compatible /v1/chat/completions server on a free loopback port."""
 
-    def __init__(self, answers: dict[str, str] | None = None, fail_prompts: set[str] | None = None):
+    def __init__(self, answers: dict[str, str] | None = None, fail_prompts: set[str] | None = None,
+                 hold_after: int | None = None):
         self.answers = answers or {}
+        self.hold_after = hold_after
+        self.answered: Counter[str] = Counter()
+        self.stopping = threading.Event()
         self.fail_prompts = fail_prompts or set()  # any model: 500 for these prompts
         self.requests: list[dict] = []
         self.seen: set[str] = set()
@@ -57,11 +65,25 @@ class FakeOpenAI:
                     return self._send(401, {"error": {"message": "bad key"}})
                 if model == "flaky" and first:
                     return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
+                with outer.lock:
+                    hold = outer.hold_after is not None and sum(outer.answered.values()) >= outer.hold_after
+                    if not hold:
+                        outer.answered[prompt] += 1
+                if hold:
+                    outer.stopping.wait()
+                    return self._send(503, {"error": {"message": "held"}})
                 text = outer.answers.get(prompt, "unknown")
+                usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
+                if model == "tooler" and body.get("tools"):
+                    call = {"id": "call_1", "type": "function", "function": {
+                        "name": body["tools"][0]["function"]["name"], "arguments": json.dumps({"q": prompt})}}
+                    return self._send(200, {"id": "x", "object": "chat.completion", "model": model, "usage": usage,
+                                            "choices": [{"index": 0, "finish_reason": "tool_calls",
+                                                         "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]})
                 if model == "judge":
                     graded = prompt.split("[Assistant's answer]", 1)[-1]
                     text = "PASS" if "unknown" in graded.lower() else "FAIL"
-                return self._send(200, {"id": "x", "object": "chat.completion", "model": model,
+                return self._send(200, {"id": "x", "object": "chat.completion", "model": model, "usage": usage,
                                         "choices": [{"index": 0, "finish_reason": "stop",
                                                      "message": {"role": "assistant", "content": text}}]})
 
@@ -77,5 +99,6 @@ class FakeOpenAI:
         return self
 
     def __exit__(self, *exc):
+        self.stopping.set()
         self.server.shutdown()
         self.server.server_close()

@@ -22,7 +22,8 @@ from tunesmith.utils.io import write_text
 # Config keys holding a path relative to the config file ("*" = every item of a list / value of a mapping).
 # data.mix.source is also a name ("chatterbot"); it is rebased only when it is a path that exists.
 PATH_KEYS = (
-    "output_dir", "data.train_file", "data.files.*.path", "data.consistency.json_schema", "data.mix.source",
+    "output_dir", "data.train_file", "data.validation_file", "data.test_file", "data.files.*.path", "data.consistency.json_schema",
+    "data.mix.source",
     "eval.json_schema", "eval.local_models.*.path", "eval.endpoints.*.cache_dir", "eval.adversarial.file",
     "eval.regression.text_file", "eval.regression.prompts_file", "serve.adapters.*", "serve.adapter_dir",
     "serve.api_keys_file", "advise.gpu_catalog",

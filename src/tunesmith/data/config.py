@@ -10,6 +10,9 @@ from tunesmith.schema import Section
 # auto: the file's format is detected from its first rows and every row must have it;
 # mixed: detected row by row (for files that mix formats on purpose)
 FormatName = Literal["auto", "mixed", "alpaca", "openai", "sharegpt", "completion", "text"]
+# auto: the file's rows are split by data.validation_fraction / data.test_fraction; validation / test: the whole
+# file is that split, as given (never re-split)
+SplitName = Literal["auto", "validation", "test"]
 ContainerName = Literal["auto", "jsonl", "json", "csv", "parquet"]
 
 
@@ -22,6 +25,10 @@ class InputFile(Section):
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="Rename keys before reading: {canonical_key: key_in_your_file}, e.g. {instruction: question, output: answer}.",
+    )
+    split: SplitName = Field(
+        "auto", description="auto: split by the fractions; validation / test: the whole file is that split, used as given "
+        "(validated and deduplicated against train like every row, never re-split).",
     )
 
 
@@ -95,6 +102,14 @@ class DataConfig(Section):
     """Where the examples come from, how they are checked, cleaned, split and mixed."""
 
     train_file: str | None = Field(None, description="Input file; relative paths are relative to the config file.")
+    validation_file: str | None = Field(
+        None, description="Held-out validation file, used as given (never re-split); train_file then gives no validation rows "
+        "(validation_fraction is not used). Same format/columns as train_file.",
+    )
+    test_file: str | None = Field(
+        None, description="Held-out test file, used as given (never re-split); train_file then gives no test rows "
+        "(test_fraction is not used). Same format/columns as train_file.",
+    )
     files: list[InputFile] = Field(default_factory=list, description="More input files (each with its own format/columns).")
     format: FormatName = Field("auto", description="Row format of train_file; auto detects it from the first rows, mixed row by row.")
     columns: dict[str, str] = Field(default_factory=dict, description="Key mapping for train_file: {canonical_key: your_key}.")
@@ -124,16 +139,32 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
-        if self.validation_fraction + self.test_fraction >= 1.0:
+        val, test = self.split_fractions()
+        if val + test >= 1.0:
             raise ValueError(
                 f"validation_fraction ({self.validation_fraction}) + test_fraction ({self.test_fraction}) "
                 "must be below 1, or nothing is left to train on"
             )
         return self
 
-    def inputs(self) -> list[InputFile]:
-        """train_file (with the top-level format/columns) followed by ``files``."""
-        out = []
-        if self.train_file:
-            out.append(InputFile(path=self.train_file, format=self.format, columns=self.columns))
-        return out + list(self.files)
+    def given_splits(self) -> set[str]:
+        """The held-out splits that come from files of their own (validation_file, test_file, files with a split)."""
+        return {spec.split for spec in self.inputs() if spec.split != "auto"}
+
+    def split_fractions(self) -> tuple[float, float]:
+        """(validation, test) fractions the split files' rows are split by: 0 for a split given by a file of its own."""
+        given = self.given_splits()
+        return (0.0 if "validation" in given else self.validation_fraction, 0.0 if "test" in given else self.test_fraction)
+
+    def inputs(self, train_file: str | None = None) -> list[InputFile]:
+        """Every input file, the held-out ones (validation_file, test_file, files with a split) first, so that an exact
+        or near duplicate of a held-out row in the train pool is the one removed (the first occurrence wins); then
+        train_file (``train_file`` replaces it when given) and the other ``files``. The top-level format/columns apply
+        to train_file, validation_file and test_file."""
+        top = {"format": self.format, "columns": self.columns}
+        held = [InputFile(path=p, split=split, **top)
+                for p, split in ((self.validation_file, "validation"), (self.test_file, "test")) if p]
+        held += [f for f in self.files if f.split != "auto"]
+        train = train_file or self.train_file
+        pool = [InputFile(path=train, **top)] if train else []
+        return held + pool + [f for f in self.files if f.split == "auto"]

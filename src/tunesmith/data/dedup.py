@@ -309,6 +309,7 @@ class Duplicates:
 
     is_duplicate: np.ndarray  # bool per row (first-pass row index)
     by_kind: dict[str, int]
+    original: np.ndarray  # int64 per row: the row it duplicates (first-pass row index), -1 for rows this stage kept
 
 
 def mark_exact_duplicates(keys: dict[str, array], ids: IdTable, removed: JsonlSink) -> Duplicates:
@@ -317,6 +318,7 @@ def mark_exact_duplicates(keys: dict[str, array], ids: IdTable, removed: JsonlSi
     have equal prompts, so the earliest row with a prompt is never itself a duplicate."""
     n = len(ids)
     dup = np.zeros(n, dtype=bool)
+    original = np.full(n, -1, dtype=np.int64)
     rows = np.arange(n)
     by_kind: dict[str, int] = {}
     for scope, scope_keys in keys.items():
@@ -327,8 +329,9 @@ def mark_exact_duplicates(keys: dict[str, array], ids: IdTable, removed: JsonlSi
         for i in np.nonzero(new)[0].tolist():
             removed.write({"id": ids[i], "kind": "exact_duplicate", "scope": scope, "duplicate_of": ids[int(first[i])]})
         by_kind[f"exact_{scope}"] = int(new.sum())
+        original[new] = first[new]
         dup |= new
-    return Duplicates(dup, by_kind)
+    return Duplicates(dup, by_kind, original)
 
 
 def mark_near_duplicates(signatures: dict[str, Path], dd: DedupConfig, exact: np.ndarray, ids: IdTable, removed: JsonlSink) -> Duplicates:
@@ -336,6 +339,7 @@ def mark_near_duplicates(signatures: dict[str, Path], dd: DedupConfig, exact: np
     too (with their originals, which come first and so represent the cluster), but they are already
     counted as exact."""
     near = np.zeros(len(ids), dtype=bool)
+    original = np.full(len(ids), -1, dtype=np.int64)
     by_kind: dict[str, int] = {}
     for scope, path in signatures.items() if dd.near else ():
         nd = find_near_duplicates(read_signatures(path, dd.num_perm), dd.threshold)
@@ -344,5 +348,6 @@ def mark_near_duplicates(signatures: dict[str, Path], dd: DedupConfig, exact: np
             removed.write({"id": ids[i], "kind": "near_duplicate", "scope": scope, "duplicate_of": ids[int(nd.rep[i])],
                            "similarity": round(float(nd.similarity[i]), 3)})
         by_kind[f"near_{scope}"] = int(new.sum())
+        original[new] = nd.rep[new]
         near |= new
-    return Duplicates(near, by_kind)
+    return Duplicates(near, by_kind, original)

@@ -23,6 +23,7 @@ from tunesmith.data.formats import RowError, apply_columns, detect_format
 from tunesmith.data.pii import PiiTally
 from tunesmith.data.readers import ReadWarnings, input_container, iter_jsonl_lines, iter_rows
 from tunesmith.data.rowproc import ChunkResult, ChunkRunner
+from tunesmith.data.split import SPLITS
 from tunesmith.data.spool import JsonlSink
 
 DETECT_ROWS = 1000
@@ -39,6 +40,7 @@ class RowIndex:
     answer_formats: array  # "b": index in ANSWER_FORMATS (-1: a raw-text record)
     short_answers: Codes  # label-like answers
     short_codes: array  # "i": code in ``short_answers``
+    given_split: array  # "b": the split a held-out file gives the row (index in split.SPLITS), -1: split by the fractions
 
 
 @dataclass(frozen=True)
@@ -103,14 +105,14 @@ class _Tally:
         exact_scopes = list(dict.fromkeys(cfg.dedup.exact_scope)) if cfg.dedup.exact else []
         self.exact_keys = {s: array("Q") for s in exact_scopes}  # row -> 64-bit hash of the normalised text
         self.rows = RowIndex(ids=IdTable(), labels=Codes(), label_codes=array("i"), answer_formats=array("b"),
-                             short_answers=Codes(cap=1000), short_codes=array("i"))
+                             short_answers=Codes(cap=1000), short_codes=array("i"), given_split=array("b"))
         self.signature_paths = {s: work / f"signatures-{s}.u32" for s in signature_scopes(cfg)}
         self.signatures = {s: SignatureFile(p) for s, p in self.signature_paths.items()}
         self.formats: Counter[str] = Counter()
         self.pii = PiiTally()
         self.rejected_by_kind: Counter[str] = Counter()
 
-    def add(self, res: ChunkResult) -> None:
+    def add(self, res: ChunkResult, given_split: int) -> None:
         for r in res.rejects:
             self.rejected_by_kind[r["kind"]] += 1
             self.rejected.write(r)
@@ -123,6 +125,7 @@ class _Tally:
             rows.label_codes.append(rows.labels.code(ok.label))
             rows.answer_formats.append(-1 if ok.answer_format is None else ANSWER_FORMATS.index(ok.answer_format))
             rows.short_codes.append(rows.short_answers.code(ok.short_answer))
+            rows.given_split.append(given_split)
             self.formats[ok.fmt] += 1
             self.spool.write(ok.line)
         for scope, sigs in self.signatures.items():
@@ -152,8 +155,10 @@ def _read_file(path: Path, spec: InputFile, cfg: DataConfig, runner: ChunkRunner
         for k, v in res.warnings.counts.items():
             warns.counts[k] = warns.counts.get(k, 0) + v
             warns.first_line.setdefault(k, res.warnings.first_line[k])
-        tally.add(res)
+        tally.add(res, -1 if spec.split == "auto" else SPLITS.index(spec.split))
     entry: dict[str, Any] = {"rows": n_rows, "format": spec.format}
+    if spec.split != "auto":
+        entry["split"] = spec.split  # a held-out file, used as given
     if detected is not None:
         entry["format_detected_at_line"] = detected[1]
     return n_rows, entry, warns

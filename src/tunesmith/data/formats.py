@@ -49,7 +49,23 @@ def _text_field(row: dict[str, Any], key: str, *, required: bool) -> str | None:
     return value
 
 
+PREFERENCE_KEYS = ("preferred_output", "non_preferred_output")  # OpenAI's preference (DPO) fine-tuning rows
+
+
+def is_preference_row(row: dict[str, Any]) -> bool:
+    """An OpenAI preference (DPO) row: {input: {messages}, preferred_output: [...], non_preferred_output: [...]}."""
+    return any(k in row for k in PREFERENCE_KEYS)
+
+
 def detect_format(row: dict[str, Any]) -> str:
+    if is_preference_row(row):
+        raise RowError(
+            "a preference (DPO) row (input / preferred_output / non_preferred_output): tunesmith does not train on "
+            "preference pairs yet, and reading only one side would silently change what the model learns",
+            kind="preference_pair",
+            hint="train on supervised rows ({messages: [...]}), e.g. each input with its preferred_output as the answer, "
+            "written by you on purpose; see docs/data.md#preference-dpo-files",
+        )
     if "messages" in row:
         return "openai"
     if "conversations" in row:
@@ -385,5 +401,5 @@ def apply_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any
 
 
 def row_to_record(row: dict[str, Any], fmt: str, *, system_prompt: str | None = None) -> tuple[Record, str]:
-    fmt = detect_format(row) if fmt in ("auto", "mixed") else fmt
+    fmt = detect_format(row) if fmt in ("auto", "mixed") or is_preference_row(row) else fmt
     return READERS[fmt](row, system_prompt=system_prompt), fmt

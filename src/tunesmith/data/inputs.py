@@ -1,4 +1,5 @@
-"""The input files of a preparation (from ``data.train_file`` and ``data.files``) and the
+"""The input files of a preparation (from ``data.train_file``, ``data.validation_file``, ``data.test_file`` and
+``data.files``) and the
 fingerprint that says whether a prepared folder still matches them."""
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from tunesmith.errors import DataError
 
 def resolve_inputs(cfg: DataConfig, base_dir: Path, input_path: Path | None = None) -> list[tuple[Path, InputFile]]:
     """(file, its settings) for every input file; a folder yields each data file in it, sorted by name."""
-    specs = cfg.inputs()
-    if input_path is not None:
-        specs = [InputFile(path=str(input_path), format=cfg.format, columns=cfg.columns)] + list(cfg.files)
+    specs = cfg.inputs(train_file=str(input_path) if input_path is not None else None)
     if not specs:
         raise DataError("no input data: data.train_file and data.files are both empty", hint="set data.train_file to your data file")
+    if all(spec.split != "auto" for spec in specs):
+        raise DataError("data.validation_file / data.test_file are set but there is no training file",
+                        hint="set data.train_file (the held-out files are only ever validation or test)")
     out = []
     for spec in specs:
         p = Path(spec.path).expanduser()
@@ -31,7 +33,8 @@ def resolve_inputs(cfg: DataConfig, base_dir: Path, input_path: Path | None = No
 
 
 def fingerprint(cfg: DataConfig, inputs: list[tuple[Path, InputFile]], extra: dict[str, Any]) -> str:
-    """Identifies a preparation: config, input files (path, size, mtime) and tokenizer settings."""
+    """Identifies a preparation: config, input files (path, size, mtime; the held-out validation/test files too)
+    and tokenizer settings."""
     h = hashlib.sha256(cfg.model_dump_json().encode())
     for p, _ in inputs:
         st = p.stat()

@@ -7,7 +7,8 @@ result of its own; ``stats.json`` is built from those results (:mod:`.stats`):
    to disk; exact duplicates marked (:mod:`.dedup`)
 2. near duplicates (:func:`.dedup.mark_near_duplicates`)
 3. checks (:mod:`.checks`): token lengths and answer consistency, a second pass over the spool
-4. split (:mod:`.split`): ``max_examples``, seeded stratified splits, leakage into train
+4. split (:mod:`.split`): ``max_examples``, seeded stratified splits, leakage into train; the rows of held-out
+   files (``data.validation_file``, ``data.test_file``) keep their split as given
 5. mix (:mod:`.mix`): general data for train (and ``general_eval.jsonl``)
 6. write (:mod:`.split_files`): the shuffled split files, unless the preparation failed
 
@@ -129,7 +130,7 @@ def run_stages(cfg: DataConfig, inputs: list[tuple[Path, InputFile]], out: Path,
                                max_seq_length=max_seq_length, truncation=truncation, base_dir=base_dir, rejected=rejected)
         with _timed(seconds, "split_leakage"):
             split = split_rows(cfg, check.survivors, check.label_codes, read.rows.labels, read.rows.ids, read.signatures,
-                               seed=seed, removed=removed)
+                               seed=seed, removed=removed, given_split=read.rows.given_split)
         with _timed(seconds, "mix"):
             mix = mix_general(cfg, split.counts["train"], out, counter=counter, max_seq_length=max_seq_length, base_dir=base_dir,
                               seed=seed)

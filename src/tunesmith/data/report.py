@@ -73,6 +73,7 @@ def markdown_report(stats: dict[str, Any]) -> str:
     lk = stats["leakage"]
     lines += ["## Duplicates and leakage", "", f"- duplicates removed: {stats['duplicates_by_kind'] or 0} (see `removed.jsonl`)",
               f"- held-out rows with a near-duplicate in train: {lk['found']} (action: {lk['action']}; checked: {lk['checked']})", ""]
+    lines += _held_out_lines(stats.get("held_out_files") or {})
     tl = stats.get("token_lengths")
     if tl and tl.get("count"):
         lines += ["## Token lengths", "", f"min {tl['min']}, mean {tl['mean']}, p50 {tl['p50']}, p95 {tl['p95']}, max {tl['max']} "
@@ -101,6 +102,18 @@ def markdown_report(stats: dict[str, Any]) -> str:
                   "never in validation/test.", ""]
     lines += [f"Seconds: {stats['seconds']}", ""]
     return "\n".join(lines)
+
+
+def _held_out_lines(held: dict[str, Any]) -> list[str]:
+    """The held-out files used as given, and the train rows removed as duplicates of their rows."""
+    if not held:
+        return []
+    lines = ["## Held-out files (used as given, never re-split)", ""]
+    lines += [f"- {s}: {d['examples']} examples from {', '.join(f'`{f}`' for f in d['files'])}" for s, d in held.items() if s != "train_removed"]
+    tr = held["train_removed"]
+    lines += [f"- train rows removed because they duplicate a held-out row: exact {tr['exact_duplicate']}, near {tr['near_duplicate']}, "
+              f"leakage {tr['leakage']} (each in `removed.jsonl`)", ""]
+    return lines
 
 
 def html_report(stats: dict[str, Any]) -> str:
@@ -133,6 +146,9 @@ def html_report(stats: dict[str, Any]) -> str:
     body += [f"<p>{esc(note).replace('**', '')}</p>" for note in _pii_notes(pii)]
     body.append(f"<h2>Duplicates and leakage</h2><p>{esc(str(stats['duplicates_by_kind']))}; held-out rows with a near-duplicate "
                 f"in train: {stats['leakage']['found']} ({esc(stats['leakage']['action'])})</p>")
+    held = _held_out_lines(stats.get("held_out_files") or {})
+    if held:
+        body.append("<h2>" + esc(held[0].lstrip("# ")) + "</h2><ul>" + "".join(f"<li>{esc(x[2:])}</li>" for x in held[2:] if x) + "</ul>")
     style = "body{font-family:sans-serif;max-width:900px;margin:2em auto}table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>Data report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
 
@@ -181,6 +197,12 @@ def print_summary(stats: dict[str, Any], data_dir: Path, console: Any) -> None:
     if pii.get("rows_with_pii_in_answer"):
         t.add_row("PII in answers", f"{pii['rows_with_pii_in_answer']} rows, {pii['rows_answer_redacted']} changed by redaction (see report.md)")
     t.add_row("leakage (held-out ~ train)", f"{stats['leakage']['found']} ({stats['leakage']['action']})")
+    held = stats.get("held_out_files") or {}
+    for s, d in held.items():
+        if s != "train_removed":
+            t.add_row(f"{s} (file, as given)", f"{d['examples']} examples")
+    if held:
+        t.add_row("train rows removed (dup of held-out)", ", ".join(f"{k} {v}" for k, v in held["train_removed"].items()))
     tl = stats.get("token_lengths")
     if tl and tl.get("count"):
         t.add_row("tokens", f"p50 {tl['p50']}, p95 {tl['p95']}, max {tl['max']} / {tl['max_seq_length']}")

@@ -53,6 +53,27 @@ def _labels_by_split(read: ReadResult, check: CheckResult, split: SplitResult) -
     return out
 
 
+def _held_out_files(cfg: DataConfig, inputs: list[tuple[Path, InputFile]], read: ReadResult, near: Duplicates,
+                    split: SplitResult) -> dict[str, Any]:
+    """The held-out files used as given (validation_file, test_file): per split its files and kept examples, and the
+    train rows removed because they duplicate (exactly, nearly, or as leakage) one of their rows. {} without them."""
+    given = {spec.split for _, spec in inputs if spec.split != "auto"}
+    if not given:
+        return {}
+    codes = np.frombuffer(read.rows.given_split, dtype=np.int8) if len(read.rows.given_split) else np.zeros(0, dtype=np.int8)
+
+    def train_dups_of_held_out(d: Duplicates) -> int:
+        rows = np.nonzero(d.original >= 0)[0]
+        return int(((codes[rows] < 0) & (codes[d.original[rows]] >= 0)).sum())
+
+    out: dict[str, Any] = {s: {"files": [str(p) for p, spec in inputs if spec.split == s], "examples": split.counts[s]}
+                           for s in SPLITS if s in given}
+    leaked = split.leakage.get("by_split", {}).get("train", 0) if split.leakage.get("action") == "remove" else 0
+    out["train_removed"] = {"exact_duplicate": train_dups_of_held_out(read.exact), "near_duplicate": train_dups_of_held_out(near),
+                            "leakage": leaked}
+    return out
+
+
 def build_stats(cfg: DataConfig, inputs: list[tuple[Path, InputFile]], fingerprint: str, *, read: ReadResult, near: Duplicates,
                 check: CheckResult, split: SplitResult, mix: MixResult, outcome: Outcome, max_seq_length: int | None,
                 seconds: dict[str, float]) -> dict[str, Any]:
@@ -70,7 +91,7 @@ def build_stats(cfg: DataConfig, inputs: list[tuple[Path, InputFile]], fingerpri
         "failure": outcome.failure,
         "fingerprint": fingerprint,
         "input_files": [str(p) for p, _ in inputs],
-        "input_file": str(inputs[0][0]),
+        "input_file": str(next((p for p, spec in inputs if spec.split == "auto"), inputs[0][0])),
         "per_file": read.per_file,
         "formats": read.formats,
         "rows_read": read.rows_read,
@@ -91,6 +112,7 @@ def build_stats(cfg: DataConfig, inputs: list[tuple[Path, InputFile]], fingerpri
         "dedup": {"exact": dd.exact, "exact_scope": dd.exact_scope, "near": dd.near, "near_scope": list(read.signatures) if dd.near else [],
                   "threshold": dd.threshold, "num_perm": dd.num_perm},
         "leakage": split.leakage,
+        "held_out_files": _held_out_files(cfg, inputs, read, near, split),
         "mix": mix.stats,
         "labels_by_split": _labels_by_split(read, check, split),
         "consistency": check.consistency,

@@ -1,0 +1,1 @@
+"""Bringing work over from hosted fine-tuning: `tunesmith import-job` (openai_job.py)."""
