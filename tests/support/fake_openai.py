@@ -7,6 +7,7 @@ request's model name:
   broken - always 500
   denied - always 401 (not retryable)
   judge  - an LLM judge: PASS when the graded answer says "unknown", else FAIL
+Every answer reports its usage as words: prompt_tokens (of the last message) and completion_tokens.
 """
 
 from __future__ import annotations
@@ -61,9 +62,11 @@ class FakeOpenAI:
                 if model == "judge":
                     graded = prompt.split("[Assistant's answer]", 1)[-1]
                     text = "PASS" if "unknown" in graded.lower() else "FAIL"
+                usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
                 return self._send(200, {"id": "x", "object": "chat.completion", "model": model,
                                         "choices": [{"index": 0, "finish_reason": "stop",
-                                                     "message": {"role": "assistant", "content": text}}]})
+                                                     "message": {"role": "assistant", "content": text}}],
+                                        "usage": usage})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -39,6 +39,15 @@ class Answer:
     error: str | None = None
     cached: bool = False
     attempts: int = 0
+    latency_s: float | None = None  # the successful request's wall time (None for a cached answer)
+    prompt_tokens: int | None = None  # as the endpoint reported them (``usage``), for the parity certificate's cost
+    completion_tokens: int | None = None
+
+
+def _usage(payload: dict) -> dict[str, int | None]:
+    usage = payload.get("usage") if isinstance(payload, dict) else None
+    usage = usage if isinstance(usage, dict) else {}
+    return {k: usage.get(k) if isinstance(usage.get(k), int) else None for k in ("prompt_tokens", "completion_tokens")}
 
 
 class EndpointClient:
@@ -91,11 +100,13 @@ class EndpointClient:
         path = self.cache_path(body)
         if path.is_file():
             try:
-                return Answer(json.loads(path.read_text(encoding="utf-8"))["text"], cached=True)
-            except (ValueError, KeyError):
+                stored = json.loads(path.read_text(encoding="utf-8"))
+                return Answer(stored["text"], cached=True, **_usage(stored.get("response")))
+            except (ValueError, KeyError, AttributeError):
                 path.unlink(missing_ok=True)
         error = "no attempt"
         for attempt in range(self.cfg.max_retries + 1):
+            t0 = time.perf_counter()
             try:
                 status, payload, retry_after = self._post(body)
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
@@ -106,7 +117,8 @@ class EndpointClient:
                 except (KeyError, IndexError, TypeError):
                     return Answer(None, f"malformed response: {str(payload)[:200]}", attempts=attempt + 1)
                 write_json(path, {"text": text, "model": self.cfg.model, "response": payload})
-                return Answer(text.strip(), attempts=attempt + 1)
+                return Answer(text.strip(), attempts=attempt + 1, latency_s=time.perf_counter() - t0,
+                              **_usage(payload))
             error = f"HTTP {status}: {payload}" if status else str(payload)
             if status is not None and status not in RETRYABLE:
                 return Answer(None, error, attempts=attempt + 1)
