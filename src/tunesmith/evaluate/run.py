@@ -75,11 +75,11 @@ def load_tuned(cfg: RunConfig, base_model):
         with model_loading_noise_silenced():  # peft's use of a deprecated transformers property
             return PeftModel.from_pretrained(base_model, str(adapter))
     if full.is_dir():
-        return _load_folder(cfg, full)
+        return load_model_folder(cfg, full)
     raise TunesmithError(f"no trained adapter or model in {cfg.run_dir}", hint="run `tunesmith train` first")
 
 
-def _load_folder(cfg: RunConfig, path: Path):
+def load_model_folder(cfg: RunConfig, path: Path):
     from tunesmith.models.config import ModelConfig
 
     if not path.is_dir():
@@ -93,7 +93,7 @@ def _progress(label: str, total: int):
     return p, total
 
 
-def _local_generate(model, tokenizer, batch_size: int, constraint: CompiledConstraint | None = None) -> Generate:
+def local_generate(model, tokenizer, batch_size: int, constraint: CompiledConstraint | None = None) -> Generate:
     def gen(convs: list[list[dict]], max_new_tokens: int, label: str) -> list[Answer]:
         if not convs:
             return []
@@ -299,8 +299,8 @@ class Evaluator:
                     with model_loading_noise_silenced():
                         model = PeftModel.from_pretrained(base, str(path))
                 else:
-                    model = _load_folder(cfg, cfg.resolve_path(local_specs[name].path))
-                gen = _local_generate(model, self.tokenizer, ec.batch_size,
+                    model = load_model_folder(cfg, cfg.resolve_path(local_specs[name].path))
+                gen = local_generate(model, self.tokenizer, ec.batch_size,
                                       structured if name == "base_structured" else None)
                 if name == "few_shot":
                     shots = pick_shots(self.prepared.train, ec.few_shot_k, cfg.seed)
