@@ -142,3 +142,22 @@ def test_fail_under_parity_on_the_cli(tmp_path, monkeypatch):
         result = CliRunner().invoke(app, ["eval", str(tmp_path / "c.yaml"), "--fail-under", "parity"])
     assert result.exit_code == 1, result.output
     assert "parity FAIL: replacement vs ft-model" in " ".join(result.output.split())
+
+
+def test_local_cost_from_measured_throughput_and_the_catalogue_and_the_cost_ratio():
+    from tunesmith.evaluate.parity import Side, certificate
+    from tunesmith.evaluate.parity_cost import hourly_price, local_cost
+    from tunesmith.evaluate.task_scoring import ExampleScore
+
+    # the catalogue's L4 price, or the GPU this evaluation ran on; on CPU nothing unless a price is given
+    assert hourly_price(usd_per_hour=None, gpu="L4", device_name=None) == (0.80, "L4 in the GPU catalogue")
+    assert hourly_price(usd_per_hour=None, gpu=None, device_name="NVIDIA H200")[0] == 5.50
+    assert hourly_price(usd_per_hour=None, gpu=None, device_name=None)[0] is None
+    examples = [{"prompt_tokens": 90, "completion_tokens": 10}] * 36  # 3600 tokens in 2 s: 1800 tokens/s
+    cost = local_cost(examples, generation_seconds=2.0, usd_per_hour=0.80, price_source="L4", device="NVIDIA L4")
+    assert cost["tokens_per_second"] == 1800 and cost["usd_per_million_tokens"] == pytest.approx(0.80 / 3600 / 1800 * 1e6)
+    # the certificate says what share of the reference's price the candidate costs
+    right = {"a": ExampleScore(1.0, True)}
+    ref = Side("ft", right, {"a": "x"}, cost={"usd_per_million_tokens": 4.0})
+    cand = Side("tuned", right, {"a": "x"}, cost={"usd_per_million_tokens": 1.0})
+    assert certificate(ref, cand, kind="exact", margin_points=2)["cost_ratio"] == 0.25

@@ -25,7 +25,8 @@ def parse_gates(items: list[str]) -> dict[str, float]:
             continue
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--fail-under '{item}' is not of the form key=value", hint="e.g. --fail-under tuned.accuracy=0.8, or --fail-under parity (the parity verdict "
+            raise ConfigError(f"--fail-under '{item}' is not of the form key=value",
+                              hint="e.g. --fail-under tuned.accuracy=0.8, or --fail-under parity (the parity verdict "
                                    "must be pass)")
         try:
             gates[key.strip()] = float(raw)

@@ -223,4 +223,7 @@ def certificate(ref: Side, cand: Side, *, kind: str, margin_points: float, confi
         out["labels"] = labels
     out["latency"] = {s.name: _latency(s.latencies_s) for s in (ref, cand)}
     out["cost"] = {s.name: dict(s.cost) if s.cost else None for s in (ref, cand)}
+    prices = [(s.cost or {}).get("usd_per_million_tokens") for s in (ref, cand)]
+    if all(p is not None for p in prices) and prices[0] > 0:
+        out["cost_ratio"] = prices[1] / prices[0]  # the candidate's cost per million tokens as a share of the reference's
     return out

@@ -455,7 +455,9 @@ def _usd(cost: dict[str, Any] | None) -> str:
 
 
 def _seconds(lat: dict[str, Any] | None, key: str) -> str:
-    return "-" if not lat else f"{lat[key]:.3g} s"
+    if not lat:
+        return "-"
+    return f"{1000 * lat[key]:.0f} ms" if lat[key] < 1 else f"{lat[key]:.2f} s"
 
 
 def parity_verdict(p: dict[str, Any]) -> Text:
@@ -503,6 +505,8 @@ def _parity_section(p: dict[str, Any] | None) -> list[Section]:
             ("latency p95", _seconds(lat.get(ref), "p95_s"), _seconds(lat.get(cand), "p95_s")),
             ("US$ per million tokens", _usd(cost.get(ref)), _usd(cost.get(cand))))))
         basis = [f"{n}: {c['basis']}" for n, c in cost.items() if c and c.get("basis")]
+        if p.get("cost_ratio") is not None:
+            basis.append(f"{cand} costs {pct(p['cost_ratio'])} of {ref}'s price per million tokens")
         if basis:
             blocks.append(Bullets(tuple(basis)))
         if p.get("changed"):
