@@ -81,6 +81,7 @@ def _evaluate(tmp_path, ref_right, cand_right, **kw):
     with FakeOpenAI(_answers(ref_right)) as ref, FakeOpenAI(_answers(cand_right)) as cand:
         cfg = _cfg(tmp_path, ref, cand, **kw)
         evaluate_from_config(cfg, _prepared())
+    assert "Parity certificate: replacement vs ft-model" in (cfg.run_dir / "report.html").read_text()
     return json.loads((cfg.run_dir / "metrics.json").read_text())["parity"], (cfg.run_dir / "report.md").read_text()
 
 
@@ -161,3 +162,46 @@ def test_local_cost_from_measured_throughput_and_the_catalogue_and_the_cost_rati
     ref = Side("ft", right, {"a": "x"}, cost={"usd_per_million_tokens": 4.0})
     cand = Side("tuned", right, {"a": "x"}, cost={"usd_per_million_tokens": 1.0})
     assert certificate(ref, cand, kind="exact", margin_points=2)["cost_ratio"] == 0.25
+
+
+def test_continuous_scores_use_a_paired_bootstrap_and_breakdowns_show_where_outcomes_differ():
+    import numpy as np
+
+    from tunesmith.evaluate.parity import Side, certificate
+    from tunesmith.evaluate.stats import bootstrap_ci
+    from tunesmith.evaluate.task_scoring import ExampleScore
+
+    ref_s = [0.9, 0.8, 0.7, 1.0, 0.6, 0.9, 0.8, 0.75]
+    cand_s = [0.85, 0.8, 0.72, 0.9, 0.6, 0.95, 0.7, 0.75]
+    ids = [str(i) for i in range(len(ref_s))]
+    ref = Side("ref", {i: ExampleScore(s, s >= 0.5) for i, s in zip(ids, ref_s)}, dict.fromkeys(ids, "x"))
+    cand = Side("cand", {i: ExampleScore(s, s >= 0.5) for i, s in zip(ids, cand_s)}, dict.fromkeys(ids, "x"))
+    p = certificate(ref, cand, kind="rouge_l", margin_points=5, n_resamples=500, seed=3)
+    lo, hi = bootstrap_ci(np.array(cand_s) - np.array(ref_s), n_resamples=500, seed=3)
+    assert p["method"].startswith("paired percentile bootstrap") and "pairs" not in p
+    assert p["difference_ci_points"] == pytest.approx([100 * lo, 100 * hi])
+    assert p["difference_points"] == pytest.approx(100 * (np.mean(cand_s) - np.mean(ref_s)))
+
+    # labels: the candidate loses "urgency" on one example; "category" is the same everywhere (not listed)
+    def label_score(urgency_got):
+        labels = {"urgency": ("high", urgency_got), "category": ("billing", "billing")}
+        fields = {k: want == got for k, (want, got) in labels.items()}
+        return ExampleScore(float(all(fields.values())), all(fields.values()), fields=fields, labels=labels)
+
+    ref = Side("ref", {"a": label_score("high"), "b": label_score("high")}, {"a": "high", "b": "high"})
+    cand = Side("cand", {"a": label_score("low"), "b": label_score("high")}, {"a": "low", "b": "high"})
+    p = certificate(ref, cand, kind="label", margin_points=5)
+    assert p["fields"] == {"urgency": {"n": 2, "reference_accuracy": 1.0, "candidate_accuracy": 0.5,
+                                       "difference_points": -50.0, "differing_examples": 1}}
+    assert list(p["labels"]) == ["urgency=high"] and p["changed_examples"] == [
+        {"id": "a", "reference": "high", "candidate": "low"}]
+
+
+def test_local_answers_carry_latency_and_token_counts(tiny_model, tokenizer):
+    from tunesmith.evaluate.generate import render_prompts
+    from tunesmith.evaluate.run import local_generate
+
+    convs = [[{"role": "user", "content": f"question {i}" + " more" * i}] for i in range(5)]
+    answers = local_generate(tiny_model, tokenizer, 2)(convs, 4, "test")
+    assert [a.prompt_tokens for a in answers] == [len(p) for p in render_prompts(tokenizer, convs)]
+    assert all(a.latency_s is not None and 0 <= a.completion_tokens <= 4 for a in answers)
