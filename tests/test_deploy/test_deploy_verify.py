@@ -132,3 +132,19 @@ def test_verify_a_running_server_through_the_openai_client(run_config, tiny_mode
     assert (res["verdict"], res["agreement"]) == ("pass", 1.0) and res["latency"]["serve"]["n"] == N_TEST
     assert _result(run_config, "serve")["verdict"] == "fail"  # the second run overwrote it
     assert "verify FAIL: serve vs adapter" in " ".join(wrong.output.split())
+
+
+def test_verify_an_endpoint_with_a_wrong_key_is_a_clear_error(run_config, tiny_model_dir, monkeypatch):
+    from tunesmith.deploy.config import ServeConfig
+    from tunesmith.deploy.server.auth import hash_key
+    from tunesmith.deploy.server.runner import ServerThread, build_state
+    from tunesmith.errors import TunesmithError
+    from tunesmith.models.config import ModelConfig
+
+    adapter = run_config.parent / "runs" / "tickets" / "adapter"
+    cfg = ServeConfig(adapters={"tickets": str(adapter)}, api_key_hashes=[hash_key(KEY)])
+    monkeypatch.setenv("VERIFY_KEY", "tsk-not-the-key")
+    with ServerThread(build_state(cfg, ModelConfig(name_or_path=str(tiny_model_dir), device="cpu"))) as server:
+        with pytest.raises(TunesmithError, match=r"refused the request \(HTTP 401\)"):
+            runner.invoke(app, ["export", "verify", str(run_config), "--endpoint", server.url + "/v1",
+                                "--api-key-env", "VERIFY_KEY"], catch_exceptions=False)

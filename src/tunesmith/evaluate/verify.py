@@ -112,6 +112,10 @@ def _endpoint_answers(artifact: Artifact, convs: list[list[dict]], max_new_token
             raise TunesmithError(f"cannot reach {artifact.location}: {e}",
                                  hint="start it with `tunesmith serve CONFIG` and pass its /v1 URL") from None
         except openai.APIStatusError as e:
+            if e.status_code in (401, 403, 404):  # the key or the model name: every request would fail alike
+                raise TunesmithError(f"{artifact.location} refused the request (HTTP {e.status_code}): {e.message}",
+                                     hint="check --api-key-env and --served-model (GET /v1/models lists the "
+                                          "served names)") from None
             out.append(Answer(None, f"HTTP {e.status_code}: {e.message}"))
             continue
         usage = r.usage
@@ -153,7 +157,7 @@ def verify_artifact(cfg: RunConfig, prepared: PreparedData, artifact: Artifact, 
     margin = margin_points if margin_points is not None else pc.margin_points if pc else DEFAULT_MARGIN_POINTS
     records, convs = _conversations(cfg, prepared)
     scorer = task_scorer_from_config(cfg.eval, Path(cfg.base_dir))
-    reference = _adapter_answers(cfg, convs)
+    # the artifact first: a server that refuses every request fails before any model loads here
     if artifact.kind == "merged":
         answers = _merged_answers(cfg, Path(artifact.location), convs)
     elif artifact.kind == "gguf":
@@ -161,6 +165,7 @@ def verify_artifact(cfg: RunConfig, prepared: PreparedData, artifact: Artifact, 
     else:
         console.print(f"{artifact.name}: test split through {artifact.location} ({len(convs)} requests)")
         answers = _endpoint_answers(artifact, convs, cfg.eval.max_new_tokens)
+    reference = _adapter_answers(cfg, convs)
     cert = certificate(_side(REFERENCE, records, convs, reference, scorer),
                        _side(artifact.name, records, convs, answers, scorer), kind=scorer.kind, margin_points=margin,
                        confidence=pc.confidence if pc else 0.95, power=pc.power if pc else 0.8,
