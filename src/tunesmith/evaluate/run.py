@@ -32,9 +32,9 @@ from tunesmith.evaluate.gates import GateFailed, check_gates
 from tunesmith.evaluate.general import general_prompts, general_text
 from tunesmith.evaluate.generate import decode_answer, generate_token_ids, render_prompts, stop_token_ids
 from tunesmith.evaluate.history import Finished, abandon_evaluation, finish_evaluation, start_evaluation
+from tunesmith.evaluate.lm_eval_tasks import LmEvalTasks, resolve_tasks
 from tunesmith.evaluate.parity import Side, certificate
 from tunesmith.evaluate.parity_cost import check_gpu_name, endpoint_cost, hourly_price, local_cost
-from tunesmith.evaluate.lm_eval_tasks import LmEvalTasks, resolve_tasks
 from tunesmith.evaluate.regression import (
     change_vs_base, general_prompt_scores, general_prompt_summary, perplexity, window_losses,
 )
@@ -301,7 +301,7 @@ class Evaluator:
                 else:
                     model = load_model_folder(cfg, cfg.resolve_path(local_specs[name].path))
                 gen = local_generate(model, self.tokenizer, ec.batch_size,
-                                      structured if name == "base_structured" else None)
+                                     structured if name == "base_structured" else None)
                 if name == "few_shot":
                     shots = pick_shots(self.prepared.train, ec.few_shot_k, cfg.seed)
                     if not shots:
