@@ -139,7 +139,8 @@ def evaluate(
         typer.Option(
             "--fail-under",
             help="CI gate KEY=VALUE on a metrics.json path (repeatable), e.g. tuned.accuracy=0.8 or "
-            "adversarial.tuned.pass_rate=0.5; exit status 1 when a metric is below its value.",
+            "adversarial.tuned.pass_rate=0.5; exit status 1 when a metric is below its value. `parity` alone: "
+            "the eval.parity verdict must be pass.",
             show_default=False,
         ),
     ] = None,

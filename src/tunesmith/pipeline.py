@@ -161,6 +161,17 @@ def run_eval(cfg: RunConfig):
     return evaluate_from_config(cfg, _prepared(cfg))
 
 
+def run_verify(cfg: RunConfig, kind: str, location: str, *, margin_points: float | None = None,
+               served_model: str | None = None, api_key: str | None = None) -> dict:
+    """`export ... --verify`: the artifact against the run's adapter on the run's prepared test split; printed."""
+    from tunesmith.evaluate.verify import Artifact, print_verification, verify_artifact
+
+    artifact = Artifact(kind, location, served_model=served_model, api_key=api_key)
+    result = verify_artifact(cfg, load_prepared(cfg.run_dir / "data"), artifact, margin_points=margin_points)
+    print_verification(result, cfg.run_dir / "verify" / f"{artifact.name}.json")
+    return result
+
+
 def run_all(cfg: RunConfig):
     print_choices(cfg)
     prepared = run_data(cfg)

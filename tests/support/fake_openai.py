@@ -10,6 +10,7 @@ request's model name:
   tooler - with tools in the request: calls the first declared tool with {"q": <prompt>}
 With ``hold_after=N``, requests after the N-th answered one are held (never answered) until the server stops:
 a client killed then has answers in flight that it never received. ``answered`` counts the 200s per prompt.
+Every answer reports its usage as words: prompt_tokens (of the last message) and completion_tokens.
 """
 
 from __future__ import annotations
@@ -83,9 +84,11 @@ class FakeOpenAI:
                 if model == "judge":
                     graded = prompt.split("[Assistant's answer]", 1)[-1]
                     text = "PASS" if "unknown" in graded.lower() else "FAIL"
-                return self._send(200, {"id": "x", "object": "chat.completion", "model": model, "usage": usage,
+                usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
+                return self._send(200, {"id": "x", "object": "chat.completion", "model": model,
                                         "choices": [{"index": 0, "finish_reason": "stop",
-                                                     "message": {"role": "assistant", "content": text}}]})
+                                                     "message": {"role": "assistant", "content": text}}],
+                                        "usage": usage})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

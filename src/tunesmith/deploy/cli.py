@@ -1,5 +1,7 @@
-"""`tunesmith export merge|gguf` and `tunesmith serve`: thin wrappers over deploy.merge, deploy.gguf_export,
-deploy.server and deploy.vllm. Every command reads the run config (adapter, base model, serve section)."""
+"""`tunesmith export merge|gguf|verify` and `tunesmith serve`: thin wrappers over deploy.merge, deploy.gguf_export,
+deploy.server and deploy.vllm. Every command reads the run config (adapter, base model, serve section).
+``--verify`` (and `export verify --endpoint`) checks the artifact against the adapter on the test split
+(evaluate/verify.py, run through the pipeline): exit status 1 when its parity verdict is fail."""
 
 from __future__ import annotations
 
@@ -19,6 +21,13 @@ OverridesArg = Annotated[
 ]
 
 
+VerifyOpt = Annotated[bool, typer.Option("--verify", help="Then answer the run's test split with it and with the "
+                                       "adapter: agreement and parity verdict, written to <run_dir>/verify/; exit "
+                                       "status 1 when the verdict is fail.")]
+MarginOpt = Annotated[float | None, typer.Option("--margin", help="Parity margin in points of the task score "
+                                                  "(default: eval.parity.margin_points, else 2).", show_default=False)]
+
+
 def _load(config: Path, overrides: list[str] | None):
     from tunesmith.config import load_config
 
@@ -35,6 +44,14 @@ def _adapter_dir(cfg, adapter: Path | None) -> Path:
     return path
 
 
+def _verify(cfg, kind: str, location: str, margin: float | None, **endpoint) -> None:
+    """Run the artifact's parity check (it prints its verdict and what changed); exit status 1 on fail."""
+    from tunesmith.pipeline import run_verify
+
+    if run_verify(cfg, kind, location, margin_points=margin, **endpoint)["verdict"] == "fail":
+        raise typer.Exit(1)
+
+
 @export_app.command()
 def merge(
     config: ConfigArg,
@@ -42,6 +59,8 @@ def merge(
     adapter: Annotated[Path | None, typer.Option(help="Adapter folder (default: <run_dir>/adapter).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: <run_dir>/merged).")] = None,
     dtype: Annotated[str, typer.Option(help="Saved dtype: float32, bfloat16 or float16.")] = "float32",
+    verify: VerifyOpt = False,
+    margin: MarginOpt = None,
 ) -> None:
     """Merge the run's LoRA/DoRA/QLoRA adapter into the base; save safetensors, tokenizer and a model card."""
     from tunesmith.deploy.merge import merge_adapter
@@ -50,6 +69,8 @@ def merge(
     path = merge_adapter(_adapter_dir(cfg, adapter), out or cfg.run_dir / "merged", base=cfg.model,
                          method=cfg.train.method, dtype=dtype, run_dir=cfg.run_dir)
     console.print(f"[bold]merged[/] ({cfg.train.method}, {dtype}): {path}")
+    if verify:
+        _verify(cfg, "merged", str(path), margin)
 
 
 @export_app.command()
@@ -60,6 +81,8 @@ def gguf(
                                                    "merged first if missing).")] = None,
     out: Annotated[Path | None, typer.Option(help="GGUF file (default: <run_dir>/gguf/<name>-<type>.gguf).")] = None,
     outtype: Annotated[str, typer.Option("--type", help="f32, f16 or q8_0.")] = "f16",
+    verify: VerifyOpt = False,
+    margin: MarginOpt = None,
 ) -> None:
     """Write a GGUF file (chat template in its metadata) and an Ollama Modelfile beside it."""
     from transformers import AutoTokenizer
@@ -78,6 +101,32 @@ def gguf(
     f = export_gguf(src, target, outtype=outtype, name=cfg.name)
     mf = write_modelfile(f, AutoTokenizer.from_pretrained(src))
     console.print(f"[bold]gguf[/] ({outtype}): {f}\n  Ollama: cd {f.parent} && ollama create {cfg.name} -f {mf.name}")
+    if verify:
+        _verify(cfg, "gguf", str(f), margin)
+
+
+@export_app.command("verify")
+def verify_endpoint(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    endpoint: Annotated[str, typer.Option(help="Base URL of the running server, e.g. http://127.0.0.1:8000/v1.",
+                                          show_default=False)] = ...,
+    served_model: Annotated[str | None, typer.Option(help="Model name to request (default: the run name, which "
+                                                          "`tunesmith serve` gives the run's adapter).")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the server's API key.")] = None,
+    margin: MarginOpt = None,
+) -> None:
+    """Answer the run's test split through a running `tunesmith serve` (openai client) and with the adapter:
+    agreement and parity verdict, written to <run_dir>/verify/serve.json; exit status 1 when the verdict is fail."""
+    import os
+
+    cfg = _load(config, overrides)
+    key = None
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise TunesmithError(f"--api-key-env {api_key_env}: the variable is not set", hint=f"export {api_key_env}=...")
+    _verify(cfg, "endpoint", endpoint, margin, served_model=served_model or cfg.name, api_key=key)
 
 
 def serve(

@@ -12,7 +12,7 @@ from tunesmith.schema import Section
 BUILTIN_MODELS = ("base", "few_shot", "base_structured", "tuned")
 # top-level keys of metrics.json that a model name must not shadow
 RESERVED_NAMES = ("comparisons", "adversarial", "regression", "gates", "model", "method", "test_examples", "scorer",
-                  "delta_accuracy_points", "evaluation",
+                  "delta_accuracy_points", "evaluation", "parity",
                   "lm_eval")  # a key of metrics.json's regression section
 ADVERSARIAL_KINDS = ("empty", "other_language", "off_topic", "absent_fact", "injection")
 
@@ -43,6 +43,10 @@ class EndpointConfig(Section):
     cache_dir: str | None = Field(
         None, description="Response cache (by request hash). Default: <output_dir>/.endpoint-cache (shared by runs)."
     )
+    usd_per_million_input_tokens: float | None = Field(
+        None, ge=0, description="Price per million prompt tokens (eval.parity's cost column); null: not priced.")
+    usd_per_million_output_tokens: float | None = Field(
+        None, ge=0, description="Price per million completion tokens (eval.parity's cost column); null: not priced.")
 
 
 class LocalModelConfig(Section):
@@ -134,6 +138,23 @@ class RegressionConfig(Section):
     lm_eval: LmEvalConfig = Field(default_factory=LmEvalConfig)
 
 
+class ParityConfig(Section):
+    """The parity certificate: is the candidate not worse than the reference by more than a margin?"""
+
+    reference: str = Field(..., description="The model replaced: a name in eval.models (an eval.endpoints entry such "
+                           "as your OpenAI ft: model, or base / few_shot / a local model).")
+    candidate: str = Field("tuned", description="The replacement: a name in eval.models.")
+    margin_points: float = Field(2.0, gt=0, lt=100, description="Non-inferiority margin in points of the task "
+                                 "score: pass when the CI's lower bound of candidate − reference is above −margin.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Two-sided confidence of the interval.")
+    power: float = Field(0.8, gt=0.5, lt=1, description="Power of the 'examples needed' estimate when inconclusive.")
+    gpu: str | None = Field(None, description="GPU catalogue name (estimate/data/gpus.json) whose hourly price "
+                            "prices the local models' measured throughput; default: the catalogue GPU this "
+                            "evaluation runs on, if any.")
+    usd_per_hour: float | None = Field(None, gt=0, description="Hourly price of the hardware instead of a "
+                                       "catalogue GPU's.")
+
+
 class EvalConfig(Section):
     """How models are compared on the held-out test split, plus adversarial and regression sets."""
 
@@ -186,6 +207,10 @@ class EvalConfig(Section):
     show_failures: int = Field(10, ge=0, description="How many wrong answers the report lists per model.")
     adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
+    parity: ParityConfig | None = Field(
+        None, description="Parity certificate of eval.parity.candidate against eval.parity.reference (report section "
+        "and metrics.json 'parity'; `--fail-under parity` gates on its verdict). null: none.",
+    )
     fail_under: dict[str, float] = Field(
         default_factory=dict, description="CI gates, e.g. {tuned.accuracy: 0.8}: `tunesmith eval` exits 1 when one "
         "is missed. Keys are paths into metrics.json; `--fail-under key=value` adds more.",
@@ -218,6 +243,14 @@ class EvalConfig(Section):
                 raise ValueError("eval.structured_output 'json_schema' needs eval.json_schema")
             if self.structured_output == "regex" and not (self.format_pattern or self.label_pattern):
                 raise ValueError("eval.structured_output 'regex' needs eval.format_pattern or eval.label_pattern")
+        if self.parity is not None:
+            p = self.parity
+            missing = [m for m in (p.reference, p.candidate) if m not in self.models]
+            if missing:
+                raise ValueError(f"eval.parity: {missing} not in eval.models {self.models}: add them, or name models "
+                                 "that are evaluated")
+            if p.reference == p.candidate:
+                raise ValueError("eval.parity: reference and candidate are the same model")
         if self.adversarial.judge and self.adversarial.judge not in [e.name for e in self.endpoints]:
             raise ValueError(f"eval.adversarial.judge '{self.adversarial.judge}' is not a name in eval.endpoints")
         return self

@@ -28,6 +28,15 @@ class Answer:
     error: str | None = None
     cached: bool = False
     attempts: int = 0
+    latency_s: float | None = None  # the successful request's wall time (None for a cached answer)
+    prompt_tokens: int | None = None  # as the endpoint reported them (``usage``), for the parity certificate's cost
+    completion_tokens: int | None = None
+
+
+def _usage(payload: dict) -> dict[str, int | None]:
+    usage = payload.get("usage") if isinstance(payload, dict) else None
+    usage = usage if isinstance(usage, dict) else {}
+    return {k: usage.get(k) if isinstance(usage.get(k), int) else None for k in ("prompt_tokens", "completion_tokens")}
 
 
 class EndpointClient:
@@ -55,8 +64,9 @@ class EndpointClient:
         path = self.cache_path(body)
         if path.is_file():
             try:
-                return Answer(json.loads(path.read_text(encoding="utf-8"))["text"], cached=True)
-            except (ValueError, KeyError):
+                stored = json.loads(path.read_text(encoding="utf-8"))
+                return Answer(stored["text"], cached=True, **_usage(stored.get("response")))
+            except (ValueError, KeyError, AttributeError):
                 path.unlink(missing_ok=True)
         reply = self.endpoint.post(body)
         if reply.payload is None:
@@ -66,7 +76,8 @@ class EndpointClient:
         except (KeyError, IndexError, TypeError):
             return Answer(None, f"malformed response: {str(reply.payload)[:200]}", attempts=reply.attempts)
         write_json(path, {"text": text, "model": self.cfg.model, "response": reply.payload})
-        return Answer(text.strip(), attempts=reply.attempts)
+        return Answer(text.strip(), attempts=reply.attempts, latency_s=reply.latency_s, **_usage(reply.payload))
+
     def complete_many(self, conversations: list[list[dict]], on_done: Callable[[int], None] | None = None) -> list[Answer]:
         def one(msgs: list[dict]) -> Answer:
             a = self.complete(msgs)

@@ -2,6 +2,8 @@
 
 Keys are dotted paths into metrics.json (``tuned.accuracy``, ``adversarial.tuned.pass_rate``,
 ``regression.tuned.ok``); a model name containing dots (``gpt-4.1``) is matched whole.
+``parity`` alone (no value) is ``parity.passed=1``: the parity certificate's verdict must be pass
+(metrics.json ``parity.passed`` is 1 for pass, 0 for fail or inconclusive).
 """
 
 from __future__ import annotations
@@ -18,9 +20,14 @@ class GateFailed(TunesmithError):
 def parse_gates(items: list[str]) -> dict[str, float]:
     gates: dict[str, float] = {}
     for item in items:
+        if item.strip() == "parity":
+            gates["parity.passed"] = 1.0
+            continue
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--fail-under '{item}' is not of the form key=value", hint="e.g. --fail-under tuned.accuracy=0.8")
+            raise ConfigError(f"--fail-under '{item}' is not of the form key=value",
+                              hint="e.g. --fail-under tuned.accuracy=0.8, or --fail-under parity (the parity verdict "
+                                   "must be pass)")
         try:
             gates[key.strip()] = float(raw)
         except ValueError:

@@ -65,7 +65,12 @@ def generate_greedy(model, tokenizer, prompts: list[list[int]], **options) -> li
     """Greedy completions (decoded, special tokens stripped) for token-id prompts; ``options`` are
     :func:`generate_token_ids`'s (``max_new_tokens``, ``batch_size``, ``constraints``, ...)."""
     ids = generate_token_ids(model, tokenizer, prompts, **options)
-    return [tokenizer.decode(new, skip_special_tokens=True).strip() for new in ids]
+    return [decode_answer(tokenizer, new) for new in ids]
+
+
+def decode_answer(tokenizer, ids: list[int]) -> str:
+    """The answer text of generated token ids (special tokens stripped), as every local model is scored."""
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
 @torch.no_grad()
@@ -77,6 +82,7 @@ def generate_token_ids(
     max_new_tokens: int,
     batch_size: int = 16,
     on_batch: Callable[[int], None] | None = None,
+    on_rows: Callable[[list[int]], None] | None = None,
     share_prefix: bool = True,
     min_shared_prefix: int = 16,
     constraints: Sequence[CompiledConstraint | None] | None = None,
@@ -86,6 +92,7 @@ def generate_token_ids(
     With ``constraints`` (one per prompt; None = free), each constrained row's logits are masked at every
     step to what its grammar allows, and the row ends when the grammar is complete and the end token is
     chosen (or at ``max_new_tokens``, possibly incomplete). Their stop tokens must be this generator's.
+    ``on_rows`` is called with the prompt indices of each batch as it finishes (latency per prompt).
     """
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -137,6 +144,8 @@ def generate_token_ids(
         for row, i in enumerate(idx):
             new = out[row, length:].tolist()
             results[i] = new[: next((k for k, t in enumerate(new) if t in eos), len(new))]
+        if on_rows:
+            on_rows(list(idx))
         if on_batch:
             on_batch(len(idx))
     model.train(was_training)

@@ -163,6 +163,7 @@ class Report:
     distributions: tuple[Distribution, ...]
     examples: tuple[ModelExamples, ...]
     show_failures: int  # how many wrong answers / failed requests per model report.md lists (the HTML lists all)
+    parity: Text | None = None  # the parity certificate's verdict in one line (eval.parity), for the terminal
 
     @property
     def plotted_measures(self) -> tuple[Measure, ...]:
@@ -447,6 +448,75 @@ def _lm_eval_section(models: list[str], reg: dict[str, Any]) -> list[Section]:
     return [Section("lm-eval tasks (forgetting on standard tasks)", 3, (intro, Table(header, tuple(rows))))]
 
 
+def _usd(cost: dict[str, Any] | None) -> str:
+    if not cost or cost.get("usd_per_million_tokens") is None:
+        return "-" + (f" ({cost['note']})" if cost and cost.get("note") else "")
+    return f"${cost['usd_per_million_tokens']:.3g}"
+
+
+def _seconds(lat: dict[str, Any] | None, key: str) -> str:
+    if not lat:
+        return "-"
+    return f"{1000 * lat[key]:.0f} ms" if lat[key] < 1 else f"{lat[key]:.2f} s"
+
+
+def parity_verdict(p: dict[str, Any]) -> Text:
+    """One line: the verdict, the difference with its interval, the margin (report, terminal, export --verify)."""
+    head = (Strong(p["verdict"].upper()), f": {p['candidate']} vs {p['reference']}")
+    if "difference_points" not in p:
+        return (*head, f" ({p.get('note', 'nothing to compare')})")
+    lo, hi = p["difference_ci_points"]
+    line = (f", {p['candidate']} − {p['reference']} = {p['difference_points']:+.1f} points "
+            f"[{p['confidence']:.0%} CI {lo:+.1f}, {hi:+.1f}] on {p['n']} test examples, margin "
+            f"−{p['margin_points']:g} points; answers agree on {p['agreed']} of {p['n']} ({pct(p['agreement'])})")
+    if p["verdict"] == "inconclusive":
+        need = p.get("examples_needed")
+        line += (f"; about {need} test examples would decide" if need is not None else
+                 "; more examples at this difference would not show non-inferiority")
+    return (*head, line)
+
+
+def _parity_breakdown(rows: dict[str, dict[str, Any]], what: str, ref: str, cand: str) -> list[Block]:
+    if not rows:
+        return []
+    return [Paragraph(f"Per {what} where the two models' outcomes differ:"),
+            Table((what, ref, cand, "Δ points", "examples that differ"),
+                  tuple((k, pct(r["reference_accuracy"]), pct(r["candidate_accuracy"]),
+                         f"{r['difference_points']:+.1f}", f"{r['differing_examples']} of {r['n']}")
+                        for k, r in rows.items()))]
+
+
+def _parity_section(p: dict[str, Any] | None) -> list[Section]:
+    """eval.parity: verdict, interval and method, examples needed, agreement, breakdowns, latency and cost."""
+    if not p:
+        return []
+    ref, cand = p["reference"], p["candidate"]
+    blocks: list[Block] = [Paragraph(parity_verdict(p))]
+    if "difference_points" in p:
+        blocks.append(Paragraph(
+            f"Paired difference of the per-example task scores on the same test examples; interval: {p['method']}. "
+            f"Non-inferiority rule ({p['rule']}), margin {p['margin_points']:g} points."))
+        if p.get("examples_needed_note"):
+            blocks.append(Paragraph(f"Examples needed: {p['examples_needed_note']}."))
+        lat, cost = p.get("latency", {}), p.get("cost", {})
+        blocks.append(Table(("", ref, cand), (
+            ("task score", pct(p["reference_score"]), pct(p["candidate_score"])),
+            ("latency p50", _seconds(lat.get(ref), "p50_s"), _seconds(lat.get(cand), "p50_s")),
+            ("latency p95", _seconds(lat.get(ref), "p95_s"), _seconds(lat.get(cand), "p95_s")),
+            ("US$ per million tokens", _usd(cost.get(ref)), _usd(cost.get(cand))))))
+        basis = [f"{n}: {c['basis']}" for n, c in cost.items() if c and c.get("basis")]
+        if p.get("cost_ratio") is not None:
+            basis.append(f"{cand} costs {pct(p['cost_ratio'])} of {ref}'s price per million tokens")
+        if basis:
+            blocks.append(Bullets(tuple(basis)))
+        if p.get("changed"):
+            blocks.append(Paragraph(f"{p['changed']} of {p['n']} answers differ between the two models (the first "
+                                    f"{len(p['changed_examples'])} are in metrics.json parity.changed_examples)."))
+        blocks += _parity_breakdown(p.get("fields", {}), "field", ref, cand)
+        blocks += _parity_breakdown(p.get("labels", {}), "label", ref, cand)
+    return [Section(f"Parity certificate: {cand} vs {ref}", 2, tuple(blocks))]
+
+
 def _gates_section(gates: list[dict[str, Any]] | None) -> list[Section]:
     if not gates:
         return []
@@ -502,11 +572,13 @@ def build_report(results: dict[str, Any], metrics: dict[str, Any], *, title: str
     sections = [*_task_section(headline, metrics, comparisons, invented_flags),
                 *_class_sections(models, metrics, details), *_values_section(models, metrics),
                 *_adversarial_section(models, metrics.get("adversarial")),
-                *_regression_section(models, metrics.get("regression")), *_gates_section(metrics.get("gates"))]
+                *_regression_section(models, metrics.get("regression")), *_parity_section(metrics.get("parity")),
+                *_gates_section(metrics.get("gates"))]
     forgetting = tuple((n, tuple(r["flags"])) for n, r in metrics.get("regression", {}).items()
                        if isinstance(r, dict) and r.get("forgetting"))
     return Report(title=title, models=tuple(models), meta=_meta(metrics), measures=(*task, *other), headline=headline,
                   sections=tuple(sections), comparisons=comparisons, forgetting=forgetting,
                   invented_flags=invented_flags, class_details=tuple(details),
                   distributions=_distributions(results), examples=tuple(_examples(n, r) for n, r in results.items()),
-                  show_failures=show_failures)
+                  show_failures=show_failures,
+                  parity=parity_verdict(metrics["parity"]) if metrics.get("parity") else None)

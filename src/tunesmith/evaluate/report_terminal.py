@@ -23,5 +23,7 @@ def print_summary(report: Report) -> None:
                              + f", p={c.p_value:.3g} ({c.test})"))
     for name, flags in report.forgetting:
         console.print(f"[bold red]forgetting flagged for {escape(name)}[/]: " + escape("; ".join(flags)))
+    if report.parity is not None:
+        console.print("parity " + escape(plain(report.parity)))
     for name, why in report.invented_flags:
         console.print(f"[bold red]invented values flagged for {escape(name)}[/]: " + escape(why))

@@ -30,9 +30,11 @@ from tunesmith.evaluate.endpoint import Answer, EndpointClient
 from tunesmith.evaluate.fewshot import few_shot_conversation, pick_shots
 from tunesmith.evaluate.gates import GateFailed, check_gates
 from tunesmith.evaluate.general import general_prompts, general_text
-from tunesmith.evaluate.generate import generate_greedy, render_prompts, stop_token_ids
+from tunesmith.evaluate.generate import decode_answer, generate_token_ids, render_prompts, stop_token_ids
 from tunesmith.evaluate.history import Finished, abandon_evaluation, finish_evaluation, start_evaluation
 from tunesmith.evaluate.lm_eval_tasks import LmEvalTasks, resolve_tasks
+from tunesmith.evaluate.parity import Side, certificate
+from tunesmith.evaluate.parity_cost import check_gpu_name, endpoint_cost, hourly_price, local_cost
 from tunesmith.evaluate.regression import (
     change_vs_base, general_prompt_scores, general_prompt_summary, perplexity, window_losses,
 )
@@ -73,11 +75,11 @@ def load_tuned(cfg: RunConfig, base_model):
         with model_loading_noise_silenced():  # peft's use of a deprecated transformers property
             return PeftModel.from_pretrained(base_model, str(adapter))
     if full.is_dir():
-        return _load_folder(cfg, full)
+        return load_model_folder(cfg, full)
     raise TunesmithError(f"no trained adapter or model in {cfg.run_dir}", hint="run `tunesmith train` first")
 
 
-def _load_folder(cfg: RunConfig, path: Path):
+def load_model_folder(cfg: RunConfig, path: Path):
     from tunesmith.models.config import ModelConfig
 
     if not path.is_dir():
@@ -91,18 +93,28 @@ def _progress(label: str, total: int):
     return p, total
 
 
-def _local_generate(model, tokenizer, batch_size: int, constraint: CompiledConstraint | None = None) -> Generate:
+def local_generate(model, tokenizer, batch_size: int, constraint: CompiledConstraint | None = None) -> Generate:
     def gen(convs: list[list[dict]], max_new_tokens: int, label: str) -> list[Answer]:
         if not convs:
             return []
         prompts = render_prompts(tokenizer, convs)
+        latency: list[float | None] = [None] * len(prompts)
+        clock = [time.perf_counter()]
+
+        def rows_done(rows: list[int]) -> None:  # a batch's prompts all wait for the whole batch
+            now = time.perf_counter()
+            for i in rows:
+                latency[i] = now - clock[0]
+            clock[0] = now
+
         p, total = _progress(label, len(prompts))
         with p:
             task = p.add_task(label, total=total)
-            texts = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                    on_batch=lambda n: p.update(task, advance=n),
-                                    constraints=[constraint] * len(prompts) if constraint is not None else None)
-        return [Answer(t) for t in texts]
+            ids = generate_token_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                     on_batch=lambda n: p.update(task, advance=n), on_rows=rows_done,
+                                     constraints=[constraint] * len(prompts) if constraint is not None else None)
+        return [Answer(decode_answer(tokenizer, new), latency_s=lat, prompt_tokens=len(prompt),
+                       completion_tokens=len(new)) for new, lat, prompt in zip(ids, latency, prompts, strict=True)]
 
     return gen
 
@@ -148,6 +160,8 @@ class Evaluator:
             structured_output(ec, self.fmt_schema, prepared.train) if "base_structured" in ec.models else None)
         self._tokenizer = None
         self.lm_eval = self._lm_eval_tasks()
+        if ec.parity is not None:
+            check_gpu_name(ec.parity.gpu)
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -199,6 +213,8 @@ class Evaluator:
             rid = str(r.get("id", i))
             ref = reference_answer(r)
             ex: dict[str, Any] = {"id": rid, "prompt": conv[-1]["content"], "reference": ref, "prediction": a.text}
+            ex.update({k: v for k, v in (("latency_s", a.latency_s), ("prompt_tokens", a.prompt_tokens),
+                                         ("completion_tokens", a.completion_tokens)) if v is not None})
             if a.error is not None:
                 ex.update({"error": a.error, "correct": None})
                 failed.append({"id": rid, "error": a.error})
@@ -283,9 +299,9 @@ class Evaluator:
                     with model_loading_noise_silenced():
                         model = PeftModel.from_pretrained(base, str(path))
                 else:
-                    model = _load_folder(cfg, cfg.resolve_path(local_specs[name].path))
-                gen = _local_generate(model, self.tokenizer, ec.batch_size,
-                                      structured if name == "base_structured" else None)
+                    model = load_model_folder(cfg, cfg.resolve_path(local_specs[name].path))
+                gen = local_generate(model, self.tokenizer, ec.batch_size,
+                                     structured if name == "base_structured" else None)
                 if name == "few_shot":
                     shots = pick_shots(self.prepared.train, ec.few_shot_k, cfg.seed)
                     if not shots:
@@ -323,9 +339,36 @@ class Evaluator:
                                       **{n: r.adversarial for n, r in results.items() if r.adversarial}}
         if any(r.regression for r in results.values()):
             metrics["regression"] = self._regression_summary(results)
+        if self.ec.parity is not None:
+            metrics["parity"] = self.parity(results)
         metrics.update({"model": self.cfg.model.name_or_path, "method": self.cfg.train.method,
                         "test_examples": len(self.records), "scorer": self.kind})
         return metrics
+
+    def parity(self, results: dict[str, ModelResult]) -> dict[str, Any]:
+        """eval.parity's certificate: the candidate against the reference on the same test examples."""
+        pc = self.ec.parity
+        assert pc is not None
+        ref, cand = (self._side(n, results[n]) for n in (pc.reference, pc.candidate))
+        return certificate(ref, cand, kind=self.kind, margin_points=pc.margin_points, confidence=pc.confidence,
+                           power=pc.power, **self.boot)
+
+    def _side(self, name: str, r: ModelResult) -> Side:
+        answers = {e["id"]: e["prediction"] or "" for e in r.examples if e.get("error") is None}
+        latencies = tuple(e["latency_s"] for e in r.examples if e.get("latency_s") is not None)
+        if name in self.clients:
+            e = self.clients[name].cfg
+            cost = endpoint_cost(r.examples, input_price=e.usd_per_million_input_tokens,
+                                 output_price=e.usd_per_million_output_tokens)
+        else:
+            pc = self.ec.parity
+            assert pc is not None
+            device = _device_name(self.cfg.model.device)
+            price, source = hourly_price(usd_per_hour=pc.usd_per_hour, gpu=pc.gpu,
+                                         device_name=None if device == "cpu" else device)
+            cost = local_cost(r.examples, generation_seconds=r.metrics.get("generation_seconds"), usd_per_hour=price,
+                              price_source=source, device=device)
+        return Side(name, r.scores, answers, latencies, cost)
 
     def _regression_summary(self, results: dict[str, ModelResult]) -> dict[str, Any]:
         rc = self.ec.regression
@@ -349,6 +392,15 @@ class Evaluator:
             else:
                 reg[n] = dict(r.regression)
         return reg
+
+
+def _device_name(configured: str | None) -> str:
+    """The accelerator local models ran on (its CUDA name), or "cpu"."""
+    import torch
+
+    if str(configured or "auto").startswith("cpu") or not torch.cuda.is_available():
+        return "cpu"
+    return torch.cuda.get_device_name(0)
 
 
 def _print_where(run_dir: Path, saved: Finished) -> None:

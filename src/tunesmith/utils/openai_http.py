@@ -52,6 +52,7 @@ class Reply:
     payload: dict[str, Any] | None
     error: str | None = None
     attempts: int = 0
+    latency_s: float | None = None  # the successful attempt's wall time
 
 
 @dataclass
@@ -93,12 +94,13 @@ class ChatEndpoint:
         """The response body of ``body``, retried on 429 / 5xx / connection errors and timeouts."""
         error = "no attempt"
         for attempt in range(self.max_retries + 1):
+            t0 = time.perf_counter()
             try:
                 status, payload, retry_after = self._post_once(body)
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, ValueError) as e:
                 status, payload, retry_after = None, f"{type(e).__name__}: {getattr(e, 'reason', e)}", None
             if status == 200 and isinstance(payload, dict):
-                return Reply(payload, attempts=attempt + 1)
+                return Reply(payload, attempts=attempt + 1, latency_s=time.perf_counter() - t0)
             error = f"HTTP {status}: {payload}" if status else str(payload)
             if status is not None and status not in RETRYABLE:
                 return Reply(None, error, attempts=attempt + 1)
