@@ -157,6 +157,7 @@ def test_a_written_config_runs_end_to_end(tmp_path, tiny_model_dir):
     assert r.returncode == 0, r.stderr[-3000:]
     r = cli("run", "project/run.yaml", "train.max_steps=2", "eval.max_examples=4", "eval.models=[base,tuned]",
             "eval.adversarial.max_prompts=2", "eval.regression.max_prompts=2", "eval.regression.max_text_chars=400",
+            "eval.regression.instruction_prompts=2",
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "chosen by tunesmith advise" in r.stdout and "eval.scorer = json_fields" in r.stdout

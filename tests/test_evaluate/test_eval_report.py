@@ -65,10 +65,11 @@ def test_a_report_is_built_once_and_rendered_twice():
                "tuned": {"n": 2, "n_failed": 1, "accuracy": 1.0, "accuracy_ci": [1.0, 1.0], "format_compliance": 1.0},
                "regression": {"text_source": "bundled", "text_chars": 100, "prompts_source": "file",
                               "thresholds": {"max_perplexity_increase_pct": 10, "max_rouge_drop_points": 5},
-                              "base": {"perplexity": 20.0, "perplexity_ci": [18.0, 22.5], "rouge_l": 0.25},
+                              "base": {"perplexity": 20.0, "perplexity_ci": [18.0, 22.5], "rouge_l": 0.25,
+                                       "instruction_pass_rate": 0.25},
                               "tuned": {"perplexity": 30.0, "rouge_l": 0.2, "perplexity_change_pct": 50.0,
-                                        "rouge_l_change_points": -5.0, "forgetting": True,
-                                        "flags": ["perplexity +50.0% > 10%"]}},
+                                        "rouge_l_change_points": -5.0, "instruction_pass_rate": 0.2,
+                                        "forgetting": True, "flags": ["perplexity +50.0% > 10%"]}},
                "gates": [{"key": "tuned.accuracy", "threshold": 0.8, "value": 1.0, "passed": True}]}
     wrong = {"id": "t1", "prompt": "x" * 700, "reference": "A", "prediction": "B", "correct": False, "score": 0.0}
     results = {"base": SimpleNamespace(examples=[wrong], scores={}, adversarial_examples=[], general_scores={}),
@@ -79,10 +80,13 @@ def test_a_report_is_built_once_and_rendered_twice():
         ["base", "50.0% [0.0, 100.0]", "-", "2", "-", "20.00 [18.00, 22.50]", "25.0%"],
         ["tuned", "100.0% [100.0, 100.0]", "100.0%", "2 (1 failed)", "-", "30.00", "20.0%"]]
     # perplexity is not a rate and hallucination was not measured: neither is plotted
-    assert [m.label for m in report.plotted_measures] == ["accuracy", "format compliance", "general ROUGE-L"]
+    assert [m.label for m in report.plotted_measures] == ["accuracy", "format compliance", "instructions followed"]
     assert report.forgetting == (("tuned", ("perplexity +50.0% > 10%",)),)
     md, page = render_markdown(report), render_html(report)
-    assert "| tuned | 30.00 | +50.0% | 20.0% | -5.0 | **yes**: perplexity +50.0% > 10% |" in md
+    assert "| tuned | 30.00 | +50.0% | 20.0% | - | - | - | **yes**: perplexity +50.0% > 10% |" in md
+    # general ROUGE-L left the headline; it stays in the regression section, with what it is worth
+    assert "General-prompt ROUGE-L against the reference answers: base 25.0%; tuned 20.0% (-5.0 points). Not a " \
+        "quality measure" in md
     assert "<td><b>yes</b>: perplexity +50.0% &gt; 10%</td>" in page
     # report.md shows the end of a long input; report.html all of it
     assert "…" + "x" * 600 + "\n```" in md and "x" * 700 in page

@@ -68,7 +68,7 @@ def _cfg(tmp_path, tiny_model_dir, server, models, name="t", **eval_extra):
                                {"name": "judge", "base_url": server.base_url, "model": "judge", "api_key_env": None}],
                  "adversarial": {"max_prompts": 5, "judge": "judge"},
                  "regression": {"prompts_file": str(tmp_path / "general.jsonl"), "max_text_chars": 600,
-                                "max_new_tokens": 6},
+                                "max_new_tokens": 6, "instruction_prompts": 5, "instruction_max_new_tokens": 6},
                  **eval_extra},
     }
     return build_config(data, base_dir=tmp_path)
@@ -121,6 +121,13 @@ def test_full_eval_base_fewshot_tuned_api(tmp_path, tiny_model_dir):
     assert reg["base"]["perplexity"] > 1 and reg["base"]["general_prompts"] == 3
     assert "perplexity_change_pct" in reg["tuned"] and isinstance(reg["tuned"]["forgetting"], bool)
     assert reg["text_source"].startswith(("bundled", "/usr/share/doc"))
+    # verifiable instructions and drift from base's answers (5 instruction + 3 general prompts)
+    assert reg["instruction_prompts"] == 5 and reg["base"]["instruction_prompts"] == 5
+    assert 0 <= reg["tuned"]["instruction_pass_rate"] <= 1 and "instruction_change_points_ci" in reg["tuned"]
+    assert reg["tuned"]["drift_prompts"] == 8 and 0 <= reg["tuned"]["drift"] <= 1 and "drift" not in reg["base"]
+    regression_rows = [json.loads(line) for line in (run / "eval" / "tuned.regression.jsonl").read_text().splitlines()]
+    assert [r["set"] for r in regression_rows] == ["general"] * 3 + ["instruction"] * 5
+    assert all("drift_from_base" in r for r in regression_rows) and all("passed" in r for r in regression_rows[3:])
     # files
     for f in ["report.md", "report.html", "eval/base.jsonl", "eval/few_shot.jsonl", "eval/tuned.jsonl", "eval/api.jsonl",
               "eval/api.adversarial.jsonl"]:
@@ -245,10 +252,12 @@ def test_real_model_perplexity_and_report(tmp_path, embedded_model_dir):
     ex = yaml.safe_load((root / "config.yaml").read_text())["eval"]
     cfg = build_config({"name": "real", "output_dir": str(tmp_path), "model": {"device": "cpu"}, "eval": {
         **ex, "models": ["base", "few_shot"], "max_examples": 3, "max_new_tokens": 24, "few_shot_k": 2,
-        "adversarial": {"max_prompts": 5}, "regression": {"max_prompts": 3, "max_text_chars": 1500}}})
+        "adversarial": {"max_prompts": 5}, "regression": {"max_prompts": 3, "max_text_chars": 1500,
+                                                          "instruction_prompts": 3, "instruction_max_new_tokens": 32}}})
     m = evaluate_from_config(cfg, PreparedData(train=recs[3:], validation=[], test=recs[:3]))
     assert m["base"]["n"] == 3 and m["few_shot"]["n"] == 3 and m["adversarial"]["base"]["n"] == 5
     # a trained 135M model on plain English: perplexity in the tens (a random model would be ~ vocabulary size)
     assert 3 < m["regression"]["base"]["perplexity"] < 100
     assert "few_shot" not in m["regression"]
+    assert m["regression"]["base"]["instruction_prompts"] == 3
     assert (tmp_path / "real" / "report.html").stat().st_size > 20_000

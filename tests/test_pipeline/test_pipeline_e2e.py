@@ -37,7 +37,8 @@ def test_cli_run_writes_standard_adapter_that_plain_peft_reproduces(tmp_path, em
     r = subprocess.run(
         [sys.executable, "-m", "tunesmith.cli", "run", str(tmp_path / "config.yaml"),
          "train.max_steps=3", "eval.max_examples=6", "eval.max_new_tokens=24", "eval.models=[base,tuned]",
-         "eval.adversarial.max_prompts=5", "eval.regression.max_prompts=4"],
+         "eval.adversarial.max_prompts=5", "eval.regression.max_prompts=4",
+         "eval.regression.instruction_prompts=4"],
         capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
     )
     assert r.returncode == 0, r.stderr[-3000:]

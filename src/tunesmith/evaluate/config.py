@@ -135,6 +135,33 @@ class RegressionConfig(Section):
     max_rouge_drop_points: float = Field(
         5.0, ge=0, description="Flag forgetting when general-prompt ROUGE-L drops by more than this (points)."
     )
+    general_prompts_file: str | None = Field(
+        None, description="Your general instructions for the regression prompts (JSONL: 'prompt', 'instruction' or "
+        "'messages'/'conversations' in any format the data stage reads; the answer is optional). Replaces the default "
+        "general prompts (prompts_file, general_eval.jsonl, chatterbot-corpus). Relative to the config file.",
+    )
+    instruction_prompts: int = Field(
+        40, ge=0, description="Verifiable-instruction prompts (a general topic + a constraint a program checks: "
+        "bullet count, lowercase, JSON, word limits, ...), generated from the templates shipped with tunesmith with "
+        "the run seed; 0: none.",
+    )
+    instruction_max_new_tokens: int = Field(96, gt=0, description="Greedy tokens per verifiable-instruction answer.")
+    max_instruction_drop_points: float = Field(
+        3.0, ge=0, description="Flag forgetting when a model follows fewer verifiable instructions than base by more "
+        "than this many points (one prompt of 40 is 2.5 points).",
+    )
+    drift_changed_above: float = Field(
+        0.5, ge=0, lt=1, description="An answer changed materially when its drift from base's answer (1 - ROUGE-L "
+        "between them) is above this.",
+    )
+    max_mean_drift: float = Field(
+        0.5, ge=0, le=1, description="Flag when a model's mean drift from base's answers to the general and "
+        "instruction prompts is above this (1: never).",
+    )
+    judge: str | None = Field(
+        None, description="Name of an eval.endpoints entry asked, per general prompt, whether base's or the model's "
+        "answer is better (optional; reported, not flagged).",
+    )
     lm_eval: LmEvalConfig = Field(default_factory=LmEvalConfig)
 
 
@@ -253,6 +280,8 @@ class EvalConfig(Section):
                 raise ValueError("eval.parity: reference and candidate are the same model")
         if self.adversarial.judge and self.adversarial.judge not in [e.name for e in self.endpoints]:
             raise ValueError(f"eval.adversarial.judge '{self.adversarial.judge}' is not a name in eval.endpoints")
+        if self.regression.judge and self.regression.judge not in [e.name for e in self.endpoints]:
+            raise ValueError(f"eval.regression.judge '{self.regression.judge}' is not a name in eval.endpoints")
         return self
 
     def resolved_scorer(self) -> str:

@@ -6,6 +6,7 @@ Text for perplexity, first found wins:
   3. the public-domain text bundled in ``tunesmith/evaluate/data/general_text.txt``.
 
 General prompts, first found wins:
+  0. ``eval.regression.general_prompts_file`` (any chat format, answers optional: :mod:`.prompt_file`);
   1. ``eval.regression.prompts_file`` (JSONL: canonical records with messages, or prompt/response);
   2. the run's ``data/general_eval.jsonl`` (written by the data stage's general mixing: rows drawn
      from the general pool and never trained on);
@@ -101,8 +102,13 @@ def _read_prompt_file(path: Path) -> list[dict]:
     return rows
 
 
-def general_prompts(path: Path | None, run_data_dir: Path | None, max_prompts: int) -> tuple[list[dict], str]:
-    """(records with a reference answer, source description)."""
+def general_prompts(path: Path | None, run_data_dir: Path | None, max_prompts: int,
+                    general_prompts_file: Path | None = None) -> tuple[list[dict], str]:
+    """(records, source description); only ``general_prompts_file``'s may lack a reference (``no_reference``)."""
+    if general_prompts_file is not None:
+        from tunesmith.evaluate.prompt_file import read_general_prompts_file
+
+        return read_general_prompts_file(general_prompts_file)[:max_prompts], str(general_prompts_file)
     if path is not None:
         if not path.is_file():
             raise DataError(f"eval.regression.prompts_file {path} does not exist")

@@ -1,5 +1,8 @@
 """Regression (forgetting): perplexity on general text and ROUGE-L on general prompts, before vs after.
 
+(Verifiable instructions are in :mod:`tunesmith.evaluate.instructions`, drift from base's answers in
+:mod:`tunesmith.evaluate.drift`; :func:`with_flags` joins their flags to the ones here.)
+
 Perplexity is exp(mean next-token loss) over non-overlapping windows of the text (each window
 starts fresh, so every model sees identical contexts). Its interval is a bootstrap over windows
 of the mean loss, mapped through exp.
@@ -130,8 +133,10 @@ def forgetting_flags(base: dict[str, Any], other: dict[str, Any], *, max_ppl_inc
 
 
 def general_prompt_scores(prompts: list[Record], answers: list[str | None]) -> dict[str, float]:
-    """ROUGE-L of each answer against its general prompt's reference answer, by prompt id."""
-    return {r["id"]: rouge_l(a or "", reference_answer(r)) for r, a in zip(prompts, answers, strict=True)}
+    """ROUGE-L of each answer against its general prompt's reference answer, by prompt id (prompts without a
+    reference, ``no_reference``, are left out)."""
+    return {r["id"]: rouge_l(a or "", reference_answer(r)) for r, a in zip(prompts, answers, strict=True)
+            if not r.get("no_reference")}
 
 
 def general_prompt_summary(scores: dict[str, float], *, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -141,6 +146,13 @@ def general_prompt_summary(scores: dict[str, float], *, n_resamples: int = 1000,
         return {}
     ci = bootstrap_ci(vals, n_resamples=n_resamples, seed=seed)
     return {"rouge_l": sum(vals) / len(vals), "rouge_l_ci": list(ci) if ci else None, "general_prompts": len(vals)}
+
+
+def with_flags(entry: dict[str, Any], measured: dict[str, Any], flags: list[str]) -> dict[str, Any]:
+    """``entry`` (a :func:`change_vs_base` result) with more measurements and their flags: ``forgetting``,
+    ``flags`` and ``ok`` cover them all."""
+    all_flags = [*entry.get("flags", []), *flags]
+    return {**entry, **measured, "flags": all_flags, "forgetting": bool(all_flags), "ok": 0.0 if all_flags else 1.0}
 
 
 def change_vs_base(base: dict[str, Any], base_scores: dict[str, float], other: dict[str, Any],

@@ -29,14 +29,18 @@ from tunesmith.evaluate import adversarial as adv
 from tunesmith.evaluate.endpoint import Answer, EndpointClient
 from tunesmith.evaluate.fewshot import few_shot_conversation, pick_shots
 from tunesmith.evaluate.gates import GateFailed, check_gates
+from tunesmith.evaluate.drift import (
+    drift_scores, drift_summary, parse_preference, preference_messages, preference_summary, preferred, tuned_first,
+)
 from tunesmith.evaluate.general import general_prompts, general_text
 from tunesmith.evaluate.generate import decode_answer, generate_token_ids, render_prompts, stop_token_ids
 from tunesmith.evaluate.history import Finished, abandon_evaluation, finish_evaluation, start_evaluation
+from tunesmith.evaluate.instructions import check_answers, instruction_change, instruction_prompts, instruction_summary
 from tunesmith.evaluate.lm_eval_tasks import LmEvalTasks, resolve_tasks
 from tunesmith.evaluate.parity import Side, certificate
 from tunesmith.evaluate.parity_cost import check_gpu_name, endpoint_cost, hourly_price, local_cost
 from tunesmith.evaluate.regression import (
-    change_vs_base, general_prompt_scores, general_prompt_summary, perplexity, window_losses,
+    change_vs_base, general_prompt_scores, general_prompt_summary, perplexity, window_losses, with_flags,
 )
 from tunesmith.evaluate.report_content import build_report
 from tunesmith.evaluate.report_html import render_html
@@ -63,6 +67,11 @@ class ModelResult:
     adversarial_examples: list[dict[str, Any]] = field(default_factory=list)
     regression: dict[str, Any] | None = None
     general_scores: dict[str, float] = field(default_factory=dict)
+    instruction_rows: list[dict[str, Any]] = field(default_factory=list)  # verifiable instructions, checked
+    regression_answers: dict[str, str | None] = field(default_factory=dict)  # "general:<id>" / "instruction:<id>"
+    drift: dict[str, float] = field(default_factory=dict)  # per prompt, vs base's answer (models other than base)
+    preference: dict[str, Any] | None = None  # eval.regression.judge's preference vs base
+    regression_examples: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_tuned(cfg: RunConfig, base_model):
@@ -162,6 +171,9 @@ class Evaluator:
         self.lm_eval = self._lm_eval_tasks()
         if ec.parity is not None:
             check_gpu_name(ec.parity.gpu)
+        rc = ec.regression
+        self.instruction_items = instruction_prompts(rc.instruction_prompts, cfg.seed) if rc.enabled else []
+        self.base_answers: dict[str, str | None] | None = None  # base's regression answers, once it has given them
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -249,18 +261,59 @@ class Evaluator:
         res.adversarial_examples = rows
 
     def regression(self, name: str, model, gen: Generate, res: ModelResult, text: str, prompts: list[dict]) -> None:
+        rc = self.ec.regression
         out: dict[str, Any] = {}
         if text:
             out.update(perplexity(window_losses(model, self.tokenizer, text), **self.boot))
         if prompts:
-            answers = gen([prompt_messages(r) for r in prompts], self.ec.regression.max_new_tokens,
-                          f"{name}: general prompts")
+            answers = gen([prompt_messages(r) for r in prompts], rc.max_new_tokens, f"{name}: general prompts")
             res.general_scores = general_prompt_scores(prompts, [a.text for a in answers])
             out.update(general_prompt_summary(res.general_scores, **self.boot))
+            res.regression_answers.update({f"general:{r['id']}": a.text for r, a in zip(prompts, answers, strict=True)})
+        if self.instruction_items:
+            answers = gen([it["messages"] for it in self.instruction_items], rc.instruction_max_new_tokens,
+                          f"{name}: verifiable instructions")
+            res.instruction_rows = check_answers(self.instruction_items, [a.text for a in answers])
+            out.update(instruction_summary(res.instruction_rows, **self.boot))
+            res.regression_answers.update({f"instruction:{r['id']}": r["prediction"] for r in res.instruction_rows})
         if self.lm_eval is not None:
             console.print(escape(f"{name}: lm-eval tasks {', '.join(self.lm_eval.names)}"))
             out["lm_eval"] = self.lm_eval.score(model, self.tokenizer)
         res.regression = out
+        if name == "base":
+            self.base_answers = res.regression_answers
+        elif self.base_answers is not None:
+            res.drift = drift_scores(self.base_answers, res.regression_answers)
+            if rc.judge and prompts:
+                res.preference = self._judge_preference(name, prompts, res.regression_answers)
+        res.regression_examples = self._regression_rows(prompts, res)
+
+    def _judge_preference(self, name: str, prompts: list[dict], answers: dict[str, str | None]) -> dict[str, Any]:
+        """eval.regression.judge's preference between base's and ``name``'s answers to the general prompts."""
+        assert self.base_answers is not None
+        judge = self.ec.regression.judge
+        order = [tuned_first(r["id"], self.cfg.seed) for r in prompts]
+        pairs = [(answers[f"general:{r['id']}"], self.base_answers[f"general:{r['id']}"]) for r in prompts]
+        convs = [preference_messages(prompt_messages(r), *(pair if first else pair[::-1]))
+                 for r, pair, first in zip(prompts, pairs, order, strict=True)]
+        console.print(escape(f"{name}: {judge} judges base vs {name} on {len(convs)} general prompts"))
+        replies = self.clients[judge].complete_many(convs)
+        return preference_summary([preferred(parse_preference(a.text), first) for a, first in zip(replies, order, strict=True)],
+                                  judge=judge, **self.boot)
+
+    @staticmethod
+    def _regression_rows(prompts: list[dict], res: ModelResult) -> list[dict[str, Any]]:
+        """eval/<model>.regression.jsonl: every regression prompt, the answer, its check and its drift from base."""
+        rows = [{"set": "general", "id": r["id"], "prompt": prompt_messages(r)[-1]["content"],
+                 "prediction": res.regression_answers.get(f"general:{r['id']}"),
+                 **({"rouge_l": round(res.general_scores[r["id"]], 4)} if r["id"] in res.general_scores else {})}
+                for r in prompts]
+        rows += [{"set": "instruction", **r} for r in res.instruction_rows]
+        for row in rows:
+            d = res.drift.get(f"{row['set']}:{row['id']}")
+            if d is not None:
+                row["drift_from_base"] = round(d, 4)
+        return rows
 
     # -- the whole evaluation ---------------------------------------------------------------
 
@@ -273,8 +326,9 @@ class Evaluator:
             rc = ec.regression
             text, text_src = general_text(cfg.resolve_path(rc.text_file), rc.max_text_chars)
             prompts, prompts_src = general_prompts(cfg.resolve_path(rc.prompts_file), cfg.run_dir / "data",
-                                                   rc.max_prompts)
-        self.sources = {"text": text_src, "prompts": prompts_src, "text_chars": len(text)}
+                                                   rc.max_prompts, cfg.resolve_path(rc.general_prompts_file))
+        self.sources = {"text": text_src, "prompts": prompts_src, "text_chars": len(text),
+                        "prompts_with_reference": sum(not r.get("no_reference") for r in prompts)}
         results: dict[str, ModelResult] = {}
         base = load_model(cfg.model) if local_names else None
         structured = self.compile_structured(base) if self.structured is not None else None
@@ -313,12 +367,15 @@ class Evaluator:
             self.adversarial(name, gen, res)
             # few_shot and base_structured have base's weights: their perplexity is base's
             has_weights_of_its_own = name not in ("few_shot", "base_structured")
-            if model is not None and has_weights_of_its_own and (text or prompts or self.lm_eval is not None):
+            if model is not None and has_weights_of_its_own and (text or prompts or self.instruction_items
+                                                                 or self.lm_eval is not None):
                 self.regression(name, model, gen, res, text, prompts)
             results[name] = res
             write_jsonl(generations_dir / f"{name}.jsonl", res.examples)
             if res.adversarial_examples:
                 write_jsonl(generations_dir / f"{name}.adversarial.jsonl", res.adversarial_examples)
+            if res.regression_examples:
+                write_jsonl(generations_dir / f"{name}.regression.jsonl", res.regression_examples)
             if model is not None and model is not base:
                 if hasattr(model, "unload"):
                     base = model.unload()  # give the clean base back for the next model
@@ -374,8 +431,13 @@ class Evaluator:
         rc = self.ec.regression
         reg: dict[str, Any] = {"text_source": self.sources["text"], "text_chars": self.sources["text_chars"],
                                "prompts_source": self.sources["prompts"],
+                               "prompts_with_reference": self.sources["prompts_with_reference"],
+                               "instruction_prompts": len(self.instruction_items),
                                "thresholds": {"max_perplexity_increase_pct": rc.max_perplexity_increase_pct,
-                                              "max_rouge_drop_points": rc.max_rouge_drop_points}}
+                                              "max_rouge_drop_points": rc.max_rouge_drop_points,
+                                              "max_instruction_drop_points": rc.max_instruction_drop_points,
+                                              "max_mean_drift": rc.max_mean_drift,
+                                              "drift_changed_above": rc.drift_changed_above}}
         lm_eval_drop = None
         if self.lm_eval is not None:
             reg["lm_eval"] = self.lm_eval.describe()
@@ -385,13 +447,32 @@ class Evaluator:
             if not r.regression:
                 continue
             if base is not None and base.regression and n != "base":
-                reg[n] = change_vs_base(base.regression, base.general_scores, r.regression, r.general_scores,
-                                        max_ppl_increase_pct=rc.max_perplexity_increase_pct,
-                                        max_rouge_drop_points=rc.max_rouge_drop_points,
-                                        max_lm_eval_drop_points=lm_eval_drop, seed=self.cfg.seed)
+                entry = change_vs_base(base.regression, base.general_scores, r.regression, r.general_scores,
+                                       max_ppl_increase_pct=rc.max_perplexity_increase_pct,
+                                       max_rouge_drop_points=rc.max_rouge_drop_points,
+                                       max_lm_eval_drop_points=lm_eval_drop, seed=self.cfg.seed)
+                reg[n] = self._instructions_and_drift(entry, base, r)
             else:
                 reg[n] = dict(r.regression)
         return reg
+
+    def _instructions_and_drift(self, entry: dict[str, Any], base: ModelResult, r: ModelResult) -> dict[str, Any]:
+        """A model's regression entry with its verifiable-instruction change and drift from base, and their flags."""
+        rc = self.ec.regression
+        instr, flags = instruction_change({x["id"]: x["passed"] for x in base.instruction_rows},
+                                          {x["id"]: x["passed"] for x in r.instruction_rows},
+                                          max_drop_points=rc.max_instruction_drop_points, **self.boot)
+        drift, drift_flags = drift_summary(r.drift, changed_above=rc.drift_changed_above,
+                                           max_mean_drift=rc.max_mean_drift, **self.boot)
+        if drift:
+            drift["drift_by_set"] = {}
+            for s in ("general", "instruction"):
+                vals = [v for k, v in r.drift.items() if k.startswith(f"{s}:")]
+                if vals:
+                    drift["drift_by_set"][s] = {"n": len(vals), "drift": sum(vals) / len(vals)}
+        if r.preference is not None:
+            drift["judge_preference"] = r.preference
+        return with_flags(entry, {**instr, **drift}, flags + drift_flags)
 
 
 def _device_name(configured: str | None) -> str:
