@@ -171,6 +171,8 @@ def import_job(
                                                     "(repeatable), e.g. --files file-abc123=train.jsonl.", show_default=False)] = None,
     files_dir: Annotated[Path | None, typer.Option("--files-dir", help="A folder of the job's downloaded files named by id "
                                                    "(file-abc123.jsonl).", show_default=False)] = None,
+    reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Evaluate the job's ft: model (an OpenAI "
+                                            "endpoint) beside the tuned one, as the parity certificate's reference.")] = True,
 ) -> None:
     """Bring an OpenAI fine-tuning job over: write a run config for its files and settings, and print what each job
     setting became (or why it cannot map). Preference (DPO) jobs are recognised and refused: not yet trainable."""
@@ -178,7 +180,8 @@ def import_job(
     from tunesmith.migrate.openai_job import import_job as run_import
     from tunesmith.migrate.openai_job import mapping_line, parse_file_map
 
-    cfg, rows = run_import(job, output, files=parse_file_map(files or []), files_dir=files_dir, model=model)
+    cfg, rows = run_import(job, output, files=parse_file_map(files or []), files_dir=files_dir, model=model,
+                           reference=reference)
     console.print(f"[bold]job {escape(str(job))} -> {escape(str(output))}[/]")
     for row in rows:
         console.print(mapping_line(row), soft_wrap=True, markup=False)

@@ -51,8 +51,25 @@ def test_a_supervised_job_becomes_a_config_that_validates_with_a_mapping_table(t
     assert "train.batch_size x train.grad_accum = 3 x 2" in table["method.supervised.hyperparameters.batch_size"]
     lr = table["method.supervised.hyperparameters.learning_rate_multiplier"]
     assert f"train.lr = {cfg.train.lr}" in lr and "no meaning outside OpenAI" in lr and "recipe" in lr
-    assert "not mapped" in table["fine_tuned_model"] and "tunesmith data capture" in table["fine_tuned_model"]
+    ft = "ft:gpt-4o-mini-2024-07-18:acme::tickets:B9xQ2mLa"
+    assert "eval.parity.reference = ft-model" in table["fine_tuned_model"] and "tunesmith data capture" in table["fine_tuned_model"]
+    assert [(e.name, e.model, e.base_url, e.api_key_env) for e in cfg.eval.endpoints] == [
+        ("ft-model", ft, "https://api.openai.com/v1", "OPENAI_API_KEY")]
+    assert "ft-model" in cfg.eval.models and "tuned" in cfg.eval.models
+    assert (cfg.eval.parity.reference, cfg.eval.parity.candidate) == ("ft-model", "tuned")
     assert "model.name_or_path" in table["model"] and "data.validation_file" in table["validation_file"]
+
+
+def test_no_reference_leaves_the_ft_model_out_of_the_evaluation(tmp_path):
+    folder = _files(tmp_path)
+    out = tmp_path / "config.yaml"
+    result = CliRunner().invoke(app, ["import-job", str(JOBS / "job_supervised.json"), "--files-dir", str(folder),
+                                      "--output", str(out), "--model", MODEL, "--no-reference"])
+    assert result.exit_code == 0, result.output
+    cfg = load_config(out)
+    assert cfg.eval.endpoints == [] and cfg.eval.parity is None
+    table = {line.split(" = ")[0]: line for line in result.output.splitlines() if " -> " in line}
+    assert "not mapped" in table["fine_tuned_model"] and "--no-reference" in table["fine_tuned_model"]
 
 
 def test_auto_values_of_a_legacy_job_take_the_recipe_and_say_so(tmp_path):

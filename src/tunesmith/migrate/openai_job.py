@@ -195,12 +195,31 @@ def mapping_rows(job: JobSettings, cfg: RunConfig, choices: dict[str, str], file
                            "the same seed (splits, adapter init, data order; results still differ from OpenAI's)"
                            if job.seed is not None else "not in the job: tunesmith's default seed"))
     rows.append(MappingRow("suffix", job.suffix, "name", cfg.name, "the run name (run folder)" if job.suffix else "no suffix: the job id names the run"))
-    rows.append(MappingRow("fine_tuned_model", job.fine_tuned_model, None, None,
-                           "not trained here; capture its answers while it still answers: tunesmith data capture --model "
-                           f"{job.fine_tuned_model} ... (and compare it with eval.endpoints)" if job.fine_tuned_model else "the job made no model"))
+    if job.fine_tuned_model and REFERENCE_NAME in {e.name for e in cfg.eval.endpoints}:
+        rows.append(MappingRow("fine_tuned_model", job.fine_tuned_model, "eval.parity.reference", REFERENCE_NAME,
+                               f"the endpoint {REFERENCE_NAME} (OpenAI, key from $OPENAI_API_KEY) is evaluated beside the tuned "
+                               "model and is the parity certificate's reference (--no-reference leaves it out); capture "
+                               f"its answers while it still answers: tunesmith data capture --model {job.fine_tuned_model} ..."))
+    else:
+        rows.append(MappingRow("fine_tuned_model", job.fine_tuned_model, None, None,
+                               "not compared (--no-reference); capture its answers while it still answers: tunesmith data "
+                               f"capture --model {job.fine_tuned_model} ..." if job.fine_tuned_model else "the job made no model"))
     if job.status and job.status != "succeeded":
         rows.append(MappingRow("status", job.status, None, None, "the job did not succeed: its settings are imported all the same"))
     return rows
+
+
+REFERENCE_NAME = "ft-model"
+
+
+def add_reference(out: dict[str, Any], fine_tuned_model: str) -> None:
+    """The job's ft: model as an evaluation endpoint and the parity certificate's reference: `tunesmith eval` then
+    says whether the replacement is not worse (its answers are cached, so the evaluation still runs once it is gone)."""
+    ev = out.setdefault("eval", {})
+    ev["endpoints"] = [*ev.get("endpoints", []), {"name": REFERENCE_NAME, "base_url": "https://api.openai.com/v1",
+                                                   "model": fine_tuned_model, "api_key_env": "OPENAI_API_KEY"}]
+    ev["models"] = [*ev.get("models", ["base", "few_shot", "tuned"]), REFERENCE_NAME]
+    ev["parity"] = {"reference": REFERENCE_NAME, "candidate": "tuned", "margin_points": 2.0}
 
 
 def mapping_line(row: MappingRow) -> str:
@@ -226,7 +245,7 @@ def _batch_row(value: Any, hk: str, batch: int, accum: int, packing: bool, choic
 
 
 def import_job(job_path: Path, output: Path, *, files: dict[str, Path], files_dir: Path | None,
-               model: str | None) -> tuple[RunConfig, list[MappingRow]]:
+               model: str | None, reference: bool = True) -> tuple[RunConfig, list[MappingRow]]:
     """Write the run config of the job at ``job_path`` to ``output`` and return it with the mapping table."""
     from tunesmith.advise.advisor import build_advice
     from tunesmith.advise.runconfig import run_config_dict, write_run_config
@@ -248,6 +267,8 @@ def import_job(job_path: Path, output: Path, *, files: dict[str, Path], files_di
     advice = build_advice(base, base.advise.model_copy(update={"recipe": "auto"}), data_path=local["training_file"],
                           gpu_catalog=base.advise.gpu_catalog, stratify_field=None, probe=False)
     out = run_config_dict(advice, base, config_dir=config_dir, data_path=local["training_file"])
+    if reference and job.fine_tuned_model:
+        add_reference(out, job.fine_tuned_model)
     cfg = write_run_config(output, out)
     choices = {c.key: c.reason for c in cfg.advise.choices}
     return cfg, mapping_rows(job, cfg, choices, local)
