@@ -25,7 +25,7 @@ ratio of wall times; `--target` says whether each reached a field accuracy.
 Needs TRL: ``pip install trl`` (or ``pip install -e ".[bench]"``); without it the script says so and exits 0.
 
 Usage:
-    PYTHONPATH=$PWD/src HF_HUB_OFFLINE=1 python benchmarks/time_to_quality.py --quick    # minutes: 120 emails, 60s budget
+    PYTHONPATH=$PWD/src HF_HUB_OFFLINE=1 python benchmarks/time_to_quality.py --quick    # harness check: 120 emails, 3 steps
     PYTHONPATH=$PWD/src HF_HUB_OFFLINE=1 python benchmarks/time_to_quality.py --budget 15m --json ttq.json
 """
 
@@ -44,8 +44,10 @@ REPO = Path(__file__).resolve().parents[1]
 TRL_LEARNING_RATE = 2e-4  # TRL docs, PEFT integration: "~10x the full fine-tuning rate for LoRA"
 NEEDS_TRL = ("time_to_quality.py compares tunesmith with TRL's SFTTrainer and needs TRL and PEFT: "
              "pip install trl peft   (or: pip install -e \".[bench]\")")
-QUICK = {"n": 120, "budget": "60s", "max_examples": 20, "task_eval_examples": 8}
-FULL = {"n": 900, "budget": "15m", "max_examples": None, "task_eval_examples": None}
+# --quick checks the harness, not quality: a fixed few steps (a short budget would be refused on a loaded machine,
+# whose probe alone can take minutes), few examples scored
+QUICK = {"n": 120, "budget": None, "max_steps": 3, "max_examples": 20, "task_eval_examples": 8}
+FULL = {"n": 900, "budget": "15m", "max_steps": None, "max_examples": None, "task_eval_examples": None}
 
 
 def missing_packages() -> list[str]:
@@ -77,6 +79,13 @@ def trl_settings(run_config: dict, steps: int, wall_cap_s: float) -> dict:
                 "report_to": "none", "save_strategy": "no", "logging_steps": 10},
         "wall_cap_s": wall_cap_s,
     }
+
+
+def train_limit(budget: str | None, max_steps: int | None) -> list[str]:
+    """tunesmith's overrides for how long it trains: the time budget, or (--quick) a fixed number of steps."""
+    if (budget is None) == (max_steps is None):
+        raise SystemExit("give either --budget or --max-steps")
+    return [f"train.time_budget={budget}"] if budget is not None else [f"train.max_steps={max_steps}"]
 
 
 def headline(model_metrics: dict) -> dict:
@@ -189,7 +198,7 @@ def run(args) -> dict:
     if args.task_eval_examples:
         overrides.append(f"train.task_eval_examples={args.task_eval_examples}")
     _cli("data", str(cfg_path), *overrides, env=env)
-    ts_wall = _timed_cli("train", str(cfg_path), *overrides, f"train.time_budget={args.budget}", env=env)
+    ts_wall = _timed_cli("train", str(cfg_path), *overrides, *train_limit(args.budget, args.max_steps), env=env)
     run_dir = work / "ttq"
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     ts_steps = json.loads((run_dir / "train_summary.json").read_text())["steps"]
@@ -214,7 +223,7 @@ def run(args) -> dict:
     sides = {"tunesmith": {"wall_s": ts_wall, "steps": ts_steps, "metrics": headline(metrics["tuned"])},
              "trl": {"wall_s": trl_run["wall_s"], "steps": trl_run["steps"], "metrics": headline(metrics["trl"])}}
     result = compare(sides, args.target)
-    result["conditions"] = {"examples": args.n, "budget": args.budget, "test_examples": metrics.get("test_examples"),
+    result["conditions"] = {"examples": args.n, "budget": args.budget, "max_steps": args.max_steps, "test_examples": metrics.get("test_examples"),
                             "trl_settings": settings, "load_average": os.getloadavg(), "cpus": os.cpu_count(),
                             "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     return result
@@ -225,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help=f"tiny settings to check the harness: {QUICK}")
     ap.add_argument("--n", type=int, default=None, help="emails generated (then split by the data stage)")
     ap.add_argument("--budget", default=None, help="tunesmith's training budget, e.g. 15m; TRL gets the same wall time")
+    ap.add_argument("--max-steps", type=int, default=None, help="instead of --budget: tunesmith trains this many steps")
     ap.add_argument("--max-examples", type=int, default=None, help="score at most this many test examples")
     ap.add_argument("--task-eval-examples", type=int, default=None, help="tunesmith's validation examples per check")
     ap.add_argument("--target", type=float, default=0.99, help="field accuracy that counts as reached")
@@ -240,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"{NEEDS_TRL}\n(missing here: {', '.join(missing)}; nothing was run)")
         return 0
-    for key, value in (QUICK if args.quick else FULL).items():
+    defaults = QUICK if args.quick else FULL
+    if args.budget is not None or args.max_steps is not None:  # the one the user gave decides
+        defaults = {k: v for k, v in defaults.items() if k not in ("budget", "max_steps")}
+    for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     result = run(args)

@@ -61,3 +61,27 @@ def test_headline_and_ratios(ttq):
     assert res["wall_time_ratio"] == pytest.approx(1.5)
     table = ttq.render(res)
     assert "98.0%" in table and "70.0%" in table and "x1.40" in table and "not reached" in table
+
+
+def test_quick_mode_trains_a_fixed_few_steps_and_a_full_run_a_budget(ttq):
+    assert ttq.train_limit(ttq.QUICK["budget"], ttq.QUICK["max_steps"]) == ["train.max_steps=3"]
+    assert ttq.train_limit(ttq.FULL["budget"], ttq.FULL["max_steps"]) == ["train.time_budget=15m"]
+    with pytest.raises(SystemExit):
+        ttq.train_limit("5m", 3)
+
+
+def test_a_budget_given_with_quick_replaces_its_fixed_steps(ttq, monkeypatch):
+    monkeypatch.setattr(ttq, "missing_packages", lambda: [])
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_run(args):
+        seen.update(vars(args))
+        raise Stop
+
+    monkeypatch.setattr(ttq, "run", fake_run)
+    with pytest.raises(Stop):
+        ttq.main(["--quick", "--budget", "5m"])
+    assert (seen["budget"], seen["max_steps"], seen["n"]) == ("5m", None, ttq.QUICK["n"])
