@@ -46,8 +46,8 @@ NEEDS_TRL = ("time_to_quality.py compares tunesmith with TRL's SFTTrainer and ne
              "pip install trl peft   (or: pip install -e \".[bench]\")")
 # --quick checks the harness, not quality: a fixed few steps (a short budget would be refused on a loaded machine,
 # whose probe alone can take minutes), few examples scored
-QUICK = {"n": 120, "budget": None, "max_steps": 3, "max_examples": 20, "task_eval_examples": 8}
-FULL = {"n": 900, "budget": "15m", "max_steps": None, "max_examples": None, "task_eval_examples": None}
+QUICK = {"n": 120, "budget": None, "max_steps": 3, "max_examples": 20, "task_eval_examples": 8, "batch_size": 1}
+FULL = {"n": 900, "budget": "15m", "max_steps": None, "max_examples": None, "task_eval_examples": None, "batch_size": None}
 
 
 def missing_packages() -> list[str]:
@@ -197,6 +197,8 @@ def run(args) -> dict:
     overrides = ["name=ttq", f"output_dir={work}", "eval.adversarial.enabled=false", "eval.regression.enabled=false"]
     if args.task_eval_examples:
         overrides.append(f"train.task_eval_examples={args.task_eval_examples}")
+    if args.batch_size:  # both sides: TRL's settings are read from the config tunesmith trained with
+        overrides += [f"train.batch_size={args.batch_size}", "train.grad_accum=1"]
     _cli("data", str(cfg_path), *overrides, env=env)
     ts_wall = _timed_cli("train", str(cfg_path), *overrides, *train_limit(args.budget, args.max_steps), env=env)
     run_dir = work / "ttq"
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, default=None, help="instead of --budget: tunesmith trains this many steps")
     ap.add_argument("--max-examples", type=int, default=None, help="score at most this many test examples")
     ap.add_argument("--task-eval-examples", type=int, default=None, help="tunesmith's validation examples per check")
+    ap.add_argument("--batch-size", type=int, default=None, help="rows per step for both sides (default: advise's)")
     ap.add_argument("--target", type=float, default=0.99, help="field accuracy that counts as reached")
     ap.add_argument("--model", default=None, help="model for both sides (default: the embedded SmolLM2-135M-Instruct)")
     ap.add_argument("--seed", type=int, default=11)
