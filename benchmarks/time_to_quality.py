@@ -199,7 +199,7 @@ def run(args) -> dict:
         overrides.append(f"train.task_eval_examples={args.task_eval_examples}")
     if args.batch_size:  # both sides: TRL's settings are read from the config tunesmith trained with
         overrides += [f"train.batch_size={args.batch_size}", "train.grad_accum=1"]
-    _cli("data", str(cfg_path), *overrides, env=env)
+    _cli("data", "prepare", str(cfg_path), *overrides, env=env)  # outside the timed training, as for TRL
     ts_wall = _timed_cli("train", str(cfg_path), *overrides, *train_limit(args.budget, args.max_steps), env=env)
     run_dir = work / "ttq"
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
