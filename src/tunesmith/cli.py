@@ -51,7 +51,7 @@ def run(
     overrides: OverridesArg = None,
     data: Annotated[
         Path | None, typer.Option("--data", "-d", help="Zero config: advise writes the run config for this data file "
-                                  "into runs/<file name>/config.yaml, then the whole pipeline runs.")
+                                  "into runs/<name>/config.yaml (the file stem, after its folder if the stem is generic: order-emails-train), then the whole pipeline runs.")
     ] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="With --data: the model (default: the embedded SmolLM2-135M-Instruct).")] = None,
     recipe: Annotated[str, typer.Option(help="With --data: training recipe auto | seed (see tunesmith advise).")] = "auto",

@@ -185,14 +185,31 @@ def run_all(cfg: RunConfig):
 # ---------------------------------------------------------------------------- zero config
 
 
+# file stems and folders that say nothing about the task: ``examples/order-emails/data/train.jsonl`` is named
+# after the nearest folder that does (``order-emails-train``), so two tasks' train.jsonl never share a run folder
+GENERIC_NAMES = frozenset({"train", "training", "data", "dataset", "datasets", "test", "validation", "valid", "dev",
+                           "all", "input", "inputs", "raw", "processed", "jsonl", "examples"})
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+
+
 def _run_name(data: Path) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", data.stem).strip("-.") or "run"
+    """The run folder's name for ``tunesmith run --data FILE``: the file's stem, prefixed by the nearest folder
+    with a meaningful name when the stem is generic (train, data, ...)."""
+    stem = _slug(data.stem)
+    if stem.lower() not in GENERIC_NAMES:
+        return stem or "run"
+    folder = next((_slug(p.name) for p in data.resolve().parents
+                   if _slug(p.name) and _slug(p.name).lower() not in GENERIC_NAMES), "")
+    return "-".join(part for part in (folder, stem) if part) or "run"
 
 
 def zero_config(data: str | Path, *, model: str | None = None, overrides: list[str] | None = None,
                 recipe: str = "auto", probe: bool = True) -> RunConfig:
     """`tunesmith run --data FILE`: advise measures FILE and writes the run config it would recommend into
-    the run folder (``runs/<file stem>/config.yaml`` from where you stand; overrides such as ``name=x`` or
+    the run folder (``runs/<name>/config.yaml`` from where you stand, named by :func:`_run_name`; overrides such as ``name=x`` or
     ``train.lr=1e-3`` win over its choices); returns that config, loaded back from the file."""
     from tunesmith.advise.advisor import build_advice
     from tunesmith.advise.runconfig import run_config_dict, write_run_config
