@@ -130,7 +130,8 @@ def _tool_record(i, answer_calls=(), text=""):
 
 
 def test_auto_scorer_and_advise_choose_tool_calls_for_tool_data():
-    from tunesmith.advise.evalplan import tool_call_pick
+    from tunesmith.advise.evalplan import plan_eval, tool_call_pick
+    from tunesmith.data.answer_schema import infer_structure
     from tunesmith.data.records import reference_answer
 
     ec = build_config({}).eval
@@ -143,6 +144,9 @@ def test_auto_scorer_and_advise_choose_tool_calls_for_tool_data():
     assert pick is not None and (pick.key, pick.value) == ("eval.scorer", "tool_calls")
     assert "1 of 2 answers call functions (get_order_status)" in pick.reason
     assert tool_call_pick(["plain", "text"]) is None
+    answers = [reference_answer(r) for r in records]
+    picks = plan_eval(infer_structure(answers), answers, answer_token_max=30, endpoints=[], judge=None)
+    assert [(p.key, p.value) for p in picks if p.key == "eval.scorer"] == [("eval.scorer", "tool_calls")]
 
 
 def test_endpoint_sends_tools_and_reads_tool_calls_back(tmp_path):

@@ -100,9 +100,9 @@ def _count_tokens(records: list[Record], tokenizer: Any | None) -> tuple[list[in
     if tokenizer is not None:
         lengths = []
         for r in records:
-            msgs = [{"role": m["role"], "content": m["content"]} for m in r["messages"]]
+            msgs = r["messages"]  # tool calls and results included: the template renders them
             try:
-                text = render_conversation(tokenizer, msgs)
+                text = render_conversation(tokenizer, msgs, tools=r.get("tools"))  # the tools are in the prompt too
             except ChatTemplateError:  # no chat template (or it refuses the conversation): plain concatenation
                 text = "\n".join(m["content"] for m in msgs)
             lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
