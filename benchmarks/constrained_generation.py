@@ -61,10 +61,11 @@ def _eval_generation():
 
 def constraints():
     from tunesmith.constrained_decoding import OutputConstraint
+    from tunesmith.tool_call_grammar import auto_tool_calls
 
     return {"json_schema": OutputConstraint.json_schema(SCHEMA), "json": OutputConstraint.json(object_only=True),
             "regex": OutputConstraint.regex(REGEX), "choice": OutputConstraint.choice(CATEGORIES),
-            "tool_calls": OutputConstraint.tool_calls(TOOLS)}
+            "tool_calls": auto_tool_calls([t["function"] for t in TOOLS])}
 
 
 def valid(kind: str, text: str) -> bool:
