@@ -1,6 +1,6 @@
 """Constrained decoding benchmark: greedy generation held to a grammar vs free greedy generation, same prompts.
 
-For each constraint (a JSON Schema, any JSON object, a regex, a choice of labels) the same support-ticket
+For each constraint (a JSON Schema, any JSON object, a regex, a choice of labels, text with tool calls) the same support-ticket
 prompts are generated with tunesmith's batched greedy generator twice, free and constrained, alternating
 for ``--repeats`` rounds after a warm-up; the median time of each side gives its generated tokens per
 second (end tokens counted), and the ratio constrained / free is printed; the **cpu ratio** is the same with
@@ -42,9 +42,14 @@ SCHEMA = {"type": "object", "properties": {
     "reasoning": {"type": "string", "maxLength": 100}}, "required": ["urgency", "category", "reasoning"]}
 REGEX = (r"Urgency: (Critical|High|Medium|Low)\nCategory: (Billing|Technical|Account|Shipping|Security)\n"
          r"Reasoning: [^\n]{1,100}")
+TOOLS = [{"type": "function", "function": {"name": "set_ticket", "description": "File the ticket's triage.",
+                                           "parameters": {"type": "object", "properties": {
+                                               "urgency": {"enum": URGENCIES}, "category": {"enum": CATEGORIES}},
+                                               "required": ["urgency", "category"]}}}]
 ASK = {"json_schema": "Reply with a JSON object with keys urgency, category and reasoning.",
        "json": "Reply with a JSON object with keys urgency, category and reasoning.",
-       "regex": "", "choice": "Reply with the category only."}
+       "regex": "", "choice": "Reply with the category only.",
+       "tool_calls": "Call set_ticket with the ticket's urgency and category."}
 
 
 def _eval_generation():
@@ -56,14 +61,20 @@ def _eval_generation():
 
 def constraints():
     from tunesmith.constrained_decoding import OutputConstraint
+    from tunesmith.tool_call_grammar import auto_tool_calls
 
     return {"json_schema": OutputConstraint.json_schema(SCHEMA), "json": OutputConstraint.json(object_only=True),
-            "regex": OutputConstraint.regex(REGEX), "choice": OutputConstraint.choice(CATEGORIES)}
+            "regex": OutputConstraint.regex(REGEX), "choice": OutputConstraint.choice(CATEGORIES),
+            "tool_calls": auto_tool_calls([t["function"] for t in TOOLS])}
 
 
 def valid(kind: str, text: str) -> bool:
     import jsonschema
 
+    if kind == "tool_calls":  # plain text, or calls that parse and validate
+        from tunesmith.evaluate.tool_call_scoring import score_tool_calls
+
+        return score_tool_calls(text, "", TOOLS).compliant
     try:
         if kind == "json_schema":
             jsonschema.validate(json.loads(text), SCHEMA)
@@ -220,7 +231,8 @@ def main() -> int:
         compiled = compiler.compile(constraints()[kind])
         compile_s = time.perf_counter() - t0
         asked = [[{**m, "content": f"{m['content']}\n\n{ASK[kind]}".strip()} for m in c] for c in convs]
-        res = measure(kind, compiled, model, tokenizer, render_prompts(tokenizer, asked), args)
+        tools = [TOOLS] * len(asked) if kind == "tool_calls" else None  # the functions in the prompt (both sides)
+        res = measure(kind, compiled, model, tokenizer, render_prompts(tokenizer, asked, tools), args)
         res["compile_seconds"] = round(compile_s, 3)
         results.append(res)
         print(json.dumps(res, ensure_ascii=False), flush=True)

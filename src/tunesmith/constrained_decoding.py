@@ -279,17 +279,25 @@ def mask_logits(logits: torch.Tensor, rows: Sequence[RowGrammar | None]) -> torc
     return logits
 
 
-_BITS = torch.arange(32, dtype=torch.int32)
+# what one byte of an xgrammar bitmask (bit j = token 8k + j allowed, little-endian) adds to its 8 logits: 0 or -inf
+_BYTE_PENALTY = torch.where(
+    ((torch.arange(256, dtype=torch.int32).unsqueeze(-1) >> torch.arange(8, dtype=torch.int32)) & 1).bool(),
+    0.0, float("-inf"))
 
 
 def _apply_bitmask_cpu(logits: torch.Tensor, bitmask: torch.Tensor, idx: list[int]) -> None:
-    """``xgrammar.apply_token_bitmask_inplace`` on CPU, as three vectorised torch ops: xgrammar's CPU kernel
-    took ~3-7 ms for 16 rows x 49,152 tokens where this takes ~1 ms (tests check both give the same logits)."""
-    allowed = ((bitmask[idx].unsqueeze(-1) >> _BITS) & 1).view(len(idx), -1)[:, : logits.shape[-1]].bool()
+    """``xgrammar.apply_token_bitmask_inplace`` on CPU, vectorised: each byte of the bitmask looks up the penalties
+    of its 8 tokens (0 or -inf) in a 256 x 8 table, one gather, and the penalties are added in place.
+    For 16 rows x 49,152 tokens on one thread this takes ~1.3 ms, where unpacking the bits with int32 shifts and a
+    boolean ``masked_fill_`` took ~3.7 ms and xgrammar's CPU kernel ~3-7 ms (tests check they give the same logits)."""
+    rows = bitmask if len(idx) == bitmask.shape[0] else bitmask[idx]
+    penalty = _BYTE_PENALTY[rows.contiguous().view(torch.uint8).long()].view(len(idx), -1)[:, : logits.shape[-1]]
+    if penalty.dtype != logits.dtype:
+        penalty = penalty.to(logits.dtype)
     if len(idx) == logits.shape[0]:
-        logits.masked_fill_(~allowed, float("-inf"))
+        logits.add_(penalty)
     else:
-        logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
+        logits[idx] += penalty
 
 
 def accept_tokens(rows: Sequence[RowGrammar | None], tokens: Sequence[int]) -> None:

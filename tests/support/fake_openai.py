@@ -11,6 +11,7 @@ request's model name:
 With ``hold_after=N``, requests after the N-th answered one are held (never answered) until the server stops:
 a client killed then has answers in flight that it never received. ``answered`` counts the 200s per prompt.
 Every answer reports its usage as words: prompt_tokens (of the last message) and completion_tokens.
+A prompt in ``tool_calls`` (any model) is answered with those OpenAI ``tool_calls`` and null content.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ class FakeOpenAI:
     """A small OpenAI-compatible /v1/chat/completions server on a free loopback port."""
 
     def __init__(self, answers: dict[str, str] | None = None, fail_prompts: set[str] | None = None,
-                 hold_after: int | None = None):
+                 hold_after: int | None = None, tool_calls: dict[str, list[dict]] | None = None):
         self.answers = answers or {}
+        self.tool_calls = tool_calls or {}  # prompt -> the tool_calls of the response message
         self.hold_after = hold_after
         self.answered: Counter[str] = Counter()
         self.stopping = threading.Event()
@@ -85,9 +87,11 @@ class FakeOpenAI:
                     graded = prompt.split("[Assistant's answer]", 1)[-1]
                     text = "PASS" if "unknown" in graded.lower() else "FAIL"
                 usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
+                message = {"role": "assistant", "content": text}
+                if prompt in outer.tool_calls:
+                    message = {"role": "assistant", "content": None, "tool_calls": outer.tool_calls[prompt]}
                 return self._send(200, {"id": "x", "object": "chat.completion", "model": model,
-                                        "choices": [{"index": 0, "finish_reason": "stop",
-                                                     "message": {"role": "assistant", "content": text}}],
+                                        "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
                                         "usage": usage})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

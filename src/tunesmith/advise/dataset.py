@@ -17,7 +17,7 @@ from typing import Any
 from tunesmith.chat_template import ChatTemplateError, render_conversation
 from tunesmith.data.answer_format import answer_format
 from tunesmith.data.answer_schema import AnswerStructure, infer_structure, label_set
-from tunesmith.data.records import Record
+from tunesmith.data.records import Record, message_text
 from tunesmith.errors import DataError
 
 
@@ -65,7 +65,8 @@ def _norm(text: str) -> str:
 
 
 def _last_answer(record: Record) -> str:
-    return next((m["content"] for m in reversed(record["messages"]) if m["role"] == "assistant"), "")
+    """The last assistant turn as text, its tool calls included (``<tool_call>`` blocks, as evaluation reads it)."""
+    return next((message_text(m) for m in reversed(record["messages"]) if m["role"] == "assistant"), "")
 
 
 def read_any(path: Path, *, stratify_field: str | None = None) -> tuple[list[Record], int]:
@@ -99,9 +100,9 @@ def _count_tokens(records: list[Record], tokenizer: Any | None) -> tuple[list[in
     if tokenizer is not None:
         lengths = []
         for r in records:
-            msgs = [{"role": m["role"], "content": m["content"]} for m in r["messages"]]
+            msgs = r["messages"]  # tool calls and results included: the template renders them
             try:
-                text = render_conversation(tokenizer, msgs)
+                text = render_conversation(tokenizer, msgs, tools=r.get("tools"))  # the tools are in the prompt too
             except ChatTemplateError:  # no chat template (or it refuses the conversation): plain concatenation
                 text = "\n".join(m["content"] for m in msgs)
             lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))

@@ -6,7 +6,9 @@ measured structure of the answers (``data.answer_schema``).
 * "Key: value" lines -> ``label`` with one named group per enum-like key + a format pattern of the lines;
 * short labels -> ``label`` over the label set + a format pattern that accepts only a label;
 * other short answers -> ``exact``;
-* free text -> ``rouge_l`` (code: ``chrf``), and an endpoint of the config as the adversarial judge.
+* free text -> ``rouge_l`` (code: ``chrf``), and an endpoint of the config as the adversarial judge;
+* answers that call tools (``<tool_call>`` blocks, whatever the rest) -> ``tool_calls``: names and arguments
+  against the reference's calls, no-call decisions, compliance against the declared parameter schemas.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunesmith.data.answer_schema import AnswerStructure, FieldSpec, schema_pass_rate
+from tunesmith.tool_calls import parse_tool_calls
 
 GENERATION_MARGIN = 1.25  # max_new_tokens = the longest training answer x this (+ a few tokens), rounded up to 8
 MIN_NEW_TOKENS = 16  # room for a label after a word or two of preamble
@@ -77,6 +80,22 @@ def max_new_tokens(answer_token_max: int) -> int:
     return max(MIN_NEW_TOKENS, int(math.ceil((answer_token_max * GENERATION_MARGIN + 4) / 8) * 8))
 
 
+def tool_call_pick(answers: list[str]) -> Pick | None:
+    """``eval.scorer: tool_calls`` when some answers call functions (None when none does)."""
+    calls = [parse_tool_calls(a)[1] for a in answers]
+    calling = sum(1 for c in calls if c)
+    if not calling:
+        return None
+    names = sorted({c.name for cs in calls for c in cs})
+    parallel = sum(1 for c in calls if len(c) > 1)
+    shown = ", ".join(names[:6]) + (f", ... ({len(names)} functions)" if len(names) > 6 else "")
+    return Pick("eval.scorer", "tool_calls",
+                f"{calling:,} of {len(answers):,} answers call functions ({shown}"
+                + (f"; {parallel:,} call several at once" if parallel else "") + f"), {len(answers) - calling:,} answer "
+                "in text: scored call by call (function names, arguments as JSON, parallel calls as a set), with the "
+                "no-call decisions and compliance against the declared parameter schemas, not as one exact string")
+
+
 def plan_eval(structure: AnswerStructure, answers: list[str], *, answer_token_max: int,
               endpoints: list[str], judge: str | None) -> list[Pick]:
     """The eval settings for answers of this structure, each with its reason (checked against ``answers``)."""
@@ -85,6 +104,9 @@ def plan_eval(structure: AnswerStructure, answers: list[str], *, answer_token_ma
                   f"the longest training answer is {answer_token_max} tokens; generation gets {GENERATION_MARGIN:g}x that "
                   f"(at least {MIN_NEW_TOKENS})")]
     measured = f"{s.share:.0%} of {s.n:,} answers"
+    tool_pick = tool_call_pick(answers)
+    if tool_pick is not None:
+        return [*picks, tool_pick]
     if s.kind == "json":
         import json
 

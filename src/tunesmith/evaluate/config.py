@@ -197,10 +197,13 @@ class EvalConfig(Section):
     max_examples: int | None = Field(None, gt=0, description="Score at most this many test examples.")
     max_new_tokens: int = Field(64, gt=0)
     batch_size: int = Field(16, gt=0, description="Prompts generated together (greedy, KV cache, left padding).")
-    scorer: Literal["auto", "exact", "label", "json_fields", "rouge_l", "chrf"] = Field(
-        "auto", description="Task accuracy: auto = label if label_pattern is set, else exact match after "
-        "normalisation. json_fields: field-level P/R/F1 against the reference JSON (accuracy = all fields right). "
-        "rouge_l/chrf: free text (accuracy = mean score).",
+    scorer: Literal["auto", "exact", "label", "json_fields", "rouge_l", "chrf", "tool_calls"] = Field(
+        "auto", description="Task accuracy: auto = tool_calls if the data carries tool calls, else label if "
+        "label_pattern is set, else exact match after normalisation. json_fields: field-level P/R/F1 against the "
+        "reference JSON (accuracy = all fields right). rouge_l/chrf: free text (accuracy = mean score). tool_calls: "
+        "function names and arguments (as JSON) against the reference's calls (accuracy = exact calls, parallel "
+        "calls as a set; no call where the reference makes none), per-argument and no-call accuracy, compliance = "
+        "calls that parse and validate against the declared parameter schemas.",
     )
     label_pattern: str | None = Field(
         None,
@@ -224,11 +227,14 @@ class EvalConfig(Section):
         0.05, ge=0, le=1, description="Flag a model in the report (and set <model>.values.ok to 0) when its "
         "invented-value rate, or its rate of values found nowhere in the input, is above this. null: never flag.",
     )
-    structured_output: Literal["auto", "json_schema", "json", "regex", "labels"] = Field(
-        "auto", description="What the base_structured baseline's answers are held to: json_schema (eval.json_schema), "
-        "json (any JSON), regex (eval.format_pattern, else eval.label_pattern), labels (one of the train answers, "
-        "for classification). auto: the first the config declares in the order json_schema, format_pattern, "
-        "JSON (format_json or scorer json_fields), a label set of train answers, label_pattern.",
+    structured_output: Literal["auto", "json_schema", "json", "regex", "labels", "tool_calls"] = Field(
+        "auto", description="What the base_structured baseline's answers are held to: json_schema (eval.json_schema, "
+        "else a schema inferred from JSON train answers), json (any JSON), regex (eval.format_pattern, else "
+        "eval.label_pattern), labels (one of the train answers, for classification), tool_calls (plain text or "
+        "well-formed <tool_call> blocks of the declared functions). auto: tool_calls when the scorer is tool_calls, "
+        "else the first the config declares in the order json_schema, format_pattern, JSON (format_json or scorer "
+        "json_fields; the inferred schema when the train answers have one), a label set of train answers, "
+        "label_pattern.",
     )
     bootstrap_samples: int = Field(1000, ge=100, description="Resamples for the 95% bootstrap confidence intervals.")
     show_failures: int = Field(10, ge=0, description="How many wrong answers the report lists per model.")
@@ -284,7 +290,10 @@ class EvalConfig(Section):
             raise ValueError(f"eval.regression.judge '{self.regression.judge}' is not a name in eval.endpoints")
         return self
 
-    def resolved_scorer(self) -> str:
+    def resolved_scorer(self, *, tool_calls: bool = False) -> str:
+        """The scorer; ``tool_calls``: the data carries tool calls (``auto`` then scores the calls)."""
         if self.scorer != "auto":
             return self.scorer
+        if tool_calls:
+            return "tool_calls"
         return "label" if self.label_pattern else "exact"

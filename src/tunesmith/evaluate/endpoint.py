@@ -6,6 +6,10 @@
   larger); other 4xx fail at once (the policy lives in utils/openai_http.py, shared with `tunesmith data capture`).
 * A request that still fails comes back as an :class:`Answer` with ``error`` set: the report lists
   it and it is left out of the scores, never scored as a wrong answer.
+* Tool calling: a conversation's declared functions are sent as ``tools`` (earlier calls and tool results
+  as OpenAI messages), and the response's ``message.tool_calls`` are read back and written after its text
+  in the ``<tool_call>`` format of :mod:`tunesmith.tool_calls`, so an API's calls are scored exactly as a
+  local model's. A call whose ``arguments`` are not JSON stays a block that does not parse (not compliant).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunesmith.evaluate.config import EndpointConfig
+from tunesmith.tool_calls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ToolCall
 from tunesmith.utils.io import write_json
 from tunesmith.utils.openai_http import ChatEndpoint, api_key_from_env, request_key
 
@@ -51,16 +56,19 @@ class EndpointClient:
                                      backoff_s=cfg.backoff_s, sleep=sleep, name=f"endpoint {cfg.name}")
         self.url = self.endpoint.url
 
-    def body(self, messages: list[dict]) -> dict:
-        return {"model": self.cfg.model, "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+    def body(self, messages: list[dict], tools: list[dict] | None = None) -> dict:
+        body = {"model": self.cfg.model, "messages": [_api_message(m) for m in messages],
                 "temperature": 0, "max_tokens": self.max_tokens}
+        if tools:
+            body["tools"] = tools
+        return body
 
     def cache_path(self, body: dict) -> Path:
         h = request_key(self.url, body)
         return self.cache_dir / h[:2] / f"{h}.json"
 
-    def complete(self, messages: list[dict]) -> Answer:
-        body = self.body(messages)
+    def complete(self, messages: list[dict], tools: list[dict] | None = None) -> Answer:
+        body = self.body(messages, tools)
         path = self.cache_path(body)
         if path.is_file():
             try:
@@ -72,18 +80,42 @@ class EndpointClient:
         if reply.payload is None:
             return Answer(None, reply.error, attempts=reply.attempts)
         try:
-            text = reply.payload["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError):
+            text = response_text(reply.payload["choices"][0]["message"])
+        except (KeyError, IndexError, TypeError, AttributeError):
             return Answer(None, f"malformed response: {str(reply.payload)[:200]}", attempts=reply.attempts)
         write_json(path, {"text": text, "model": self.cfg.model, "response": reply.payload})
         return Answer(text.strip(), attempts=reply.attempts, latency_s=reply.latency_s, **_usage(reply.payload))
 
-    def complete_many(self, conversations: list[list[dict]], on_done: Callable[[int], None] | None = None) -> list[Answer]:
-        def one(msgs: list[dict]) -> Answer:
-            a = self.complete(msgs)
+    def complete_many(self, conversations: list[list[dict]], on_done: Callable[[int], None] | None = None,
+                      tools: list[list[dict] | None] | None = None) -> list[Answer]:
+        """Every conversation (with its declared functions, ``tools[i]``, if given), in order."""
+        def one(i: int) -> Answer:
+            a = self.complete(conversations[i], tools[i] if tools else None)
             if on_done:
                 on_done(1)
             return a
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return list(pool.map(one, conversations))
+            return list(pool.map(one, range(len(conversations))))
+
+
+API_MESSAGE_FIELDS = ("role", "content", "tool_calls", "tool_call_id", "name")
+
+
+def _api_message(m: dict) -> dict:
+    """A canonical message as the chat-completions API takes it (calls and tool results included)."""
+    return {k: m[k] for k in API_MESSAGE_FIELDS if k in m and (k != "tool_calls" or m[k])}
+
+
+def response_text(message: dict) -> str:
+    """A response message as one text: its content, then each of its ``tool_calls`` as a ``<tool_call>`` block."""
+    content = message.get("content") or ""
+    blocks = []
+    for call in message.get("tool_calls") or ():
+        try:
+            blocks.append(ToolCall.from_openai(call).block())
+        except (ValueError, KeyError, TypeError):  # arguments that are not JSON: kept as they came, unparseable
+            fn = call.get("function") or {}
+            body = json.dumps({"name": fn.get("name"), "arguments": fn.get("arguments")}, ensure_ascii=False)
+            blocks.append(f"{TOOL_CALL_OPEN}\n{body}\n{TOOL_CALL_CLOSE}")
+    return "\n".join([content.strip()] * bool(content.strip()) + blocks)

@@ -15,6 +15,7 @@ their logits are masked at every step to what the row's grammar allows.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 
 import torch
@@ -28,9 +29,21 @@ from tunesmith.constrained_decoding import CompiledConstraint, GrammarLogitsProc
 CACHE_KWARG = "cache" if "cache" in getattr(_gen_utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 
-def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[list[int]]:
-    """Chat-template token ids of each conversation, ending with the assistant generation prompt."""
-    return render_prompt_ids_batch(tokenizer, conversations)
+def render_prompts(tokenizer, conversations: list[list[dict]], tools: Sequence[list[dict] | None] | None = None
+                   ) -> list[list[int]]:
+    """Chat-template token ids of each conversation, ending with the assistant generation prompt; ``tools``: each
+    conversation's declared functions (None: none), rendered by the chat template (one call per distinct set)."""
+    if not tools or not any(tools):
+        return render_prompt_ids_batch(tokenizer, conversations)
+    groups: dict[str, list[int]] = {}
+    for i, t in enumerate(tools):
+        groups.setdefault(json.dumps(t, sort_keys=True) if t else "", []).append(i)
+    out: list[list[int]] = [[] for _ in conversations]
+    for idx in groups.values():
+        ids = render_prompt_ids_batch(tokenizer, [conversations[i] for i in idx], tools=tools[idx[0]] or None)
+        for i, row in zip(idx, ids, strict=True):
+            out[i] = row
+    return out
 
 
 def stop_token_ids(tokenizer, model) -> list[int]:

@@ -294,6 +294,34 @@ def _class_sections(models: list[str], metrics: dict[str, Any], details: list[Cl
     return out
 
 
+TOOL_CALL_COLUMNS = (("exact calls", "exact_call_accuracy"), ("function names", "name_accuracy"),
+                     ("arguments", "argument_accuracy"), ("no-call", "no_call_accuracy"),
+                     ("call / no call", "call_decision_accuracy"), ("compliance", "compliance"))
+
+
+def _tool_call_section(models: list[str], metrics: dict[str, Any]) -> list[Section]:
+    """Tool calling (scorer tool_calls): the rates of each model, and its called-vs-not confusion."""
+    per = {n: metrics[n].get("tool_calls") for n in models}
+    shown = [n for n in models if per[n]]
+    if not shown:
+        return []
+    first = per[shown[0]]
+    intro = Paragraph(
+        f"{first['examples_with_calls']} test examples call functions ({first['arguments']} reference arguments), "
+        f"{first['examples_without_calls']} need no call. Exact calls: every call right (name, arguments equal as "
+        "JSON; parallel calls in any order) and nothing extra, or no call where none is expected. Function names "
+        "and arguments: over the examples that call. Compliance: every call parses, names a declared function and "
+        "validates against its parameter schema.")
+    rows = tuple((n, *[_pct_ci(per[n], key) for _, key in TOOL_CALL_COLUMNS]) for n in shown)
+    blocks: list[Block] = [intro, Table(("model", *[label for label, _ in TOOL_CALL_COLUMNS]), rows)]
+    for n in shown:
+        conf = per[n]["confusion"]
+        blocks += [Paragraph(f"Called or not, {n} (rows expected, columns answered):"),
+                   Table(("expected \\ answered", *conf["predicted"]),
+                         tuple((e, *[str(v) for v in row]) for e, row in zip(conf["expected"], conf["matrix"], strict=True)))]
+    return [Section("Tool calls", 3, tuple(blocks))]
+
+
 def _value_unit(models: list[str], metrics: dict[str, Any]) -> str:
     """What one counted value is: a JSON field, a label, or a whole answer."""
     if any("field_f1" in metrics[n] for n in models):
@@ -639,7 +667,8 @@ def build_report(results: dict[str, Any], metrics: dict[str, Any], *, title: str
     details = _class_details(models, metrics)
     invented_flags = _invented_flags(models, metrics)
     sections = [*_task_section(headline, metrics, comparisons, invented_flags),
-                *_class_sections(models, metrics, details), *_values_section(models, metrics),
+                *_tool_call_section(models, metrics), *_class_sections(models, metrics, details),
+                *_values_section(models, metrics),
                 *_adversarial_section(models, metrics.get("adversarial")),
                 *_regression_section(models, metrics.get("regression")), *_parity_section(metrics.get("parity")),
                 *_gates_section(metrics.get("gates"))]

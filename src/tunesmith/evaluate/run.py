@@ -27,7 +27,7 @@ from tunesmith.data.records import prompt_messages, reference_answer
 from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.evaluate import adversarial as adv
 from tunesmith.evaluate.endpoint import Answer, EndpointClient
-from tunesmith.evaluate.fewshot import few_shot_conversation, pick_shots
+from tunesmith.evaluate.fewshot import few_shot_conversation, few_shot_tools, pick_shots
 from tunesmith.evaluate.gates import GateFailed, check_gates
 from tunesmith.evaluate.drift import (
     drift_scores, drift_summary, parse_preference, preference_messages, preference_summary, preferred, tuned_first,
@@ -54,7 +54,9 @@ from tunesmith.models.loading import load_model, load_tokenizer
 from tunesmith.utils.io import write_jsonl
 from tunesmith.utils.quiet import model_loading_noise_silenced
 
-Generate = Callable[[list[list[dict]], int, str], list[Answer]]
+# gen(conversations, max_new_tokens, label, tools=None): tools[i] = the functions conversation i declares (or None)
+Generate = Callable[..., list[Answer]]
+Tools = list[list[dict] | None] | None
 BASE_WEIGHTS = ("base", "few_shot", "base_structured")  # models that run on the loaded base as it is
 
 
@@ -103,10 +105,10 @@ def _progress(label: str, total: int):
 
 
 def local_generate(model, tokenizer, batch_size: int, constraint: CompiledConstraint | None = None) -> Generate:
-    def gen(convs: list[list[dict]], max_new_tokens: int, label: str) -> list[Answer]:
+    def gen(convs: list[list[dict]], max_new_tokens: int, label: str, tools: Tools = None) -> list[Answer]:
         if not convs:
             return []
-        prompts = render_prompts(tokenizer, convs)
+        prompts = render_prompts(tokenizer, convs, tools)
         latency: list[float | None] = [None] * len(prompts)
         clock = [time.perf_counter()]
 
@@ -129,21 +131,23 @@ def local_generate(model, tokenizer, batch_size: int, constraint: CompiledConstr
 
 
 def _endpoint_generate(client: EndpointClient) -> Generate:
-    def gen(convs: list[list[dict]], max_new_tokens: int, label: str) -> list[Answer]:
+    def gen(convs: list[list[dict]], max_new_tokens: int, label: str, tools: Tools = None) -> list[Answer]:
         if not convs:
             return []
         client.max_tokens = client.cfg.max_tokens or max_new_tokens
         p, total = _progress(label, len(convs))
         with p:
             task = p.add_task(label, total=total)
-            return client.complete_many(convs, on_done=lambda n: p.update(task, advance=n))
+            return client.complete_many(convs, on_done=lambda n: p.update(task, advance=n), tools=tools)
 
     return gen
 
 
 def _few_shot(gen: Generate, shots) -> Generate:
-    def wrapped(convs, max_new_tokens, label):
-        return gen([few_shot_conversation(c, shots) for c in convs], max_new_tokens, label)
+    def wrapped(convs, max_new_tokens, label, tools: Tools = None):
+        shown = [few_shot_tools(t, shots) for t in (tools or [None] * len(convs))]
+        return gen([few_shot_conversation(c, shots) for c in convs], max_new_tokens, label,
+                   shown if any(shown) else None)
 
     return wrapped
 
@@ -156,7 +160,7 @@ class Evaluator:
         if not self.records:
             raise TunesmithError("the test split is empty", hint="set data.test_fraction above 0")
         self.prepared = prepared
-        self.scorer = task_scorer_from_config(ec, Path(cfg.base_dir))
+        self.scorer = task_scorer_from_config(ec, Path(cfg.base_dir), records=[*prepared.train, *self.records])
         self.kind, self.fmt = self.scorer.kind, self.scorer.fmt
         self.fmt_schema = self.fmt.schema
         self.boot = {"n_resamples": ec.bootstrap_samples, "seed": cfg.seed}
@@ -166,7 +170,8 @@ class Evaluator:
         self.adv_items = self._adversarial_items()
         self.abstain_re = re.compile(ec.adversarial.abstain_pattern)
         self.structured: StructuredOutput | None = (
-            structured_output(ec, self.fmt_schema, prepared.train) if "base_structured" in ec.models else None)
+            structured_output(ec, self.fmt_schema, prepared.train, self.records) if "base_structured" in ec.models
+            else None)
         self._tokenizer = None
         self.lm_eval = self._lm_eval_tasks()
         if ec.parity is not None:
@@ -217,11 +222,12 @@ class Evaluator:
 
     def task(self, name: str, gen: Generate) -> ModelResult:
         convs = [prompt_messages(r) for r in self.records]
+        tools = [r.get("tools") for r in self.records]
         t0 = time.perf_counter()
-        answers = gen(convs, self.ec.max_new_tokens, f"{name}: test split")
+        answers = gen(convs, self.ec.max_new_tokens, f"{name}: test split", tools if any(tools) else None)
         seconds = time.perf_counter() - t0
         examples, scores, failed = [], {}, []
-        for i, (r, conv, a) in enumerate(zip(self.records, convs, answers, strict=True)):
+        for i, (r, conv, a, fns) in enumerate(zip(self.records, convs, answers, tools, strict=True)):
             rid = str(r.get("id", i))
             ref = reference_answer(r)
             ex: dict[str, Any] = {"id": rid, "prompt": conv[-1]["content"], "reference": ref, "prediction": a.text}
@@ -231,12 +237,17 @@ class Evaluator:
                 ex.update({"error": a.error, "correct": None})
                 failed.append({"id": rid, "error": a.error})
             else:
-                s = self.scorer(a.text or "", ref, source=user_text(conv))
+                s = self.scorer(a.text or "", ref, source=user_text(conv), tools=fns)
                 scores[rid] = s
                 ex.update({"correct": s.correct, "score": round(s.score, 4), "format_ok": s.format_ok,
                            "fields": s.fields, "values": {k: o.status for k, o in s.values.items()}})
+                if s.tool is not None:
+                    ex["tool_calls"] = {"expected_call": s.tool.expected_call, "predicted_call": s.tool.predicted_call,
+                                        "names_right": s.tool.names_right, "arguments_right": s.tool.args_right,
+                                        "arguments": s.tool.args_total}
                 if s.format_ok is False:
-                    ex["format_error"] = self.fmt.reason(a.text or "")
+                    ex["format_error"] = (s.tool.compliance_error if s.tool is not None and s.tool.compliance_error
+                                          else self.fmt.reason(a.text or ""))
             examples.append(ex)
         metrics = aggregate(list(scores.values()), kind=self.kind, max_invented_value_rate=self.ec.max_invented_value_rate,
                             **self.boot)

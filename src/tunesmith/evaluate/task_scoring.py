@@ -12,7 +12,8 @@ import numpy as np
 from tunesmith.evaluate import scorers
 from tunesmith.evaluate.compliance import FormatChecker, load_schema
 from tunesmith.evaluate.invented_values import value_summary
-from tunesmith.evaluate.stats import bootstrap_ci, mcnemar_exact, paired_delta_ci, paired_permutation
+from tunesmith.evaluate.stats import bootstrap_ci, bootstrap_ratio_ci, mcnemar_exact, paired_delta_ci, paired_permutation
+from tunesmith.evaluate.tool_call_scoring import ToolCallOutcome, has_tool_calls, score_tool_calls
 
 if TYPE_CHECKING:
     from tunesmith.evaluate.config import EvalConfig
@@ -31,6 +32,7 @@ class ExampleScore:
     json_counts: tuple[int, int, int] | None = None  # (tp, fp, fn)
     # field -> invented / missing / right ...: JSON leaves, label groups, or "answer" (the whole answer)
     values: dict[str, scorers.ValueOutcome] = field(default_factory=dict)
+    tool: ToolCallOutcome | None = None  # scorer tool_calls
 
 
 def user_text(messages: list[dict]) -> str:
@@ -48,9 +50,14 @@ class TaskScorer:
         self.fmt = fmt or FormatChecker()
         self.abstain = scorers.abstain_set(abstain_values)
 
-    def __call__(self, pred: str, ref: str, source: str | None = None) -> ExampleScore:
-        """``source``: the example's input (:func:`user_text`), for "a value found nowhere in the input" (JSON)."""
+    def __call__(self, pred: str, ref: str, source: str | None = None,
+                 tools: list[dict[str, Any]] | None = None) -> ExampleScore:
+        """``source``: the example's input (:func:`user_text`), for "a value found nowhere in the input" (JSON);
+        ``tools``: the example's declared functions, whose parameter schemas tool calls must validate against."""
         fmt_ok = self.fmt(pred)
+        if self.kind == "tool_calls":
+            t = score_tool_calls(pred, ref, tools)
+            return ExampleScore(float(t.exact), t.exact, t.compliant and fmt_ok is not False, tool=t)
         if self.kind == "label":
             assert self.label_re is not None
             want = scorers.extract_labels(ref, self.label_re) or {}
@@ -76,12 +83,13 @@ class TaskScorer:
         return ExampleScore(s, ok, fmt_ok, values={"answer": answer})
 
 
-def task_scorer_from_config(ec: EvalConfig, base_dir: Path) -> TaskScorer:
+def task_scorer_from_config(ec: EvalConfig, base_dir: Path, records: list[dict[str, Any]] | None = None) -> TaskScorer:
     """The task scorer the ``eval:`` section describes (scorer, label pattern, format check, abstain values):
     the one `tunesmith eval` scores with, and training's validation when it selects by task score.
-    ``base_dir``: where a relative ``eval.json_schema`` path starts (the config's folder)."""
+    ``base_dir``: where a relative ``eval.json_schema`` path starts (the config's folder); ``records``: the
+    data scored (scorer ``auto`` picks ``tool_calls`` when it carries tool calls)."""
     fmt = FormatChecker(ec.format_pattern, json_required=ec.format_json, schema=load_schema(ec.json_schema, base_dir))
-    return TaskScorer(ec.resolved_scorer(), label_pattern=ec.label_pattern, fmt=fmt,
+    return TaskScorer(ec.resolved_scorer(tool_calls=has_tool_calls(records or [])), label_pattern=ec.label_pattern, fmt=fmt,
                       abstain_values=ec.abstain_values)
 
 
@@ -161,8 +169,46 @@ def aggregate(scores: list[ExampleScore], *, kind: str = "exact", n_resamples: i
             return _prf(*(sum(c[j] for c in sel) for j in range(3)))[2]
 
         out["field_f1_ci"] = bootstrap_ci(counts, statistic=f1_stat, n_resamples=n_resamples, seed=seed)
+    tools = [s.tool for s in scores if s.tool is not None]
+    if tools:
+        out["tool_calls"] = tool_call_summary(tools, n_resamples=n_resamples, seed=seed)
     out.update(value_summary([s.values for s in scores], complete_fields=kind == "json_fields",
                              max_invented_value_rate=max_invented_value_rate, n_resamples=n_resamples, seed=seed))
+    return out
+
+
+TOOL_CALL_RATES = {  # metrics.json key -> what it is the share of
+    "exact_call_accuracy": "examples whose calls are exactly the reference's (no call where it makes none)",
+    "name_accuracy": "examples whose reference calls, with the same multiset of function names",
+    "argument_accuracy": "arguments right, of the reference's arguments and those the answer adds",
+    "no_call_accuracy": "examples whose reference makes no call, answered without a call",
+    "call_decision_accuracy": "examples where the answer calls exactly when the reference does",
+    "compliance": "answers whose calls all parse, name declared functions and validate against their schemas",
+}
+
+
+def tool_call_summary(outcomes: list[ToolCallOutcome], *, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The tool-call rates (:data:`TOOL_CALL_RATES`), each with a 95% bootstrap interval (``<key>_ci``; None
+    when no example has it), and the called-vs-not confusion (rows: reference, columns: answer)."""
+    boot = {"n_resamples": n_resamples, "seed": seed}
+    calling = [o for o in outcomes if o.expected_call]
+    shares = {"exact_call_accuracy": [o.exact for o in outcomes], "name_accuracy": [o.names_right for o in calling],
+              "no_call_accuracy": [not o.predicted_call for o in outcomes if not o.expected_call],
+              "call_decision_accuracy": [o.decision_right for o in outcomes],
+              "compliance": [o.compliant for o in outcomes]}
+    out: dict[str, Any] = {}
+    for key, hits in shares.items():
+        out[key] = float(np.mean(hits)) if hits else None
+        out[f"{key}_ci"] = bootstrap_ci([float(h) for h in hits], **boot) if hits else None
+    right, total = [o.args_right for o in outcomes], [o.args_total for o in outcomes]
+    out["argument_accuracy"] = sum(right) / sum(total) if sum(total) else None
+    out["argument_accuracy_ci"] = bootstrap_ratio_ci(right, total, **boot) if sum(total) else None
+    out.update({"arguments": sum(total), "examples_with_calls": len(calling),
+                "examples_without_calls": len(outcomes) - len(calling),
+                "unparsed_blocks": sum(o.unparsed for o in outcomes)})
+    out["confusion"] = {"expected": ["call", "no call"], "predicted": ["call", "no call"],
+                        "matrix": [[sum(o.expected_call == e and o.predicted_call == p for o in outcomes)
+                                    for p in (True, False)] for e in (True, False)]}
     return out
 
 

@@ -38,7 +38,8 @@ class ValidationScorer:
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         mine = records[dist.rank :: dist.world_size]
         convs = [prompt_messages(r) for r in mine]
-        self.prompts = render_prompts(tokenizer, convs) if convs else []
+        self.tools = [r.get("tools") for r in mine]
+        self.prompts = render_prompts(tokenizer, convs, self.tools) if convs else []
         self.references = [reference_answer(r) for r in mine]
         self.sources = [user_text(c) for c in convs]
 
@@ -48,8 +49,8 @@ class ValidationScorer:
     def __call__(self, model) -> float:
         answers = generate_greedy(model, self.tokenizer, self.prompts, max_new_tokens=self.max_new_tokens,
                                   batch_size=self.batch_size) if self.prompts else []
-        total = sum(self.scorer(a, ref, source=src).score
-                    for a, ref, src in zip(answers, self.references, self.sources, strict=True))
+        total = sum(self.scorer(a, ref, source=src, tools=fns).score
+                    for a, ref, src, fns in zip(answers, self.references, self.sources, self.tools, strict=True))
         return self.dist.global_sum(float(total)) / self.n
 
 
@@ -58,6 +59,6 @@ def validation_scorer(cfg: RunConfig, validation: list[dict], tokenizer, dist: D
     records = scorable(validation)[: cfg.train.task_eval_examples]
     if not records:
         return None
-    scorer = task_scorer_from_config(cfg.eval, Path(cfg.base_dir))
+    scorer = task_scorer_from_config(cfg.eval, Path(cfg.base_dir), records=records)
     return ValidationScorer(records, scorer, tokenizer, max_new_tokens=cfg.eval.max_new_tokens,
                             batch_size=cfg.eval.batch_size, dist=dist)
