@@ -125,3 +125,11 @@ def test_guards_that_cannot_work_are_refused(train, match):
     data = {"mix": {"ratio": 0.0}} if "ratio is 0" in match else {}
     with pytest.raises((ConfigError, ValueError), match=match):
         build_config({"train": train, "data": data})
+
+
+def test_a_bare_yaml_off_turns_the_guard_off(tmp_path):
+    from tunesmith.config import load_config
+
+    (tmp_path / "c.yaml").write_text("train:\n  forgetting_guard: off\n")
+    assert load_config(tmp_path / "c.yaml").train.guard_mode == "off"
+    assert load_config(None, ["train.forgetting_guard=off"]).train.guard_mode == "off"

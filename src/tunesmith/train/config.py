@@ -122,6 +122,11 @@ class TrainConfig(Section):
             return AUTO_GUARD if self.method in ADAPTER_METHODS else "off"
         return self.forgetting_guard
 
+    @field_validator("forgetting_guard", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        return "off" if v is False else v  # YAML reads a bare `off` as false
+
     @field_validator("time_budget", mode="before")
     @classmethod
     def _duration(cls, v):
