@@ -100,9 +100,11 @@ def test_replay_rows_keep_the_prompt_and_take_the_base_answer():
         {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}]},
         {"id": "g:2", "source": "general", "messages": [
             {"role": "user", "content": "Q"}, {"role": "assistant", "content": "corpus"}]}]
-    rows = replay_records(general, ["mine", "   "])
+    rows = replay_records(general, ["mine", ""])
     assert rows == [{"id": "g:1", "source": "general", "messages": [
-        {"role": "system", "content": "S"}, {"role": "user", "content": "Q1"}, {"role": "assistant", "content": "mine"}]}]
+        {"role": "system", "content": "S"}, {"role": "user", "content": "Q1"}, {"role": "assistant", "content": "mine"}]},
+        {"id": "g:2", "source": "general", "messages": [
+            {"role": "user", "content": "Q"}, {"role": "assistant", "content": ""}]}]
 
 
 def test_auto_guard_is_on_for_adapters_and_mixes_general_rows():

@@ -54,9 +54,10 @@ def base_answers(cache_file: Path, model_id: str, prompts: list[Conversation], m
 
 
 def replay_records(general: list[Record], answers: list[str]) -> list[Record]:
-    """Each general record as (its first prompt, the base's answer); rows the base left empty are dropped."""
+    """Each general record as (its first prompt, the base's answer). An empty answer is kept: stopping at once
+    is the base's behaviour there too (its end-of-turn token is trained), and the row count stays the same."""
     return [{"id": r["id"], "source": "general", "messages": replay_prompt(r) + [{"role": "assistant", "content": a}]}
-            for r, a in zip(general, answers, strict=True) if a.strip()]
+            for r, a in zip(general, answers, strict=True)]
 
 
 def base_generator(model, tokenizer, *, max_new_tokens: int, batch_size: int) -> Callable[[list[Conversation]], list[str]]:
