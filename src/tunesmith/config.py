@@ -41,6 +41,7 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _cross_section_checks(self) -> RunConfig:
+        self.data.mix.resolve_for_guard(self.train.guard_mode, self.train.forgetting_guard)
         if self.train.method == "qlora" and self.model.dtype == "float16" and self.model.device == "cpu":
             raise ValueError("qlora with float16 compute on CPU cannot train: use model.dtype float32 on CPU")
         if self.model.dtype == "float16" and self.train.method == "full":

@@ -85,17 +85,37 @@ class ConsistencyConfig(Section):
     json_schema_action: Literal["report", "reject"] = Field("report", description="What to do with answers failing the schema.")
 
 
+# data.mix.ratio when train.forgetting_guard is on and the ratio is not given (measured: docs/forgetting.md)
+GUARDED_MIX_RATIO = 0.2
+
+
 class MixConfig(Section):
     """Add general instruction data to train against catastrophic forgetting (never to validation/test)."""
 
-    ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of the final train split that is general data (0 = off).")
+    ratio: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of the final train split that is general data (0 = off). "
+        f"Not given: {GUARDED_MIX_RATIO} when train.forgetting_guard is on (auto: lora/dora/qlora), else 0.",
+    )
     source: str = Field(
-        "chatterbot", description="'chatterbot' (the bundled English chatterbot-corpus pairs) or a path to your own file."
+        "chatterbot", description="'chatterbot' (the English chatterbot-corpus conversations, less a small fixed "
+        "held-out set for evaluation) or a path to your own file or folder of general instructions in any supported "
+        "format (rows that fail validation go to general_rejected.jsonl with file, line and reason).",
     )
     format: FormatName = "auto"
     eval_fraction: float = Field(
         0.0, ge=0.0, lt=1.0, description="Share of the general examples kept apart in general_eval.jsonl (never in test)."
     )
+
+    def resolve_for_guard(self, guard_mode: str, asked: str) -> None:
+        """Give the forgetting guard its general rows: the ratio defaults to GUARDED_MIX_RATIO when the guard is
+        on; a guard asked for by name with the ratio set to 0 has nothing to act on and is refused."""
+        if guard_mode == "off":
+            return
+        if "ratio" not in self.model_fields_set:
+            self.ratio = GUARDED_MIX_RATIO
+        elif self.ratio == 0 and asked != "auto":
+            raise ValueError(f"train.forgetting_guard {asked} acts on general rows but data.mix.ratio is 0; "
+                             f"set data.mix.ratio (e.g. {GUARDED_MIX_RATIO}) or train.forgetting_guard: off")
 
 
 class DataConfig(Section):

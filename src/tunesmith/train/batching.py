@@ -26,6 +26,7 @@ class Batch:
     labels: torch.Tensor  # [B, L], -100 where no loss
     position_ids: torch.Tensor  # [B, L]
     attention_mask: torch.Tensor | None  # [B, L] for padded batches; None for packed rows
+    general: torch.Tensor | None = None  # [B, L] bool: the token's example is general (mixed-in) data; None: none is
 
     @property
     def n_label_tokens(self) -> int:
@@ -44,12 +45,13 @@ class Batch:
             self.labels.to(device),
             self.position_ids.to(device),
             None if self.attention_mask is None else self.attention_mask.to(device),
+            None if self.general is None else self.general.to(device),
         )
 
     def loss_inputs(self) -> dict[str, torch.Tensor | None]:
         """Keyword arguments of the loss module (:class:`tunesmith.train.loss.CausalLMLoss`)."""
         return {"input_ids": self.input_ids, "labels": self.labels, "position_ids": self.position_ids,
-                "attention_mask": self.attention_mask}
+                "attention_mask": self.attention_mask, "general": self.general}
 
 
 def pack_examples(examples: list[TokenizedExample], row_length: int) -> list[list[TokenizedExample]]:
@@ -76,18 +78,20 @@ def collate_packed(rows: list[list[TokenizedExample]], pad_id: int) -> Batch:
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
     pos = torch.zeros((len(rows), length), dtype=torch.long)
+    general = torch.zeros((len(rows), length), dtype=torch.bool)
     for r, row in enumerate(rows):
         t = 0
         for ex in row:
             n = len(ex.input_ids)
             ids[r, t : t + n] = torch.tensor(ex.input_ids)
+            general[r, t : t + n] = ex.general
             labels[r, t : t + n] = torch.tensor(ex.labels)
             labels[r, t] = IGNORE_INDEX  # never predict an example's first token from the previous example
             pos[r, t : t + n] = torch.arange(n)
             t += n
         if t < length:
             pos[r, t:] = torch.arange(length - t)
-    return Batch(ids, labels, pos, None)
+    return Batch(ids, labels, pos, None, general if general.any() else None)
 
 
 def collate_padded(examples: list[TokenizedExample], pad_id: int) -> Batch:
@@ -95,13 +99,15 @@ def collate_padded(examples: list[TokenizedExample], pad_id: int) -> Batch:
     ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((len(examples), length), dtype=torch.long)
+    general = torch.zeros((len(examples), length), dtype=torch.bool)
     for i, ex in enumerate(examples):
         n = len(ex.input_ids)
         ids[i, :n] = torch.tensor(ex.input_ids)
+        general[i, :n] = ex.general
         labels[i, :n] = torch.tensor(ex.labels)
         mask[i, :n] = 1
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return Batch(ids, labels, pos, mask)
+    return Batch(ids, labels, pos, mask, general if general.any() else None)
 
 
 def epoch_batches(

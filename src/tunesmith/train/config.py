@@ -9,6 +9,21 @@ from tunesmith.train.budget import parse_duration
 
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
+GuardMode = Literal["off", "replay", "kl", "replay+kl"]
+# What train.forgetting_guard: auto means for adapter methods (measured on the demo: docs/forgetting.md);
+# full fine-tuning has no frozen base to fall back to, so auto is off there.
+AUTO_GUARD: GuardMode = "replay"
+ADAPTER_METHODS = ("lora", "dora", "qlora")
+
+
+class GuardSection(Section):
+    """Settings of the forgetting guard (train.forgetting_guard); docs/forgetting.md."""
+
+    kl_weight: float = Field(1.0, gt=0, description="lambda of the KL term (kl, replay+kl): loss = CE(task rows) + "
+                             "lambda * KL(base || tuned) on general rows' answer tokens.")
+    replay_max_new_tokens: int = Field(64, gt=0, description="Longest base answer generated for a replay row "
+                                       "(replay, replay+kl; greedy, cached in the run folder).")
+
 
 class LoraSection(Section):
     r: int = Field(16, gt=0, description="LoRA rank.")
@@ -28,6 +43,14 @@ class TrainConfig(Section):
         "lora", description="full = every weight; lora/dora = adapters on a frozen base; qlora = adapters on a 4-bit base."
     )
     lora: LoraSection = Field(default_factory=LoraSection)
+    forgetting_guard: Literal["auto", "off", "replay", "kl", "replay+kl"] = Field(
+        "auto", description="Keep the model's general behaviour while it learns the task, on the general rows mixed "
+        "in by data.mix (their ratio defaults to 0.2 when the guard is on). replay: train on the base model's own "
+        "greedy answers to the general prompts (generated once, cached); kl: KL(base || tuned) on general rows "
+        "instead of their cross-entropy (adapters only: the base is the model with its adapter disabled); "
+        f"replay+kl: both. auto: {AUTO_GUARD} for lora/dora/qlora, off for full. Trade-offs: docs/forgetting.md.",
+    )
+    guard: GuardSection = Field(default_factory=GuardSection)
     epochs: float = Field(3.0, gt=0)
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
     time_budget: float | None = Field(
@@ -92,6 +115,18 @@ class TrainConfig(Section):
         "pip install 'tunesmith[tracking]'); metrics always go to train_metrics.jsonl."
     )
 
+    @property
+    def guard_mode(self) -> GuardMode:
+        """train.forgetting_guard with auto resolved for the method."""
+        if self.forgetting_guard == "auto":
+            return AUTO_GUARD if self.method in ADAPTER_METHODS else "off"
+        return self.forgetting_guard
+
+    @field_validator("forgetting_guard", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        return "off" if v is False else v  # YAML reads a bare `off` as false
+
     @field_validator("time_budget", mode="before")
     @classmethod
     def _duration(cls, v):
@@ -108,4 +143,12 @@ class TrainConfig(Section):
                 f"train.method qlora cannot run with train.distributed {self.distributed}: the 4-bit base weights "
                 "cannot be sharded by FSDP2 or DeepSpeed here; use ddp (the 4-bit base is small enough to replicate)"
             )
+        if "kl" in self.guard_mode:
+            if self.method not in ADAPTER_METHODS:
+                raise ValueError(f"train.forgetting_guard {self.forgetting_guard} needs the frozen base as an adapter "
+                                 "method has it, but train.method is 'full'; use replay (or off)")
+            if self.distributed == "fsdp" or self.zero_stage == 3:
+                raise ValueError(f"train.forgetting_guard {self.forgetting_guard}: the KL term's extra base forward "
+                                 "runs only on micro-batches with general rows, which sharded models (fsdp, ZeRO-3) "
+                                 "cannot do rank by rank; use replay, or ddp / deepspeed zero_stage 2")
         return self

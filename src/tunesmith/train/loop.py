@@ -7,7 +7,8 @@ summed over all ranks and the loss scaled by the world size, because DDP, FSDP a
 average gradients over ranks.
 
 The loss is always computed by the loss module (:class:`tunesmith.train.loss.CausalLMLoss`): the
-data-parallel wrapper around it when there is one, else a plain one around the model.
+data-parallel wrapper around it when there is one, else a plain one around the model. The forgetting
+guard's KL term on general rows (``kl_weight``) is part of it.
 
 The loop is resumable: ``state`` says which step, epoch and micro-batch come next, and the data
 order of an epoch is a pure function of (seed, epoch).
@@ -87,9 +88,10 @@ def train_loop(
     autocast_dtype: torch.dtype | None = None,
     task_score: Callable[[], float] | None = None,
     pacer: Pacer | None = None,
+    kl_weight: float = 0.0,
 ) -> TrainState:
     state, hooks, dist = state or TrainState(), hooks or Hooks(), dist or Distributed()
-    step = _OptimizerStep(model, dist.loss_module or CausalLMLoss(model), optimizer, scheduler, device, dist,
+    step = _OptimizerStep(model, dist.loss_module or CausalLMLoss(model, kl_weight), optimizer, scheduler, device, dist,
                           max_grad_norm, autocast_dtype)
 
     def validate() -> bool:  # records validation loss (and task score); True when early stopping says stop

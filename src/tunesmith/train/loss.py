@@ -1,4 +1,5 @@
-"""The training loss: token-level cross-entropy, summed, normalised by the caller.
+"""The training loss: token-level cross-entropy, summed, normalised by the caller; plus the forgetting
+guard's KL term on general rows.
 
 Only positions that have a label go through the LM head: with completion-only loss most
 positions are prompt tokens, and skipping their vocab projection saves a large share of the
@@ -7,6 +8,12 @@ compute and the memory of full [tokens x vocab] logits.
 Normalisation is the caller's job (see :mod:`tunesmith.train.loop`): the sum over every
 micro-batch of an optimizer step is divided by the number of label tokens in the whole step, so
 gradient accumulation gives the same gradient as one large batch.
+
+The forgetting guard (``train.forgetting_guard``, :mod:`tunesmith.train.guard`): every token carries a
+``general`` flag (its example is mixed-in general data, not a task row). With ``kl_weight`` > 0 the
+labelled tokens of general rows get ``kl_weight * KL(base || tuned)`` instead of cross-entropy, the base
+being the same model with its adapter disabled (one extra no-grad forward, only when the micro-batch
+has a general token); task rows only ever get cross-entropy.
 """
 
 from __future__ import annotations
@@ -22,34 +29,56 @@ def _unwrap(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def summed_token_loss(model, batch: Batch) -> torch.Tensor:
-    """Sum of next-token cross-entropy over label positions of ``batch``."""
+def _label_logits(model, batch: Batch, keep: torch.Tensor) -> torch.Tensor:
+    """LM-head logits (fp32, softcapped like the model) at the positions ``keep`` of the shifted sequence."""
     base = _unwrap(model)
-    decoder = base.get_decoder()
-    head = base.get_output_embeddings()
-    out = decoder(
+    out = base.get_decoder()(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         use_cache=False,
     )
-    hidden = out.last_hidden_state[:, :-1]
+    logits = base.get_output_embeddings()(out.last_hidden_state[:, :-1][keep]).float()
+    softcap = getattr(base.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / softcap) * softcap if softcap else logits
+
+
+def summed_token_loss(model, batch: Batch, kl_weight: float = 0.0) -> torch.Tensor:
+    """Sum of next-token cross-entropy over label positions of ``batch``; with ``kl_weight`` > 0, general
+    rows' label positions get ``kl_weight`` x KL(base || tuned) instead (see the module docstring)."""
     targets = batch.labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    logits = head(hidden[keep]).float()
-    softcap = getattr(base.config, "final_logit_softcapping", None)
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    return F.cross_entropy(logits, targets[keep], reduction="sum")
+    logits = _label_logits(model, batch, keep)
+    if kl_weight <= 0 or batch.general is None:
+        return F.cross_entropy(logits, targets[keep], reduction="sum")
+    general = batch.general[:, 1:][keep]  # per label position: does it belong to a general row?
+    loss = F.cross_entropy(logits[~general], targets[keep][~general], reduction="sum")
+    if not general.any():
+        return loss
+    with torch.no_grad(), base_model(model):
+        base_logits = _label_logits(model, batch, keep)[general]
+    kl = F.kl_div(F.log_softmax(logits[general], -1), F.log_softmax(base_logits, -1), log_target=True,
+                  reduction="sum")
+    return loss + kl_weight * kl
+
+
+def base_model(model):
+    """Context in which ``model`` computes as its frozen base: the adapter disabled (peft)."""
+    if not hasattr(model, "disable_adapter"):
+        raise TypeError("the KL guard needs an adapter model (peft) to recover the frozen base")
+    return model.disable_adapter()
 
 
 class CausalLMLoss(torch.nn.Module):
     """``summed_token_loss`` as a module: the one way the training loop computes the loss, so that
-    DDP/FSDP/DeepSpeed wrap the forward they must hook (a single process uses it unwrapped)."""
+    DDP/FSDP/DeepSpeed wrap the forward they must hook (a single process uses it unwrapped).
+    ``kl_weight``: the forgetting guard's KL term on general rows (0 = off)."""
 
-    def __init__(self, model):
+    def __init__(self, model, kl_weight: float = 0.0):
         super().__init__()
         self.model = model
+        self.kl_weight = kl_weight
 
-    def forward(self, input_ids, labels, position_ids, attention_mask=None) -> torch.Tensor:
-        return summed_token_loss(self.model, Batch(input_ids, labels, position_ids, attention_mask))
+    def forward(self, input_ids, labels, position_ids, attention_mask=None, general=None) -> torch.Tensor:
+        batch = Batch(input_ids, labels, position_ids, attention_mask, general)
+        return summed_token_loss(self.model, batch, self.kl_weight if self.training else 0.0)

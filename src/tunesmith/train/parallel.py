@@ -144,13 +144,14 @@ def require_deepspeed():
     return deepspeed
 
 
-def setup_data_parallel(model, dist: Distributed, device: torch.device, make_optimizer, ds_config: dict | None):
+def setup_data_parallel(model, dist: Distributed, device: torch.device, make_optimizer, ds_config: dict | None,
+                        kl_weight: float = 0.0):
     """Wrap ``model`` for ``dist.strategy`` and build the optimizer over the parameters that the
     strategy trains (FSDP2's are sharded DTensors, so the optimizer comes after the wrap).
-    A single process is left as it is."""
+    A single process is left as it is. ``kl_weight``: the loss module's forgetting-guard KL term."""
     if dist.strategy == "none":
         return make_optimizer()
-    loss_module = CausalLMLoss(model)
+    loss_module = CausalLMLoss(model, kl_weight)
     if dist.strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 

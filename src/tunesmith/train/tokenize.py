@@ -34,6 +34,7 @@ class TokenizedExample:
     input_ids: list[int]
     labels: list[int]
     id: str = ""
+    general: bool = False  # mixed-in general data (record "source": "general"), not a task row: the guard's rows
 
     @property
     def n_label_tokens(self) -> int:
@@ -94,12 +95,17 @@ def trained_char_spans(tokenizer, messages: list[dict[str, Any]], text: str, com
     return spans
 
 
+def is_general(record: Record) -> bool:
+    """Mixed-in general data (``data.mix``), not a task example."""
+    return record.get("source") == "general"
+
+
 def tokenize_record(tokenizer, record: Record, *, completion_only: bool = True) -> TokenizedExample:
     rendered = render_record(tokenizer, record)
     enc = encode_rendered(tokenizer, [rendered], return_offsets=rendered.is_chat)[0]
     ids: list[int] = enc.input_ids
     if not rendered.is_chat:  # text records train on every token
-        return TokenizedExample(ids, list(ids), record.get("id", ""))
+        return TokenizedExample(ids, list(ids), record.get("id", ""), is_general(record))
 
     spans = trained_char_spans(tokenizer, record["messages"], rendered.text, completion_only, record.get("tools"))
     offsets: list[tuple[int, int]] = enc.offsets
@@ -119,7 +125,7 @@ def tokenize_record(tokenizer, record: Record, *, completion_only: bool = True) 
         nxt = (last + 1) if last is not None else next((t for t, (a, _) in enumerate(offsets) if a >= end), None)
         if nxt is not None and nxt < len(ids):
             labels[nxt] = ids[nxt]
-    return TokenizedExample(ids, labels, record.get("id", ""))
+    return TokenizedExample(ids, labels, record.get("id", ""), is_general(record))
 
 
 def tokenize_records(
@@ -135,7 +141,7 @@ def tokenize_records(
             if truncation == "reject":
                 report.rejected.append({"id": ex.id, "tokens": n, "reason": f"{n} tokens > max_seq_length {max_seq_length}"})
                 continue
-            ex = TokenizedExample(ex.input_ids[:max_seq_length], ex.labels[:max_seq_length], ex.id)
+            ex = TokenizedExample(ex.input_ids[:max_seq_length], ex.labels[:max_seq_length], ex.id, ex.general)
             report.truncated += 1
         if ex.n_label_tokens == 0:
             report.rejected.append({"id": ex.id, "tokens": n, "reason": "no trained tokens left (answer truncated away or weight 0 everywhere)"})
