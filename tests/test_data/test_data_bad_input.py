@@ -130,7 +130,7 @@ def test_a_directory_is_read_file_by_file(tmp_path):
     assert list(rejected) == [("b.jsonl", 2)]
     assert stats["rows_read"] == 6 == accounted(stats) and stats["kept"] == 5
     train = [json.loads(x) for x in (data_dir / "train.jsonl").read_text().splitlines()]
-    ids = {r["id"] for r in train if r.get("source") != "general"}  # general rows: the default forgetting guard's mix
+    ids = {r["id"] for r in train if r.get("source") != "general"}  # general rows, were the forgetting guard on, are not task rows
     assert ids == {"a.json:2", "a.json:3", "b.jsonl:1", "b.jsonl:3", "c.csv:2"}
 
 

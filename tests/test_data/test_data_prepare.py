@@ -167,9 +167,8 @@ def test_pipeline_run_data_writes_folder_and_reuses_it(tmp_path):
     assert (s["train_examples"], s["validation_examples"], s["test_examples"]) == (160, 20, 20)
     assert data.train[0]["messages"][0] == {"role": "system", "content": "You are a support agent."}
     loaded = load_prepared(d)
-    task = [r for r in loaded.train if r.get("source") != "general"]
-    # + 40 general rows: the forgetting guard is on by default for lora and mixes 20% general data
-    assert len(task) == 160 and len(loaded.train) == 200 and loaded.stats["kept"] == 200
+    # the forgetting guard is off by default, so nothing general is mixed in
+    assert len(loaded.train) == 160 and loaded.stats["kept"] == 200
     assert "Label" in (d / "report.md").read_text()
     # unchanged config and input: reused; changed config: prepared again
     mtime = (d / "stats.json").stat().st_mtime_ns

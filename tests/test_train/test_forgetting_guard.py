@@ -108,11 +108,12 @@ def test_replay_rows_keep_the_prompt_and_take_the_base_answer():
 
 
 def test_auto_guard_is_on_for_adapters_and_mixes_general_rows():
-    lora = build_config({"train": {"method": "lora"}})
+    assert build_config({}).train.guard_mode == "off"  # the default until full runs measure it (docs/forgetting.md)
+    lora = build_config({"train": {"method": "lora", "forgetting_guard": "auto"}})
     assert lora.train.guard_mode != "off" and lora.data.mix.ratio > 0
-    full = build_config({"train": {"method": "full"}})
+    full = build_config({"train": {"method": "full", "forgetting_guard": "auto"}})
     assert full.train.guard_mode == "off" and full.data.mix.ratio == 0
-    own = build_config({"train": {"method": "lora"}, "data": {"mix": {"ratio": 0.3}}})
+    own = build_config({"train": {"method": "lora", "forgetting_guard": "auto"}, "data": {"mix": {"ratio": 0.3}}})
     assert own.data.mix.ratio == 0.3
     off = build_config({"train": {"method": "lora", "forgetting_guard": "off"}})
     assert off.data.mix.ratio == 0
