@@ -16,9 +16,10 @@ Usage: python generate.py [--n 700] [--seed 17] [--out data/train.jsonl]
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
+
+from tunesmith.utils.io import write_jsonl
 
 INSTRUCTION = "Write the one-sentence case note for this customer message, in the house style."
 
@@ -97,10 +98,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = generate(args.n, args.seed)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(out)
+    write_jsonl(out, rows)  # atomic: a half-written file never replaces a complete one
     print(f"wrote {len(rows)} messages to {out}")
 
 

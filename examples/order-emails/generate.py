@@ -29,6 +29,8 @@ import json
 import random
 from pathlib import Path
 
+from tunesmith.utils.io import write_jsonl
+
 INSTRUCTION = (
     "Extract the order details from this customer email as JSON with the keys customer_name, order_id, "
     "product, date (YYYY-MM-DD) and action (refund, replacement, cancel, change_address, track, invoice or "
@@ -153,10 +155,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = generate(args.n, args.seed)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(out)
+    write_jsonl(out, rows)  # atomic: a half-written file never replaces a complete one
     nulls = sum(1 for r in rows if None in json.loads(r["output"]).values())
     print(f"wrote {len(rows)} emails to {out} ({nulls} with one field missing)")
 

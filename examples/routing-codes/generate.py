@@ -24,9 +24,10 @@ Usage: python generate.py [--n 800] [--seed 13] [--out data/train.jsonl]
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
+
+from tunesmith.utils.io import write_jsonl
 
 INSTRUCTION = "Route this customer message to its queue. Answer with the routing code only."
 
@@ -127,10 +128,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = generate(args.n, args.seed)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(out)
+    write_jsonl(out, rows)  # atomic: a half-written file never replaces a complete one
     print(f"wrote {len(rows)} messages to {out} ({len(SITUATIONS)} routing codes)")
 
 

@@ -29,6 +29,8 @@ import json
 import random
 from pathlib import Path
 
+from tunesmith.utils.io import write_jsonl
+
 SYSTEM = ("You are the assistant of Larkspur Home, an online homeware shop. Call a function when you need order "
           "data or must act on an order; otherwise answer briefly yourself.")
 
@@ -195,10 +197,7 @@ def main() -> None:
     args = ap.parse_args()
     rng = random.Random(args.seed)
     rows = [record(rng, i) for i in range(args.n)]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(args.out)
+    write_jsonl(args.out, rows)  # atomic: a half-written file never replaces a complete one
     labels: dict[str, int] = {}
     for r in rows:
         labels[r["label"]] = labels.get(r["label"], 0) + 1
