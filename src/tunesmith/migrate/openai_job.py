@@ -23,6 +23,7 @@ from tunesmith.config import RunConfig
 from tunesmith.data.formats import is_preference_row
 from tunesmith.data.readers import ReadWarnings, iter_rows
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.evaluate.config import EvalConfig
 
 MICRO_BATCH = 4  # the recipe's rows per micro-batch (estimate/recipe.py MICRO_BATCH): the rest is accumulation
 TRAINABLE_METHODS = ("supervised",)
@@ -218,7 +219,7 @@ def add_reference(out: dict[str, Any], fine_tuned_model: str) -> None:
     ev = out.setdefault("eval", {})
     ev["endpoints"] = [*ev.get("endpoints", []), {"name": REFERENCE_NAME, "base_url": "https://api.openai.com/v1",
                                                    "model": fine_tuned_model, "api_key_env": "OPENAI_API_KEY"}]
-    ev["models"] = [*ev.get("models", ["base", "few_shot", "tuned"]), REFERENCE_NAME]
+    ev["models"] = [*ev.get("models", EvalConfig().models), REFERENCE_NAME]
     ev["parity"] = {"reference": REFERENCE_NAME, "candidate": "tuned", "margin_points": 2.0}
 
 
