@@ -173,15 +173,22 @@ def import_job(
                                                    "(file-abc123.jsonl).", show_default=False)] = None,
     reference: Annotated[bool, typer.Option("--reference/--no-reference", help="Evaluate the job's ft: model (an OpenAI "
                                             "endpoint) beside the tuned one, as the parity certificate's reference.")] = True,
+    reference_base_url: Annotated[str, typer.Option("--reference-base-url", help="Where the ft: model answers (an Azure "
+                                                    "OpenAI deployment, a proxy, a stand-in server).")] = "https://api.openai.com/v1",
+    reference_model: Annotated[str | None, typer.Option("--reference-model", help="The model name to ask there "
+                                                        "(default: the job's fine_tuned_model).", show_default=False)] = None,
+    reference_key_env: Annotated[str, typer.Option("--reference-key-env", help="Environment variable holding its API key "
+                                                   "('' for none).")] = "OPENAI_API_KEY",
 ) -> None:
     """Bring an OpenAI fine-tuning job over: write a run config for its files and settings, and print what each job
     setting became (or why it cannot map). Preference (DPO) jobs are recognised and refused: not yet trainable."""
     from tunesmith.console import console
     from tunesmith.migrate.openai_job import import_job as run_import
-    from tunesmith.migrate.openai_job import mapping_line, parse_file_map
+    from tunesmith.migrate.openai_job import ReferenceEndpoint, mapping_line, parse_file_map
 
     cfg, rows = run_import(job, output, files=parse_file_map(files or []), files_dir=files_dir, model=model,
-                           reference=reference)
+                           reference=reference,
+                           reference_endpoint=ReferenceEndpoint(reference_base_url, reference_model, reference_key_env))
     console.print(f"[bold]job {escape(str(job))} -> {escape(str(output))}[/]")
     for row in rows:
         console.print(mapping_line(row), soft_wrap=True, markup=False)

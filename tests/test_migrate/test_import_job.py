@@ -72,6 +72,22 @@ def test_no_reference_leaves_the_ft_model_out_of_the_evaluation(tmp_path):
     assert "not mapped" in table["fine_tuned_model"] and "--no-reference" in table["fine_tuned_model"]
 
 
+def test_the_reference_can_answer_elsewhere_than_openai(tmp_path):
+    folder = _files(tmp_path)
+    out = tmp_path / "config.yaml"
+    result = CliRunner().invoke(app, ["import-job", str(JOBS / "job_supervised.json"), "--files-dir", str(folder),
+                                      "--output", str(out), "--model", MODEL,
+                                      "--reference-base-url", "http://127.0.0.1:8765/v1",
+                                      "--reference-model", "acme-tickets-ft", "--reference-key-env", ""])
+    assert result.exit_code == 0, result.output
+    cfg = load_config(out)
+    assert [(e.name, e.model, e.base_url, e.api_key_env) for e in cfg.eval.endpoints] == [
+        ("ft-model", "acme-tickets-ft", "http://127.0.0.1:8765/v1", None)]  # None: no Authorization header
+    line = next(v for v in result.output.splitlines() if v.startswith("fine_tuned_model = "))
+    assert "http://127.0.0.1:8765/v1, no key" in line and "as model acme-tickets-ft" in line
+    assert "--base-url http://127.0.0.1:8765/v1 --model acme-tickets-ft" in line
+
+
 def test_auto_values_of_a_legacy_job_take_the_recipe_and_say_so(tmp_path):
     folder = _files(tmp_path)
     cfg, rows = import_job(JOBS / "job_legacy_auto.json", tmp_path / "c.yaml", files={}, files_dir=folder, model=MODEL)

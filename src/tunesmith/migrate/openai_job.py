@@ -196,11 +196,15 @@ def mapping_rows(job: JobSettings, cfg: RunConfig, choices: dict[str, str], file
                            "the same seed (splits, adapter init, data order; results still differ from OpenAI's)"
                            if job.seed is not None else "not in the job: tunesmith's default seed"))
     rows.append(MappingRow("suffix", job.suffix, "name", cfg.name, "the run name (run folder)" if job.suffix else "no suffix: the job id names the run"))
-    if job.fine_tuned_model and REFERENCE_NAME in {e.name for e in cfg.eval.endpoints}:
+    ref = next((e for e in cfg.eval.endpoints if e.name == REFERENCE_NAME), None)
+    if job.fine_tuned_model and ref is not None:
+        where = ReferenceEndpoint(ref.base_url, ref.model, ref.api_key_env or "").describe()
+        asked = "" if ref.model == job.fine_tuned_model else f" as model {ref.model}"
         rows.append(MappingRow("fine_tuned_model", job.fine_tuned_model, "eval.parity.reference", REFERENCE_NAME,
-                               f"the endpoint {REFERENCE_NAME} (OpenAI, key from $OPENAI_API_KEY) is evaluated beside the tuned "
+                               f"the endpoint {REFERENCE_NAME} ({where}{asked}) is evaluated beside the tuned "
                                "model and is the parity certificate's reference (--no-reference leaves it out); capture "
-                               f"its answers while it still answers: tunesmith data capture --model {job.fine_tuned_model} ..."))
+                               f"its answers while it still answers: tunesmith data capture --base-url {ref.base_url} "
+                               f"--model {ref.model} ..."))
     else:
         rows.append(MappingRow("fine_tuned_model", job.fine_tuned_model, None, None,
                                "not compared (--no-reference); capture its answers while it still answers: tunesmith data "
@@ -211,14 +215,31 @@ def mapping_rows(job: JobSettings, cfg: RunConfig, choices: dict[str, str], file
 
 
 REFERENCE_NAME = "ft-model"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
-def add_reference(out: dict[str, Any], fine_tuned_model: str) -> None:
+@dataclass(frozen=True)
+class ReferenceEndpoint:
+    """Where the job's fine-tuned model answers: OpenAI by default; an Azure OpenAI deployment, a proxy or a
+    stand-in server otherwise (``model`` None: the job's ``fine_tuned_model``; ``api_key_env`` "": no key)."""
+
+    base_url: str = OPENAI_BASE_URL
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+
+    def describe(self) -> str:
+        where = "OpenAI" if self.base_url == OPENAI_BASE_URL else self.base_url
+        key = f"key from ${self.api_key_env}" if self.api_key_env else "no key"
+        return f"{where}, {key}"
+
+
+def add_reference(out: dict[str, Any], fine_tuned_model: str, endpoint: ReferenceEndpoint = ReferenceEndpoint()) -> None:
     """The job's ft: model as an evaluation endpoint and the parity certificate's reference: `tunesmith eval` then
     says whether the replacement is not worse (its answers are cached, so the evaluation still runs once it is gone)."""
     ev = out.setdefault("eval", {})
-    ev["endpoints"] = [*ev.get("endpoints", []), {"name": REFERENCE_NAME, "base_url": "https://api.openai.com/v1",
-                                                   "model": fine_tuned_model, "api_key_env": "OPENAI_API_KEY"}]
+    ev["endpoints"] = [*ev.get("endpoints", []), {"name": REFERENCE_NAME, "base_url": endpoint.base_url,
+                                                   "model": endpoint.model or fine_tuned_model,
+                                                   "api_key_env": endpoint.api_key_env or None}]
     ev["models"] = [*ev.get("models", EvalConfig().models), REFERENCE_NAME]
     ev["parity"] = {"reference": REFERENCE_NAME, "candidate": "tuned", "margin_points": 2.0}
 
@@ -246,7 +267,8 @@ def _batch_row(value: Any, hk: str, batch: int, accum: int, packing: bool, choic
 
 
 def import_job(job_path: Path, output: Path, *, files: dict[str, Path], files_dir: Path | None,
-               model: str | None, reference: bool = True) -> tuple[RunConfig, list[MappingRow]]:
+               model: str | None, reference: bool = True,
+               reference_endpoint: ReferenceEndpoint = ReferenceEndpoint()) -> tuple[RunConfig, list[MappingRow]]:
     """Write the run config of the job at ``job_path`` to ``output`` and return it with the mapping table."""
     from tunesmith.advise.advisor import build_advice
     from tunesmith.advise.runconfig import run_config_dict, write_run_config
@@ -269,7 +291,7 @@ def import_job(job_path: Path, output: Path, *, files: dict[str, Path], files_di
                           gpu_catalog=base.advise.gpu_catalog, stratify_field=None, probe=False)
     out = run_config_dict(advice, base, config_dir=config_dir, data_path=local["training_file"])
     if reference and job.fine_tuned_model:
-        add_reference(out, job.fine_tuned_model)
+        add_reference(out, job.fine_tuned_model, reference_endpoint)
     cfg = write_run_config(output, out)
     choices = {c.key: c.reason for c in cfg.advise.choices}
     return cfg, mapping_rows(job, cfg, choices, local)
