@@ -154,7 +154,8 @@ class Plan:
     probe_steps: int
     probe_s: float  # the probe's steps and its validation
     step_s: float  # median step time of the probe (its first step left out)
-    eval_s: float  # one validation (loss, and task score when selecting by it); 0 without validation
+    eval_s: float  # one validation (loss, and task score when selecting by it); 0 without validation. With the
+    # validation loss sized by the budget: the expected time of one on the chosen examples (the probe's was fewer)
     steps: int  # optimizer steps in all, probe included
     configured_steps: int  # what train.epochs / train.max_steps would run
     limited_by: str  # "time_budget" or "train.epochs" / "train.max_steps"
