@@ -4,6 +4,7 @@ re-check when steps run slower than the probe; and a real tiny-model run that pl
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -12,7 +13,16 @@ from support.train_runs import ENV, resume_run_config, run_cli
 
 from tunesmith.config import build_config
 from tunesmith.errors import ConfigError, TunesmithError
-from tunesmith.train.budget import BudgetPacer, FittedSchedule, validations_between
+from tunesmith.train.budget import (
+    EVAL_SHARE,
+    FIRST_VALIDATION_EXAMPLES,
+    SIZED_EVALS,
+    BudgetPacer,
+    FittedSchedule,
+    fit_steps,
+    validations_between,
+)
+from tunesmith.train.validation_set import ValidationBatches
 
 
 @pytest.mark.parametrize("text, seconds", [("15m", 900), ("90s", 90), ("1h30m", 5400), ("900", 900), (900, 900),
@@ -53,12 +63,36 @@ class Simulated:
     lr_after: float  # the scheduler's lr after the last step: where the schedule ended
     validated_at: list[int]
     end: float  # the fake clock when training stopped
+    validated_on: list[tuple]  # the examples of each validation's loss (with a sized validation)
+
+
+@dataclass
+class SizedValidation:
+    """A validation the budget sizes: ``examples`` of ``tokens`` tokens each, the loss costing ``s_per_token``,
+    the task score ``task_s`` on top."""
+
+    examples: int = 90
+    tokens: int = 900
+    s_per_token: float = 150.0 / (90 * 900)  # all 90 examples: 150 s
+    task_s: float = 12.0
+
+    def batches(self) -> ValidationBatches:
+        examples = [_Example(f"v{i}", [0] * self.tokens) for i in range(self.examples)]
+        return ValidationBatches(examples, lambda chosen: [e.id for e in chosen], seed=5)
+
+
+@dataclass
+class _Example:
+    id: str
+    input_ids: list[int]
 
 
 def _simulate(step_time, *, budget=100.0, setup=5.0, eval_s=4.0, configured=1000, warmup_ratio=0.1,
-              kind="cosine", eval_every=None) -> Simulated:
+              kind="cosine", eval_every=None, sized: SizedValidation | None = None) -> Simulated:
     """Drive the pacer as the training loop does (step, lr schedule step, validate?, stop?), each step
-    and validation advancing the fake clock; ``step_time(step)``: seconds of optimizer step ``step``."""
+    and validation advancing the fake clock; ``step_time(step)``: seconds of optimizer step ``step``.
+    ``sized``: the validation loss is sized by the budget (as train.run does with train.validation_examples
+    unset), each validation costing what its examples' tokens and the task score cost."""
     clock = FakeClock()
     schedule = FittedSchedule(kind, round(warmup_ratio * configured), configured)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
@@ -66,8 +100,9 @@ def _simulate(step_time, *, budget=100.0, setup=5.0, eval_s=4.0, configured=1000
     clock.now = setup  # the pacer is made when setup (tokenising, the model load) is done
     pacer = BudgetPacer(budget_s=budget, clock=clock, started=0.0, schedule=schedule, configured_steps=configured,
                         limited_name="train.epochs", warmup_ratio=warmup_ratio, has_validation=eval_s > 0,
-                        eval_every=eval_every)
-    state, lrs, validated = FakeState(), [], []
+                        eval_every=eval_every, **({"validation_tokens": sized.batches().token_counts} if sized else {}))
+    val = sized.batches() if sized else None
+    state, lrs, validated, validated_on = FakeState(), [], [], []
     while state.step < configured:
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
@@ -76,11 +111,17 @@ def _simulate(step_time, *, budget=100.0, setup=5.0, eval_s=4.0, configured=1000
         state.history.append({"tokens": 100})
         clock.now += step_time(state.step)
         if pacer.validate_now(state):
-            clock.now += eval_s
             validated.append(state.step)
+            if val is None:
+                clock.now += eval_s
+            else:  # as train.run applies the pacer's size, then the loop validates: the loss, the task score
+                val.resize(pacer.validation_examples)
+                validated_on.append(tuple(val))
+                clock.now += sized.s_per_token * sized.tokens * val.n
+                pacer.time_task_score(lambda: setattr(clock, "now", clock.now + sized.task_s))
         if pacer.stop_now(state):
             break
-    return Simulated(pacer, schedule, lrs, opt.param_groups[0]["lr"], validated, clock.now)
+    return Simulated(pacer, schedule, lrs, opt.param_groups[0]["lr"], validated, clock.now, validated_on)
 
 
 def _probe_then(seconds: float):
@@ -167,9 +208,84 @@ def test_a_run_still_late_after_its_refit_stops_at_the_budget_and_says_the_sched
     assert not summary["schedule_completed"] and summary["cut"] == cut
 
 
-def test_a_budget_that_leaves_no_time_to_train_is_a_clear_error():
-    with pytest.raises(TunesmithError, match=r"train.time_budget 1m40s leaves no time to train: setup took 85.0s"):
-        _simulate(_probe_then(1.0), setup=85.0)
+def test_a_budget_exhausted_by_the_probe_stops_there_keeping_its_steps_and_says_what_would_fit():
+    """setup 85 s of a 100 s budget: after the probe no step fits. Training stops at the probe's last step
+    (train.run then saves it as at any end of training), the schedule is not squeezed into 0 steps, and the
+    plan says what would fit."""
+    sim = _simulate(_probe_then(1.0), setup=85.0)
+    pacer, plan = sim.pacer, sim.pacer.plan
+    assert plan.exhausted and plan.steps == plan.probe_steps == 4 and len(sim.lrs) == 4
+    assert plan.evaluations == 0 and plan.eval_every is None and sim.validated_at == [4]
+    text = plan.describe()
+    assert "the budget is exhausted after the probe's 4 steps" in text
+    assert "Training stops at step 4 and saves what it trained" in text
+    # what would fit: 85 s setup + 10 s probe and validation + 10 more steps + a validation, over 90% -> 2m01s
+    assert "10 more steps and a validation would need a budget of about 2m01s" in text
+    assert "a cheaper validation: it took 4.0s" in text
+    summary = pacer.summary(FakeState(step=4))
+    assert summary["steps_done"] == 4 and summary["plan"]["exhausted"] and not summary["schedule_completed"]
+    assert summary["cut"] is None and summary["lr_schedule"]["segments"] == [[0, 0.0, 100, 1000]]
+
+
+@pytest.mark.parametrize("configured", [4, 1000], ids=["probe-is-the-run", "probe-then-more"])
+def test_a_plan_never_has_fewer_steps_than_were_run(configured):
+    """The probe and its setup past the budget (200 s of 100 s): the plan is the probe's steps, never a
+    negative number, and says why."""
+    sim = _simulate(_probe_then(1.0), setup=200.0, configured=configured)
+    plan = sim.pacer.plan
+    assert plan.steps == 4 and plan.tokens == 400 and plan.warmup_steps >= 0 and plan.evaluations == 0
+    assert len(sim.lrs) == 4
+    text = plan.describe()
+    assert not re.search(r"(?<![\w.])-\d", text), text  # no negative number anywhere in what is printed
+    if configured == 4:
+        assert "plan 4 steps" in text and "the budget allows no more" in text and not plan.exhausted
+    else:
+        assert plan.exhausted and "exhausted after the probe's 4 steps" in text
+    # the arithmetic itself clamps: no time left is 0 steps more, not fewer
+    assert fit_steps(available_s=-50.0, done=4, step_s=1.0, eval_s=4.0, eval_every=None, max_steps=10)[0] == 4
+    assert fit_steps(available_s=-50.0, done=4, step_s=1.0, eval_s=0.0, eval_every=None, max_steps=10)[0] == 4
+    assert fit_steps(available_s=-50.0, done=4, step_s=1.0, eval_s=4.0, eval_every=3, max_steps=10)[0] == 4
+
+
+def test_the_budget_sizes_the_validation_loss_to_fit_and_keeps_the_same_examples():
+    """CPU-like numbers: steps of 20 s, a full validation loss of 150 s (90 examples of 900 tokens) plus a
+    12 s task score, 15 minutes. The probe's validation runs on the first 8 examples, not the whole split;
+    the plan then takes the most examples with which its validations stay within EVAL_SHARE of the time
+    left, the same examples at every later validation."""
+    sized = SizedValidation()
+    sim = _simulate(lambda step: 30.0 if step == 1 else 20.0, budget=900.0, setup=30.0, sized=sized)
+    plan, pacer = sim.pacer.plan, sim.pacer
+    n = plan.validation_examples
+    assert plan.validation_total == 90 and plan.probe_validation_examples == FIRST_VALIDATION_EXAMPLES == 8
+    assert 8 < n < 90 and pacer.validation_examples == n
+    # the probe validated 8 examples; every later validation the same n (a superset of the probe's 8)
+    first, *later = sim.validated_on
+    assert len(first) == 8 and later and all(v == later[0] for v in later) and len(later[0]) == n
+    assert set(first) <= set(later[0])
+    # they fit: the planned validations within EVAL_SHARE of the time left after the probe ...
+    available = plan.budget_s - plan.reserve_s - plan.setup_s - plan.probe_s
+    per_validation = sized.task_s + n * sized.tokens * sized.s_per_token
+    assert plan.eval_s == pytest.approx(per_validation)
+    assert plan.evaluations * plan.eval_s <= EVAL_SHARE * available + 1e-9 and plan.evaluations >= SIZED_EVALS
+    # ... and one example more would not fit the validations it is sized for
+    assert SIZED_EVALS * (per_validation + sized.tokens * sized.s_per_token) > EVAL_SHARE * available
+    assert sim.end <= plan.budget_s - plan.reserve_s and sim.validated_at[-1] == pacer.last_step
+    # far more steps than with the whole split validated (150 s + 12 s per validation)
+    whole = _simulate(lambda step: 30.0 if step == 1 else 20.0, budget=900.0, setup=30.0, eval_s=162.0)
+    assert plan.steps > whole.pacer.plan.steps
+    assert f"validation loss on {n} of 90 examples to fit 15m00s" in plan.describe()
+
+
+def test_validation_batches_are_a_seeded_subset_the_same_at_every_size():
+    sized = SizedValidation(examples=20)
+    a, b = sized.batches(), sized.batches()
+    assert list(a) == [f"v{i}" for i in range(20)]  # all: the split's own order, batched as before
+    a.resize(5)
+    b.resize(5)
+    assert list(a) == list(b) and len(a) == 5 and a.n == 5 and a.describe() == "5 of 20"
+    small = set(a)
+    assert a.resize(9) and small < set(a) and not a.resize(9)  # a larger subset keeps the smaller one's
+    assert a.resize(500) is True and a.n == 20 and a.resize(0) and a.n == 1
 
 
 def test_without_validation_the_budget_is_all_steps():
@@ -221,6 +337,72 @@ def test_a_budgeted_tiny_run_prints_its_plan_fits_and_writes_it_into_the_summary
     # the best checkpoint is chosen by the task score of the validations, which the plan counted
     assert summary["select_by"] == "task_score"
     assert [v["step"] for v in summary["val_history"]][0] == 4 and all("task_score" in v for v in summary["val_history"])
+
+
+class TickingClock:
+    """A fake clock that moves ``tick`` seconds at every reading: the budget sees a run as slow as asked."""
+
+    def __init__(self, tick: float):
+        self.tick, self.now = tick, 0.0
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def _train_in_process(tmp_path, tiny_model_dir, clock, **train):
+    """Train the tiny model in this process on 16 conversations, validating on 12; returns (run folder, summary)."""
+    from tunesmith.data.prepared import PreparedData
+    from tunesmith.train.run import train_from_config
+
+    def rec(i):
+        return {"id": f"r:{i}", "messages": [{"role": "user", "content": f"Ticket {i}: printer {'on fire' * (i % 3)}"},
+                                             {"role": "assistant", "content": f"Urgency: {['Low', 'High'][i % 2]}"}]}
+
+    cfg = build_config({
+        "name": "budgeted", "output_dir": str(tmp_path / "runs"), "seed": 3,
+        "model": {"name_or_path": str(tiny_model_dir), "device": "cpu", "dtype": "float32"},
+        "train": {"method": "lora", "lora": {"r": 4, "dropout": 0.0}, "batch_size": 2, "grad_accum": 1, "lr": 1e-3,
+                  "max_seq_length": 64, "save_every_epoch": False, "preflight": False, "select_by": "val_loss",
+                  **train},
+    })
+    out = train_from_config(cfg, PreparedData(train=[rec(i) for i in range(16)],
+                                              validation=[rec(i) for i in range(100, 112)]), clock=clock)
+    summary = json.loads((cfg.run_dir / "train_summary.json").read_text())
+    assert out.steps == summary["steps"]
+    return cfg.run_dir, summary
+
+
+def test_a_budget_exhausted_after_the_probe_saves_the_steps_it_trained(tmp_path, tiny_model_dir, capsys):
+    """Each clock reading 50 s on, a 60 s budget is spent before the probe ends: the run still ends as any
+    run does (adapter, summary, metrics) with the probe's 4 steps, and says the budget was exhausted."""
+    run, summary = _train_in_process(tmp_path, tiny_model_dir, TickingClock(50.0), time_budget=60, max_steps=20)
+    assert (run / "adapter" / "adapter_model.safetensors").is_file() and (run / "adapter" / "adapter_config.json").is_file()
+    assert summary["steps"] == 4 and summary["time_budget"]["steps_done"] == 4
+    assert summary["time_budget"]["plan"]["exhausted"] and summary["time_budget"]["final_steps"] == 4
+    assert len(_read_jsonl(run / "train_metrics.jsonl")) == 4
+    assert [v["step"] for v in summary["val_history"]] == [4] and summary["used_best_checkpoint"]
+    out = " ".join(capsys.readouterr().out.split())
+    assert "the budget is exhausted after the probe's 4 steps" in out and "saves what it trained" in out
+    assert "the time budget was exhausted after 4 steps" in out
+
+
+@pytest.mark.parametrize("explicit", [3, None], ids=["user-value", "unset"])
+def test_the_budget_sizes_the_validation_loss_only_when_the_user_did_not(tmp_path, tiny_model_dir, explicit):
+    """train.validation_examples given: every validation's loss is on that many examples, whatever the budget.
+    Unset: the probe's validation is on the first 8 of the 12, the plan's on as many as fit (here all: the
+    budget is roomy), and the probe's loss, on other examples, is not compared with the later ones."""
+    train = {"time_budget": "1h", "max_steps": 8, "eval_steps": 4}
+    if explicit is not None:
+        train["validation_examples"] = explicit
+    _, summary = _train_in_process(tmp_path, tiny_model_dir, TickingClock(0.001), **train)
+    plan, used = summary["time_budget"]["plan"], [v["val_examples"] for v in summary["val_history"]]
+    assert [v["step"] for v in summary["val_history"]] == [4, 8]
+    if explicit is not None:
+        assert used == [3, 3] and plan["validation_examples"] is None
+    else:
+        assert used == [8, 12] and plan["validation_examples"] == plan["validation_total"] == 12
+        assert summary["best_step"] == 8  # chosen among validations on the same examples
 
 
 def test_resume_continues_the_plan_of_the_killed_run(tmp_path, tiny_model_dir):

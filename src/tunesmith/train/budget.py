@@ -11,7 +11,18 @@ validation: real training, not thrown away, under the schedule of the configured
 one-time start-up costs) is the step time; the validation's time is the validation cost. Then the
 plan: the most steps that fit the rest of the budget with their validations, never more than the
 configured steps, and the LR schedule is re-fitted from the probe's last step to the plan's last step
-(:class:`FittedSchedule`), so its warm-up and decay complete.
+(:class:`FittedSchedule`), so its warm-up and decay complete. When not even a step fits after the
+probe, the plan is the probe's steps: training stops there and saves what it trained, like any end of
+training, and the plan says what would fit (a bigger budget, a cheaper validation). A plan never has
+fewer steps than were already run.
+
+The validation is sized to the budget when ``train.validation_examples`` is unset (a value the user
+gives always wins): the probe's validation computes the loss on the first
+:data:`FIRST_VALIDATION_EXAMPLES` examples of the fixed seeded order
+(:class:`tunesmith.train.validation_set.ValidationBatches`), its time less the task score's is scaled
+per token, and the plan takes the most examples with which :data:`SIZED_EVALS` validations (or as many
+as ``train.eval_steps`` needs) stay within :data:`EVAL_SHARE` of the time left: the same examples at
+every later validation. The task score's examples (``train.task_eval_examples``) are not sized.
 
 As training goes, the wall time of each step (checkpoints and epoch changes included; validations
 apart) is watched: the step time is the larger of the median of the last few steps (a slow-down
@@ -29,17 +40,20 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from itertools import accumulate
 from statistics import median
 from typing import Any
-
-from tunesmith.errors import TunesmithError
 
 PROBE_STEPS = 4  # optimizer steps timed before the plan; the first one pays for start-up and is not timed
 RESERVE = 0.10  # of the budget, kept back for step-time noise and the final save
 EVAL_SHARE = 0.25  # validations may take at most this share of the time left after the probe
 MAX_EVALS = 10  # validations a budget plans after the probe, at most (the last one at the last step)
+FIRST_VALIDATION_EXAMPLES = 8  # validation-loss examples of the probe's validation when the budget sizes them (never fewer after)
+SIZED_EVALS = 4  # validations after the probe the validation loss is sized for (fewer when fewer steps are configured)
+MORE_STEPS = 10  # the steps a bigger budget is suggested for when none fits after the probe
 RECENT = (0.10, 6, 50)  # steps after the plan before a re-fit: this share of the planned steps, at least 6, at most 50
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)", re.IGNORECASE)
@@ -140,7 +154,8 @@ class Plan:
     probe_steps: int
     probe_s: float  # the probe's steps and its validation
     step_s: float  # median step time of the probe (its first step left out)
-    eval_s: float  # one validation (loss, and task score when selecting by it); 0 without validation
+    eval_s: float  # one validation (loss, and task score when selecting by it); 0 without validation. With the
+    # validation loss sized by the budget: the expected time of one on the chosen examples (the probe's was fewer)
     steps: int  # optimizer steps in all, probe included
     configured_steps: int  # what train.epochs / train.max_steps would run
     limited_by: str  # "time_budget" or "train.epochs" / "train.max_steps"
@@ -150,23 +165,65 @@ class Plan:
     evaluations: int  # validations after the probe
     tokens: int  # expected tokens (the probe's mean per step x steps)
     eta_s: float  # expected time from the start to the last step
+    # (defaults: plans kept in checkpoints written before these fields)
+    task_s: float = 0.0  # the task score's part of a validation
+    validation_examples: int | None = None  # validation-loss examples the budget chose; None: it does not size them
+    validation_total: int | None = None  # validation-loss examples there are, when the budget sizes them
+    probe_validation_examples: int | None = None  # of them, the probe's validation used
+    exhausted: bool = False  # no step fitted after the probe: training stops at its last step
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
+        probe = (f"time budget {format_duration(self.budget_s)}: setup took {self.setup_s:.1f}s, the probe "
+                 f"({self.probe_steps} steps{' + a validation' if self.eval_s else ''}) {self.probe_s:.1f}s at "
+                 f"{self.step_s:.3f}s/step")
+        if self.exhausted:
+            return f"{probe}; {self.advice()}"
         val = (f", validation every {self.eval_every} steps and at the last ({self.evaluations} after the probe, "
-               f"{self.eval_s:.1f}s each)" if self.eval_every else "")
-        limit = ("the time budget" if self.limited_by == "time_budget"
-                 else f"{self.limited_by} ({self.configured_steps} steps; the budget would allow more)")
+               f"~{self.eval_s:.1f}s each)" if self.eval_every else "")
+        if self.limited_by == "time_budget":
+            limit = "the time budget"
+        elif self.eta_s + self.step_s <= self.budget_s - self.reserve_s:
+            limit = f"{self.limited_by} ({self.configured_steps} steps; the budget would allow more)"
+        else:
+            limit = f"{self.limited_by} ({self.configured_steps} steps, the probe's included; the budget allows no more)"
         lr = ("constant learning rate" if self.lr_schedule == "constant" else
               (f"warm-up to step {self.warmup_steps}, then " if self.warmup_steps else "")
               + f"{self.lr_schedule} decay to 0 at step {self.steps}")
-        return (f"time budget {format_duration(self.budget_s)}: setup took {self.setup_s:.1f}s, the probe "
-                f"({self.probe_steps} steps{' + a validation' if self.eval_s else ''}) {self.probe_s:.1f}s at "
-                f"{self.step_s:.3f}s/step; plan {self.steps} steps (~{self.tokens:,} tokens), {lr}{val}; expected "
-                f"to end {format_duration(self.eta_s)} after the start ({format_duration(self.reserve_s)} kept in "
-                f"reserve); steps limited by {limit}")
+        return (f"{probe}; plan {self.steps} steps (~{self.tokens:,} tokens), {lr}{val}; expected to end "
+                f"{format_duration(self.eta_s)} after the start ({format_duration(self.reserve_s)} kept in "
+                f"reserve); steps limited by {limit}" + (f"; {note}" if (note := self.validation_note()) else ""))
+
+    def validation_note(self) -> str:
+        """What the validation loss is computed on, and why (empty when the budget does not size it)."""
+        n, total = self.validation_examples, self.validation_total
+        if n is None or total is None or not self.evaluations:
+            return ""
+        if n == total:
+            return f"validation loss on all {total} examples (they fit)"
+        available = self.budget_s - self.reserve_s - self.setup_s - self.probe_s
+        note = (f"validation loss on {n} of {total} examples to fit {format_duration(self.budget_s)} (the same "
+                f"{n} at every validation; the probe's on {self.probe_validation_examples}): validations may take "
+                f"{EVAL_SHARE:.0%} of the {available:.0f}s left; set train.validation_examples to choose")
+        if n == self.probe_validation_examples and self.task_s and self.evaluations * self.eval_s > EVAL_SHARE * available:
+            note += (f"; the task score alone takes {self.task_s:.1f}s per validation: lower train.task_eval_examples "
+                     "or eval.max_new_tokens to validate more often")
+        return note
+
+    def advice(self) -> str:
+        """An exhausted plan: what happened and what would fit."""
+        need = (self.setup_s + self.probe_s + MORE_STEPS * self.step_s + self.eval_s) / (1 - RESERVE)
+        cheaper = ""
+        if self.eval_s:
+            parts = f" (the task score {self.task_s:.1f}s of it)" if self.task_s else ""
+            cheaper = (f", or a cheaper validation: it took {self.eval_s:.1f}s{parts}; set train.validation_examples "
+                       "lower" + (", train.task_eval_examples or eval.max_new_tokens" if self.task_s else ""))
+        return (f"the budget is exhausted after the probe's {self.steps} steps: no more steps fit before its "
+                f"{format_duration(self.reserve_s)} reserve. Training stops at step {self.steps} and saves what it "
+                f"trained. {MORE_STEPS} more steps and a validation would need a budget of about "
+                f"{format_duration(need)}{cheaper}")
 
 
 def validations_between(after: int, last: int, every: int | None) -> int:
@@ -183,16 +240,16 @@ def fit_steps(*, available_s: float, done: int, step_s: float, eval_s: float, ev
     :data:`MAX_EVALS` validations take at most :data:`EVAL_SHARE` of the time (at least one: the last step)."""
     step_s = max(step_s, 1e-9)
     if eval_s <= 0:
-        last = min(max_steps, done + int(available_s // step_s))
+        last = max(done, min(max_steps, done + int(available_s // step_s)))
         return last, None, 0
     chosen = eval_every is None
     if chosen:
         n_evals = max(1, min(MAX_EVALS, int(EVAL_SHARE * available_s // eval_s)))
         last = done + int((available_s - n_evals * eval_s) // step_s)
-        last = min(max_steps, last)
+        last = max(done, min(max_steps, last))  # never fewer steps than were run
         eval_every = max(1, math.ceil((last - done) / n_evals)) if last > done else 1
     else:
-        last = min(max_steps, done + int(available_s // (step_s + eval_s / eval_every)))
+        last = max(done, min(max_steps, done + int(available_s // (step_s + eval_s / eval_every))))
 
     def cost(n: int) -> float:
         return (n - done) * step_s + validations_between(done, n, eval_every) * eval_s
@@ -202,33 +259,57 @@ def fit_steps(*, available_s: float, done: int, step_s: float, eval_s: float, ev
     return last, eval_every, validations_between(done, last, eval_every)
 
 
+def size_validation(*, available_s: float, done: int, step_s: float, eval_s: float, task_s: float,
+                    tokens: list[int], used: int, eval_every: int | None, max_steps: int) -> tuple[int, float]:
+    """(validation-loss examples, a validation's expected seconds with them): the most of ``tokens`` (each
+    example's token count in the fixed order) with which the validations planned from step ``done`` on take at
+    most :data:`EVAL_SHARE` of ``available_s``: :data:`SIZED_EVALS` of them (fewer when fewer steps are
+    configured), or with ``eval_every`` as many as the steps that fit the rest need. ``eval_s``: the probe's
+    validation, on the first ``used`` examples, ``task_s`` of it the task score (not sized); the rest scales
+    with the examples' tokens. Never fewer than ``used``."""
+    cumulative = list(accumulate(tokens, initial=0))
+    per_token = max(0.0, eval_s - task_s) / max(1, cumulative[used])
+    if eval_every is None:
+        evals = min(SIZED_EVALS, max(1, max_steps - done))
+    else:
+        last = min(max_steps, done + int(max(0.0, (1 - EVAL_SHARE) * available_s) // max(step_s, 1e-9)))
+        evals = max(1, validations_between(done, last, eval_every))
+    loss_s = EVAL_SHARE * max(0.0, available_s) / evals - task_s  # for one validation's loss
+    n = bisect_right(cumulative, loss_s / per_token) - 1 if per_token > 0 else len(tokens)
+    n = max(used, min(len(tokens), n))
+    return n, task_s + per_token * cumulative[n]
+
+
 def make_plan(*, budget_s: float, setup_s: float, elapsed_s: float, probe_steps: int, step_times: list[float],
               eval_s: float, eval_every: int | None, configured_steps: int, limited_name: str,
-              lr_schedule: str, warmup_ratio: float, tokens_per_step: float) -> Plan:
-    """The plan after the probe; ``elapsed_s``: time since the start (setup, probe and its validation)."""
+              lr_schedule: str, warmup_ratio: float, tokens_per_step: float, task_s: float = 0.0,
+              validation_tokens: list[int] | None = None, validation_used: int | None = None) -> Plan:
+    """The plan after the probe; ``elapsed_s``: time since the start (setup, probe and its validation).
+    ``validation_tokens``: the validation-loss examples' token counts in their fixed order when the budget
+    sizes them (the probe's validation used the first ``validation_used``)."""
     step_s = median(step_times[1:] or step_times)
     reserve = RESERVE * budget_s
     available = budget_s - reserve - elapsed_s
-    last, every, n_evals = fit_steps(available_s=available, done=probe_steps, step_s=step_s, eval_s=eval_s,
+    sized = validation_tokens is not None and validation_used is not None and eval_s > 0
+    n_val, val_s = validation_used, eval_s
+    if sized:
+        n_val, val_s = size_validation(available_s=available, done=probe_steps, step_s=step_s, eval_s=eval_s,
+                                       task_s=task_s, tokens=validation_tokens, used=validation_used,
+                                       eval_every=eval_every, max_steps=configured_steps)
+    last, every, n_evals = fit_steps(available_s=available, done=probe_steps, step_s=step_s, eval_s=val_s,
                                      eval_every=eval_every, max_steps=configured_steps)
-    if last <= probe_steps < configured_steps:
-        need = elapsed_s + 10 * step_s + eval_s
-        raise BudgetTooShort(
-            f"train.time_budget {format_duration(budget_s)} leaves no time to train: setup took {setup_s:.1f}s, the "
-            f"probe's {probe_steps} steps and validation {elapsed_s - setup_s:.1f}s ({step_s:.2f}s per step"
-            + (f", {eval_s:.1f}s per validation" if eval_s else "") + ")",
-            hint=f"give at least ~{format_duration(need / (1 - RESERVE))}, or lower train.task_eval_examples / "
-            "eval.max_new_tokens to make validations cheaper")
+    if last <= probe_steps:  # no step after the probe: no validation either, and the probe's examples stay
+        every, n_evals, n_val, val_s = None, 0, validation_used, eval_s
     return Plan(budget_s=budget_s, reserve_s=reserve, setup_s=setup_s, probe_steps=probe_steps,
-                probe_s=elapsed_s - setup_s, step_s=step_s, eval_s=eval_s, steps=last, configured_steps=configured_steps,
+                probe_s=elapsed_s - setup_s, step_s=step_s, eval_s=val_s, steps=last, configured_steps=configured_steps,
                 limited_by="time_budget" if last < configured_steps else limited_name, lr_schedule=lr_schedule,
                 warmup_steps=round(warmup_ratio * last), eval_every=every, evaluations=n_evals,
                 tokens=round(tokens_per_step * last),
-                eta_s=elapsed_s + (last - probe_steps) * step_s + n_evals * eval_s)
-
-
-class BudgetTooShort(TunesmithError):
-    """The budget leaves no time to train after the setup and the probe."""
+                eta_s=elapsed_s + (last - probe_steps) * step_s + n_evals * val_s, task_s=task_s,
+                validation_examples=n_val if sized else None,
+                validation_total=len(validation_tokens) if sized else None,
+                probe_validation_examples=validation_used if sized else None,
+                exhausted=last <= probe_steps < configured_steps)
 
 
 # --- pacing the loop --------------------------------------------------------------------------------
@@ -241,12 +322,18 @@ class BudgetPacer:
     the identity in one process. The loop calls :meth:`validate_now` then :meth:`stop_now` after every
     optimizer step, on every rank. ``state.budget`` keeps the plan, so that ``--resume`` continues it
     (without the clock: the time before the restart is not known).
+
+    ``validation_tokens``: when the budget sizes the validation loss, its examples' token counts in their
+    fixed order; :attr:`validation_examples` then says how many of them the validation loss is to use now
+    (the probe's few, then the plan's), else it is None. The task score is timed apart
+    (:meth:`time_task_score`): it is not sized.
     """
 
     def __init__(self, *, budget_s: float, clock: Callable[[], float], started: float, schedule: FittedSchedule,
                  configured_steps: int, limited_name: str, warmup_ratio: float, has_validation: bool,
                  eval_every: int | None, on_plan: Callable[[Plan], None] | None = None,
-                 share: Callable[[float], float] = lambda x: x, state=None):
+                 share: Callable[[float], float] = lambda x: x, state=None,
+                 validation_tokens: list[int] | None = None):
         self.budget_s, self.clock, self.started, self.schedule = budget_s, clock, started, schedule
         self.configured_steps, self.limited_name, self.warmup_ratio = configured_steps, limited_name, warmup_ratio
         self.has_validation, self.user_eval_every, self.on_plan, self.share = (
@@ -257,6 +344,9 @@ class BudgetPacer:
         self.refits: list[dict[str, Any]] = []
         self.cut: dict[str, Any] | None = None
         self.resumed = False  # continuing a plan after --resume: no clock, no re-check
+        self.validation_tokens = validation_tokens if has_validation else None
+        self.validation_examples = (None if self.validation_tokens is None
+                                    else min(FIRST_VALIDATION_EXAMPLES, len(self.validation_tokens)))
         self._last = self._now()
         self._setup_s = self._last - started
         first_step = 0
@@ -269,6 +359,7 @@ class BudgetPacer:
         self._tokens: list[int] = []
         self._val_started: float | None = None
         self._eval_times: list[float] = []
+        self._task_times: list[float] = []
         self._since_plan: list[float] = []  # step times after the plan
 
     def _now(self) -> float:
@@ -305,6 +396,13 @@ class BudgetPacer:
         state.budget = self.state_dict()
         return stop
 
+    def time_task_score(self, score: Callable[[], float]) -> float:
+        """``score()``, timed: the task score's part of a validation (the plan sizes only the loss's)."""
+        start = self._now()
+        value = score()
+        self._task_times.append(self._now() - start)
+        return value
+
     # the plan and the re-check
 
     def _make_plan(self, step: int, now: float) -> None:
@@ -312,11 +410,16 @@ class BudgetPacer:
                          probe_steps=step, step_times=self._step_times, eval_s=max(self._eval_times, default=0.0),
                          eval_every=self.user_eval_every, configured_steps=self.configured_steps,
                          limited_name=self.limited_name, lr_schedule=self.schedule.kind, warmup_ratio=self.warmup_ratio,
-                         tokens_per_step=sum(self._tokens) / max(1, len(self._tokens)))
-        if plan.steps < self.configured_steps:  # a budget-limited plan: the schedule ends at its last step
+                         tokens_per_step=sum(self._tokens) / max(1, len(self._tokens)),
+                         task_s=max(self._task_times, default=0.0), validation_tokens=self.validation_tokens,
+                         validation_used=self.validation_examples)
+        if step < plan.steps < self.configured_steps:  # a budget-limited plan: the schedule ends at its last step
             self.schedule.refit(step, plan.steps, plan.warmup_steps)
         self.plan = replace(plan, warmup_steps=self.schedule.warmup_end())
         self.last_step, self.eval_every = plan.steps, plan.eval_every
+        if plan.validation_examples is not None:
+            self.validation_examples = plan.validation_examples
+        self._eval_times = []  # from now on: validations as planned (the plan's eval_s stands for the probe's)
         if self.on_plan:
             self.on_plan(self.plan)
 
@@ -328,7 +431,7 @@ class BudgetPacer:
         window = max(at_least, min(at_most, math.ceil(share * (plan.steps - plan.probe_steps))))
         times = self._since_plan
         step_s = max(median(times[-max(3, window // 2):]), sum(times) / len(times))
-        eval_s = max(self._eval_times, default=plan.eval_s)
+        eval_s = max([plan.eval_s, *self._eval_times])
         limit = self.started + self.budget_s - plan.reserve_s / 2  # the other half is for the final save
         projected = now + (self.last_step - step) * step_s + \
             validations_between(step, self.last_step, self.eval_every) * eval_s
@@ -364,6 +467,7 @@ class BudgetPacer:
         self.plan = Plan(**saved["plan"])
         self.last_step, self.eval_every, self.refits = saved["final_steps"], saved["eval_every"], saved["refits"]
         self.resumed = True
+        self.validation_examples = self.plan.validation_examples  # None: all, as before
 
     def summary(self, state) -> dict[str, Any]:
         """The budget's part of train_summary.json: the plan, re-fits, a cut schedule, the time it took

@@ -58,7 +58,8 @@ class TrainConfig(Section):
     time_budget: float | None = Field(
         None, description="Seconds training may take, or e.g. '15m', '90s', '1h30m' (`--budget`). A probe of the "
         "first steps on this machine sets the number of steps that fit (never more than epochs / max_steps allow) "
-        "and the LR schedule is fitted to them; validations are counted in it. Covers `tunesmith train` from "
+        "and the LR schedule is fitted to them; validations are counted in it (their loss on as many examples as fit, "
+        "unless validation_examples is set). Covers `tunesmith train` from "
         "tokenising to the last step, not data preparation or evaluation.",
     )
     batch_size: int = Field(4, gt=0, description="Rows per micro-batch (a packed row holds several examples).")
@@ -85,6 +86,11 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
     eval_steps: int | None = Field(
         None, gt=0, description="Validation loss every N steps (default: at the end of every epoch)."
+    )
+    validation_examples: int | None = Field(
+        None, gt=0, description="Validation examples the validation loss is computed on at each validation: a "
+        "fixed subset chosen by the seed, the same at every validation (unset: all). Unset under time_budget, the "
+        "budget chooses it so that validations fit (the probe's validation on 8); a value given here always wins.",
     )
     early_stopping_patience: int | None = Field(
         None, gt=0, description="Stop after this many validations without a better checkpoint (by select_by)."

@@ -72,6 +72,7 @@ from tunesmith.train.telemetry import (
     step_line,
 )
 from tunesmith.train.tokenize import TokenizedExample, is_general, tokenize_records
+from tunesmith.train.validation_set import ValidationBatches
 from tunesmith.utils.io import atomic_dir, write_json
 
 
@@ -108,7 +109,7 @@ class TrainSetup:
     scheduler: Any
     state: TrainState  # where training starts (step 0, or the resumed checkpoint's)
     epoch_batches: Callable[[int], list[Batch]]
-    val_batches: list[Batch] | None
+    val_batches: ValidationBatches | None  # what the validation loss is computed on (a subset when asked / budgeted)
     total_steps: int
     flops_per_token: float
     peak: PeakFlops | None  # the MFU denominator (rank 0 only)
@@ -171,7 +172,9 @@ def setup(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False,
     run = TrainSetup(
         cfg=cfg, tokenizer=tokenizer, n_examples=len(train_ex), model=model, device=device,
         autocast_dtype=autocast_dtype, dist=dist, optimizer=optimizer, scheduler=scheduler, state=TrainState(),
-        epoch_batches=lambda epoch: batches(train_ex, epoch), val_batches=batches(val_ex, 0) if val_ex else None,
+        epoch_batches=lambda epoch: batches(train_ex, epoch),
+        val_batches=ValidationBatches(val_ex, lambda examples: batches(examples, 0), seed=cfg.seed,
+                                      n=tc.validation_examples) if val_ex else None,
         total_steps=total_steps, flops_per_token=fpt,
         peak=device_peak(device, autocast_dtype or loaded_dtype) if dist.rank == 0 else None,
         parameters=(trainable, total),
@@ -346,6 +349,9 @@ def _announce(run: TrainSetup, weights_dtype: torch.dtype) -> None:
         what = (f"task score ({run.scorer.describe()}), validation loss breaking ties" if run.scorer
                 else "validation loss")
         console.print(f"[bold]train[/]: best checkpoint by {escape(what)}")
+        if tc.validation_examples is not None:
+            console.print(f"[bold]train[/]: validation loss on {run.val_batches.describe()} examples "
+                          "(train.validation_examples; the same ones at every validation)")
     if tc.time_budget:
         console.print(f"[bold]train[/]: time budget {format_duration(tc.time_budget)}: the first steps are timed "
                       "to plan the rest")
@@ -381,6 +387,7 @@ def train(run: TrainSetup) -> TrainState:
                 progress.console.log(f"validation loss {rec['val_loss']:.4f}{score} at step {rec['step']}"
                                      + (" (best)" if improved else ""))
                 trackers.log(rec)
+            rec["val_examples"] = run.val_batches.n  # kept in val_history: losses on other subsets do not compare
             if improved and tc.load_best_at_end:
                 save_best(run.ckpt_dir, run.model, run.dist)  # a collective when sharded
 
@@ -391,6 +398,8 @@ def train(run: TrainSetup) -> TrainState:
         def on_plan(plan: Plan) -> None:
             run.total_steps = plan.steps
             progress.update(task, total=plan.steps)
+            if _size_validation(run, plan.validation_examples):
+                _forget_best(run.state)
             if run.main:
                 progress.console.print(f"[bold]train[/]: {escape(plan.describe())}", soft_wrap=True)
 
@@ -403,24 +412,56 @@ def train(run: TrainSetup) -> TrainState:
             save_each_epoch=tc.save_every_epoch, early_stopping_patience=tc.early_stopping_patience,
             hooks=Hooks(on_step=on_step, on_eval=on_eval, checkpoint=checkpoint),
             dist=run.dist, autocast_dtype=run.autocast_dtype,
-            task_score=(lambda: run.scorer(run.model)) if run.scorer else None, pacer=run.pacer,
+            task_score=_task_score(run), pacer=run.pacer,
             kl_weight=run.guard["kl_weight"],
         )
 
 
 def _pacer(run: TrainSetup, on_plan: Callable[[Plan], None]) -> BudgetPacer:
     tc = run.cfg.train
+    # the budget sizes the validation loss unless the user did (train.validation_examples)
+    sized = run.val_batches is not None and tc.validation_examples is None
     pacer = BudgetPacer(
         budget_s=tc.time_budget, clock=run.clock, started=run.started, schedule=run.schedule,
         configured_steps=run.total_steps, limited_name="train.max_steps" if tc.max_steps else "train.epochs",
         warmup_ratio=tc.warmup_ratio, has_validation=bool(run.val_batches), eval_every=tc.eval_steps,
-        on_plan=on_plan, share=lambda x: _rank0(run.dist, x), state=run.state)
+        on_plan=on_plan, share=lambda x: _rank0(run.dist, x), state=run.state,
+        validation_tokens=run.val_batches.token_counts if sized else None)
+    _size_validation(run, pacer.validation_examples)
     if pacer.resumed:
         run.total_steps = pacer.last_step
         if run.main:
             console.print(f"[bold]train[/]: --resume continues the time budget's plan ({pacer.last_step} steps); "
                           "the budget's clock is not applied again")
+    elif run.main and sized and run.val_batches.n < run.val_batches.total:
+        console.print(f"[bold]train[/]: the probe's validation loss on {run.val_batches.describe()} examples; the "
+                      "plan then chooses how many fit the budget (train.validation_examples: your own choice)")
     return pacer
+
+
+def _size_validation(run: TrainSetup, examples: int | None) -> bool:
+    """Compute the validation loss on the first ``examples`` of the validation set's fixed order (None: leave
+    it); True when that changed its examples."""
+    return examples is not None and run.val_batches is not None and run.val_batches.resize(examples)
+
+
+def _forget_best(state: TrainState) -> None:
+    """The plan changed the validation loss's examples: the probe's validation, on others, stays in the history
+    but is not compared with the later ones (the best checkpoint is chosen among those)."""
+    state.best_val_loss = state.best_task_score = state.best_step = None
+    state.evals_without_improvement = 0
+
+
+def _task_score(run: TrainSetup) -> Callable[[], float] | None:
+    """The validations' task score; under a time budget timed apart from the validation loss (which the budget
+    sizes)."""
+    if run.scorer is None:
+        return None
+
+    def score() -> float:
+        return run.scorer(run.model)
+
+    return (lambda: run.pacer.time_task_score(score)) if run.pacer else score
 
 
 def _measure_step(run: TrainSetup, rec: dict) -> None:
@@ -437,7 +478,8 @@ def finish(run: TrainSetup, state: TrainState) -> TrainOutput:
     """Keep the best validation weights if asked, gather sharded weights (every rank), then rank 0
     saves the adapter or model, the summary and the loss curve."""
     tc = run.cfg.train
-    used_best = tc.load_best_at_end and bool(state.val_history) and load_best(run.ckpt_dir, run.model, run.dist)
+    # best_step None: no validation, or none since the time budget's plan changed the validation examples
+    used_best = tc.load_best_at_end and state.best_step is not None and load_best(run.ckpt_dir, run.model, run.dist)
     # sharded parameters are gathered (every rank takes part); rank 0 then saves plain tensors
     gathered = gather_trainable(run.model, run.dist) if run.dist.sharded else None
     if not run.main:
@@ -450,6 +492,7 @@ def finish(run: TrainSetup, state: TrainState) -> TrainOutput:
     val = state.val_history[-1]["val_loss"] if state.val_history else None
     over = run.peak.steps_over_peak if run.peak else 0
     cut = run.pacer.cut if run.pacer else None
+    exhausted = bool(run.pacer and run.pacer.plan and run.pacer.plan.exhausted)
     console.print(
         f"[bold]train[/]: done, {state.step} steps in {summary['train_seconds']:.0f}s, "
         f"loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}"
@@ -459,6 +502,8 @@ def finish(run: TrainSetup, state: TrainState) -> TrainOutput:
            if used_best else "")
         + (f"; the time budget cut the LR schedule at step {cut['at_step']} of {cut['planned_steps']} "
            f"(lr at {cut['lr_multiplier']:.2f} of its peak)" if cut else "")
+        + (f"; [yellow]the time budget was exhausted after {state.step} steps[/] (what would fit: above)"
+           if exhausted else "")
         + (f"; no MFU for {over} steps faster than the peak ({run.peak.source})" if over else "")
         + f"; saved {out_dir}"
     )
