@@ -26,21 +26,26 @@ for _ in $(seq 120); do curl -sf $URL/models > /dev/null && break; sleep 1; done
 curl -sf $URL/models > /dev/null || { echo "the stand-in server did not start: see $EX/data/standin-serve.log"; exit 1; }
 
 # 2. the job -> a run config (the ft: model answers at the stand-in's URL instead of api.openai.com)
+#    --price-*: what the team pays for its ft: model (OpenAI's fine-tuned gpt-4o-mini: $0.30 / $1.20 per million
+#    input / output tokens), for the parity certificate's cost column
 tunesmith import-job job.json --files-dir data/files --output config.yaml \
-  --reference-base-url $URL --reference-model acme-routing-ft --reference-key-env ''
+  --reference-base-url $URL --reference-model acme-routing-ft --reference-key-env '' \
+  --price-input 0.30 --price-output 1.20
 
 # 3. the ft: model's answers to the training prompts become the training file (resumable; journaled)
 tunesmith data capture data/files/file-RoutingTrain01.jsonl --output data/captured.jsonl \
-  --base-url $URL --model acme-routing-ft --api-key-env '' --concurrency 16 --max-tokens 16
+  --base-url $URL --model acme-routing-ft --api-key-env '' --concurrency 8 --max-tokens 16
 
 # 4. train on them, evaluate tuned vs base vs the ft: model on the fixed test set, parity verdict.
-#    The overrides: the captured file, the team's test set, and a 6-minute budget for this CPU; a smaller
-#    regression check (20 instruction prompts) keeps the example's evaluation near 10 minutes.
-tunesmith run config.yaml data.train_file=data/captured.jsonl data.test_file=data/test.jsonl \
-  train.time_budget=6m train.task_eval_examples=24 eval.models='[base,tuned,ft-model]' \
-  eval.adversarial.max_prompts=20 eval.regression.max_prompts=20 eval.regression.instruction_prompts=20
+#    The overrides: the captured file, the team's test set, a 6-minute budget for this CPU, the hourly price of
+#    the machine the local model runs on (a 2-vCPU cloud VM, about $0.09/h: an assumption, set yours), and a
+#    smaller regression check (20 prompts of each kind) that keeps the example's evaluation near 5 minutes.
+RUN=(data.train_file=data/captured.jsonl data.test_file=data/test.jsonl
+     train.time_budget=6m train.task_eval_examples=24 eval.models='[base,tuned,ft-model]' eval.parity.usd_per_hour=0.09
+     eval.adversarial.max_prompts=20 eval.regression.max_prompts=20 eval.regression.instruction_prompts=20)
+tunesmith run config.yaml "${RUN[@]}"
 
 # 5. the files that ship, against the adapter, on the same test set
 tunesmith export merge config.yaml --verify
 tunesmith export gguf config.yaml --verify
-echo "report: $(cd ../.. && pwd)/runs/routing/report.md   verify: runs/routing/verify/"
+echo "report: $EX/runs/routing/report.md   verify: $EX/runs/routing/verify/"

@@ -179,6 +179,11 @@ def import_job(
                                                         "(default: the job's fine_tuned_model).", show_default=False)] = None,
     reference_key_env: Annotated[str, typer.Option("--reference-key-env", help="Environment variable holding its API key "
                                                    "('' for none).")] = "OPENAI_API_KEY",
+    price_input: Annotated[float | None, typer.Option("--price-input", min=0.0, help="USD per million prompt tokens you "
+                                                      "pay for the ft: model (the parity certificate's cost column).",
+                                                      show_default=False)] = None,
+    price_output: Annotated[float | None, typer.Option("--price-output", min=0.0, help="USD per million answer tokens "
+                                                       "you pay for it.", show_default=False)] = None,
 ) -> None:
     """Bring an OpenAI fine-tuning job over: write a run config for its files and settings, and print what each job
     setting became (or why it cannot map). Preference (DPO) jobs are recognised and refused: not yet trainable."""
@@ -188,7 +193,8 @@ def import_job(
 
     cfg, rows = run_import(job, output, files=parse_file_map(files or []), files_dir=files_dir, model=model,
                            reference=reference,
-                           reference_endpoint=ReferenceEndpoint(reference_base_url, reference_model, reference_key_env))
+                           reference_endpoint=ReferenceEndpoint(reference_base_url, reference_model, reference_key_env,
+                                                                price_input, price_output))
     console.print(f"[bold]job {escape(str(job))} -> {escape(str(output))}[/]")
     for row in rows:
         console.print(mapping_line(row), soft_wrap=True, markup=False)

@@ -78,11 +78,14 @@ def test_the_reference_can_answer_elsewhere_than_openai(tmp_path):
     result = CliRunner().invoke(app, ["import-job", str(JOBS / "job_supervised.json"), "--files-dir", str(folder),
                                       "--output", str(out), "--model", MODEL,
                                       "--reference-base-url", "http://127.0.0.1:8765/v1",
-                                      "--reference-model", "acme-tickets-ft", "--reference-key-env", ""])
+                                      "--reference-model", "acme-tickets-ft", "--reference-key-env", "",
+                                      "--price-input", "0.3", "--price-output", "1.2"])
     assert result.exit_code == 0, result.output
     cfg = load_config(out)
     assert [(e.name, e.model, e.base_url, e.api_key_env) for e in cfg.eval.endpoints] == [
         ("ft-model", "acme-tickets-ft", "http://127.0.0.1:8765/v1", None)]  # None: no Authorization header
+    ep = cfg.eval.endpoints[0]
+    assert (ep.usd_per_million_input_tokens, ep.usd_per_million_output_tokens) == (0.3, 1.2)
     line = next(v for v in result.output.splitlines() if v.startswith("fine_tuned_model = "))
     assert "http://127.0.0.1:8765/v1, no key" in line and "as model acme-tickets-ft" in line
     assert "--base-url http://127.0.0.1:8765/v1 --model acme-tickets-ft" in line

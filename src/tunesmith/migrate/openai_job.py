@@ -226,6 +226,8 @@ class ReferenceEndpoint:
     base_url: str = OPENAI_BASE_URL
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    usd_per_million_input_tokens: float | None = None  # what the team pays for the ft: model, for the cost comparison
+    usd_per_million_output_tokens: float | None = None
 
     def describe(self) -> str:
         where = "OpenAI" if self.base_url == OPENAI_BASE_URL else self.base_url
@@ -239,7 +241,11 @@ def add_reference(out: dict[str, Any], fine_tuned_model: str, endpoint: Referenc
     ev = out.setdefault("eval", {})
     ev["endpoints"] = [*ev.get("endpoints", []), {"name": REFERENCE_NAME, "base_url": endpoint.base_url,
                                                    "model": endpoint.model or fine_tuned_model,
-                                                   "api_key_env": endpoint.api_key_env or None}]
+                                                   "api_key_env": endpoint.api_key_env or None,
+                                                   **{k: v for k, v in (
+                                                       ("usd_per_million_input_tokens", endpoint.usd_per_million_input_tokens),
+                                                       ("usd_per_million_output_tokens", endpoint.usd_per_million_output_tokens))
+                                                      if v is not None}}]
     ev["models"] = [*ev.get("models", EvalConfig().models), REFERENCE_NAME]
     ev["parity"] = {"reference": REFERENCE_NAME, "candidate": "tuned", "margin_points": 2.0}
 
