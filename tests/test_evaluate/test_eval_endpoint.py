@@ -30,6 +30,7 @@ def test_answers_are_cached_by_request_hash(server, tmp_path):
     again = c.complete([{"role": "user", "content": "What is 2+2?"}])
     assert (again.text, again.cached) == ("4", True)
     assert len(server.requests) == 1  # the re-run cost nothing
+    assert a.latency_s is not None and again.latency_s == a.latency_s  # the latency measured when it was asked
     other = c.complete([{"role": "user", "content": "What is 3+3?"}])
     assert other.text == "unknown" and len(server.requests) == 2
 

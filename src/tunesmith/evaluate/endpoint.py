@@ -33,7 +33,7 @@ class Answer:
     error: str | None = None
     cached: bool = False
     attempts: int = 0
-    latency_s: float | None = None  # the successful request's wall time (None for a cached answer)
+    latency_s: float | None = None  # the successful request's wall time (a cached answer: as measured when it was made)
     prompt_tokens: int | None = None  # as the endpoint reported them (``usage``), for the parity certificate's cost
     completion_tokens: int | None = None
 
@@ -73,7 +73,9 @@ class EndpointClient:
         if path.is_file():
             try:
                 stored = json.loads(path.read_text(encoding="utf-8"))
-                return Answer(stored["text"], cached=True, **_usage(stored.get("response")))
+                latency = stored.get("latency_s")  # measured when the request was made (older caches lack it)
+                return Answer(stored["text"], cached=True, **_usage(stored.get("response")),
+                              latency_s=float(latency) if isinstance(latency, int | float) else None)
             except (ValueError, KeyError, AttributeError):
                 path.unlink(missing_ok=True)
         reply = self.endpoint.post(body)
@@ -83,7 +85,7 @@ class EndpointClient:
             text = response_text(reply.payload["choices"][0]["message"])
         except (KeyError, IndexError, TypeError, AttributeError):
             return Answer(None, f"malformed response: {str(reply.payload)[:200]}", attempts=reply.attempts)
-        write_json(path, {"text": text, "model": self.cfg.model, "response": reply.payload})
+        write_json(path, {"text": text, "model": self.cfg.model, "response": reply.payload, "latency_s": reply.latency_s})
         return Answer(text.strip(), attempts=reply.attempts, latency_s=reply.latency_s, **_usage(reply.payload))
 
     def complete_many(self, conversations: list[list[dict]], on_done: Callable[[int], None] | None = None,
