@@ -61,6 +61,43 @@ def run_config(tiny_model_dir, tokenizer, tmp_path):
     return path
 
 
+TOOLS = [{"type": "function", "function": {"name": "get_ticket", "description": "Look a ticket up.",
+                                           "parameters": {"type": "object", "properties": {"id": {"type": "integer"}},
+                                                          "required": ["id"]}}}]
+
+
+@pytest.fixture
+def tool_run_config(tiny_model_dir, tokenizer, tmp_path):
+    """As run_config, but every test conversation declares a function: the references are the adapter's answers
+    with the tools in its prompt (as `tunesmith eval` asks it)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.evaluate.generate import generate_greedy, render_prompts
+
+    run = tmp_path / "runs" / "tickets"
+    adapter = make_adapter(tiny_model_dir, run / "adapter", r=4, seed=1, scale=2.0)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32),
+                                      str(adapter))
+    with_tools = generate_greedy(model, tokenizer, render_prompts(tokenizer, _prompts(), [TOOLS] * N_TEST),
+                                 max_new_tokens=MAX_NEW, batch_size=16)
+    without = generate_greedy(model, tokenizer, render_prompts(tokenizer, _prompts()), max_new_tokens=MAX_NEW,
+                              batch_size=16)
+    assert sum(a != b for a, b in zip(with_tools, without, strict=True)) >= N_TEST // 2  # the tools matter
+    (run / "data").mkdir(parents=True)
+    rows = [{"id": f"t{i}", "messages": [*conv, {"role": "assistant", "content": a}], "tools": TOOLS}
+            for i, (conv, a) in enumerate(zip(_prompts(), with_tools, strict=True))]
+    for split, part in (("train", rows[:2]), ("validation", []), ("test", rows)):
+        (run / "data" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    cfg = {"name": "tickets", "output_dir": str(tmp_path / "runs"), "seed": 0,
+           "model": {"name_or_path": str(tiny_model_dir), "device": "cpu", "dtype": "float32"},
+           "train": {"method": "lora", "lora": {"r": 4}},
+           "eval": {"max_new_tokens": MAX_NEW, "batch_size": 16, "scorer": "exact"}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 def _result(run_config, name):
     return json.loads((run_config.parent / "runs" / "tickets" / "verify" / f"{name}.json").read_text())
 
@@ -97,6 +134,15 @@ def test_merge_verify_fails_on_a_broken_merge(run_config, monkeypatch):
     assert res["changed"] >= 20 and res["changed_examples"][0]["reference"] != res["changed_examples"][0]["candidate"]
     out = " ".join(r.output.split())
     assert "verify FAIL: merged vs adapter" in out and f"{res['changed']} of 30 answers differ" in out
+
+
+def test_verify_asks_both_sides_with_each_conversations_tools(tool_run_config):
+    r = runner.invoke(app, ["export", "merge", str(tool_run_config), "--verify", "--margin", "15"],
+                      catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    res = _result(tool_run_config, "merged")
+    # the references were answered with the tools in the prompt: only a verify that sends them gets 30 of 30
+    assert res["pairs"] == {"both_right": 30, "candidate_only_right": 0, "reference_only_right": 0, "both_wrong": 0}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is not None, reason="llama-cpp-python is installed here")
