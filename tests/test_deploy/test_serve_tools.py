@@ -180,3 +180,30 @@ def test_malformed_tools_and_tool_messages_are_400_naming_the_parameter(served, 
     assert status == 400, payload
     assert payload["error"]["param"] == param, payload
     assert "not supported" not in payload["error"]["message"]  # a check of this request, not a refused feature
+
+
+def test_tool_calls_through_an_adapter_batched_beside_the_base(tiny_model_dir, tmp_path):
+    """Each row keeps its own adapter and its own grammar in the continuous batch: the adapter's calls are valid,
+    differ from the base's (the adapter is applied under the grammar), and equal the answers asked alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from support.adapters import make_adapter
+
+    adapter = make_adapter(tiny_model_dir, tmp_path / "tickets", r=4, seed=5, scale=2.0)
+    prompts = [[{"role": "user", "content": f"Weather in city number {i}?"}] for i in range(4)]
+
+    def call(client, model, messages):
+        r = client.chat.completions.create(model=model, messages=messages, tools=TOOLS, tool_choice="required",
+                                           parallel_tool_calls=False, temperature=0, max_tokens=200)
+        assert r.choices[0].finish_reason == "tool_calls", r.choices[0]
+        (c,) = r.choices[0].message.tool_calls
+        assert_valid_call(c)
+        return c.function.name, c.function.arguments
+
+    with local_server(tiny_model_dir, adapters={"tickets": str(adapter)}, max_batch_size=8, batch_wait_ms=50) as (_, client):
+        alone = {(m, i): call(client, m, p) for m in ("base", "tickets") for i, p in enumerate(prompts)}
+        with ThreadPoolExecutor(8) as pool:
+            futures = {(m, i): pool.submit(call, client, m, p) for m in ("base", "tickets") for i, p in enumerate(prompts)}
+            batched = {k: f.result() for k, f in futures.items()}
+    assert batched == alone
+    assert any(alone[("tickets", i)] != alone[("base", i)] for i in range(len(prompts)))
