@@ -72,6 +72,13 @@ class TrainConfig(Section):
     max_grad_norm: float | None = Field(1.0, gt=0)
     max_seq_length: int = Field(1024, gt=8, description="Longest tokenised example (and packed row) in tokens.")
     packing: bool = Field(True, description="Pack several examples per row; they never attend to each other.")
+    shared_prefix: Literal["auto", "off"] = Field(
+        "auto", description="Encode a token prefix that all rows of a micro-batch share once per batch instead of "
+        "once per row (e.g. the system prompt with the tool definitions of tool-calling data): auto = whenever a "
+        "batch qualifies (at least 32 shared tokens without loss, rows padded or holding one trained "
+        "conversation each), the same loss and gradients; off = never. Not with gradient_checkpointing nor "
+        "sharded models (fsdp, ZeRO-3), which always take the normal way.",
+    )
     completion_only_loss: bool = Field(
         True, description="Loss only on assistant answers (+ their end-of-turn token): instruction tuning."
     )
@@ -130,7 +137,15 @@ class TrainConfig(Section):
             return AUTO_GUARD if self.method in ADAPTER_METHODS else "off"
         return self.forgetting_guard
 
-    @field_validator("forgetting_guard", mode="before")
+    @property
+    def uses_shared_prefix(self) -> bool:
+        """train.shared_prefix resolved: auto is off under gradient checkpointing (transformers drops the prefix's
+        cache in checkpointed layers) and for sharded models (ranks whose batches qualify would gather
+        parameters more often than the others)."""
+        sharded = self.distributed == "fsdp" or (self.distributed == "deepspeed" and self.zero_stage == 3)
+        return self.shared_prefix == "auto" and not self.gradient_checkpointing and not sharded
+
+    @field_validator("forgetting_guard", "shared_prefix", mode="before")
     @classmethod
     def _yaml_off(cls, v):
         return "off" if v is False else v  # YAML reads a bare `off` as false

@@ -8,7 +8,8 @@ average gradients over ranks.
 
 The loss is always computed by the loss module (:class:`tunesmith.train.loss.CausalLMLoss`): the
 data-parallel wrapper around it when there is one, else a plain one around the model. The forgetting
-guard's KL term on general rows (``kl_weight``) is part of it.
+guard's KL term on general rows (``kl_weight``) is part of it, and so is ``shared_prefix``: a prefix common
+to a micro-batch's rows encoded once (:mod:`tunesmith.train.shared_prefix`).
 
 The loop is resumable: ``state`` says which step, epoch and micro-batch come next, and the data
 order of an epoch is a pure function of (seed, epoch).
@@ -32,7 +33,7 @@ import torch
 
 from tunesmith.train.batching import Batch
 from tunesmith.train.checkpoint import TrainState
-from tunesmith.train.loss import CausalLMLoss
+from tunesmith.train.loss import CausalLMLoss, shared_prefix_split
 from tunesmith.train.parallel import Distributed
 
 
@@ -89,10 +90,12 @@ def train_loop(
     task_score: Callable[[], float] | None = None,
     pacer: Pacer | None = None,
     kl_weight: float = 0.0,
+    shared_prefix: bool = False,
 ) -> TrainState:
     state, hooks, dist = state or TrainState(), hooks or Hooks(), dist or Distributed()
-    step = _OptimizerStep(model, dist.loss_module or CausalLMLoss(model, kl_weight), optimizer, scheduler, device, dist,
-                          max_grad_norm, autocast_dtype)
+    loss_module = dist.loss_module or CausalLMLoss(model, kl_weight, shared_prefix)
+    step = _OptimizerStep(model, loss_module, optimizer, scheduler, device, dist, max_grad_norm, autocast_dtype,
+                          shared_prefix)
 
     def validate() -> bool:  # records validation loss (and task score); True when early stopping says stop
         return _validate(step, val_batches, state, early_stopping_patience, hooks, task_score)
@@ -141,10 +144,12 @@ def _this_ranks_share(batches: list[Batch], dist: Distributed) -> list[Batch]:
 
 class _OptimizerStep:
     """One optimizer step over a group of micro-batches: forward + backward of each (gradients
-    synchronised on the last one only), then clip, step, zero, and advance the scheduler."""
+    synchronised on the last one only), then clip, step, zero, and advance the scheduler. Its record counts
+    the tokens the shared prefix spared (``shared_prefix_tokens``: its P tokens x (conversations - 1))."""
 
     def __init__(self, model, loss_module, optimizer, scheduler, device, dist: Distributed,
-                 max_grad_norm: float | None, autocast_dtype: torch.dtype | None):
+                 max_grad_norm: float | None, autocast_dtype: torch.dtype | None, shared_prefix: bool = False):
+        self.model, self.shared_prefix = model, shared_prefix
         self.loss_module, self.optimizer, self.scheduler = loss_module, optimizer, scheduler
         self.device, self.dist, self.max_grad_norm = device, dist, max_grad_norm
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -171,7 +176,12 @@ class _OptimizerStep:
         dt = time.perf_counter() - t0
         n_tokens = sum(b.n_tokens for b in group)
         return {"loss": dist.global_sum(loss_sum), "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens,
-                "label_tokens": n_label, "tokens_per_s": n_tokens / dt if dt > 0 else 0.0, "step_s": dt}
+                "label_tokens": n_label, "tokens_per_s": n_tokens / dt if dt > 0 else 0.0, "step_s": dt,
+                "shared_prefix_tokens": sum(self._spared_tokens(b) for b in group)}
+
+    def _spared_tokens(self, batch: Batch) -> int:
+        split = shared_prefix_split(self.model, batch) if self.shared_prefix else None
+        return 0 if split is None else split.prefix_length * (split.input_ids.shape[0] - 1)
 
 
 def _validate(step: _OptimizerStep, val_batches: list[Batch], state: TrainState, patience: int | None,

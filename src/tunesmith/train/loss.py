@@ -14,6 +14,11 @@ The forgetting guard (``train.forgetting_guard``, :mod:`tunesmith.train.guard`):
 labelled tokens of general rows get ``kl_weight * KL(base || tuned)`` instead of cross-entropy, the base
 being the same model with its adapter disabled (one extra no-grad forward, only when the micro-batch
 has a general token); task rows only ever get cross-entropy.
+
+Shared prefix (``train.shared_prefix``, :mod:`tunesmith.train.shared_prefix`): when the rows of a batch open
+with the same label-free prefix, the decoder encodes it once and runs only the suffixes; the labels, the
+``general`` flags and so the sums below are the suffixes', the same terms as the full rows'. The KL term's
+base forward takes the same way (the prefix encoded again, adapter off, without gradients).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.train.batching import Batch
+from tunesmith.train.shared_prefix import PrefixSplit, prefix_cache_usable, split_shared_prefix, suffix_hidden_states
 from tunesmith.train.tokenize import IGNORE_INDEX
 
 
@@ -29,34 +35,47 @@ def _unwrap(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _label_logits(model, batch: Batch, keep: torch.Tensor) -> torch.Tensor:
-    """LM-head logits (fp32, softcapped like the model) at the positions ``keep`` of the shifted sequence."""
+def _label_logits(model, batch: Batch, keep: torch.Tensor, split: PrefixSplit | None = None) -> torch.Tensor:
+    """LM-head logits (fp32, softcapped like the model) at the positions ``keep`` of the shifted sequence (of the
+    suffixes, given ``split``)."""
     base = _unwrap(model)
-    out = base.get_decoder()(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-    )
-    logits = base.get_output_embeddings()(out.last_hidden_state[:, :-1][keep]).float()
+    if split is not None:
+        hidden = suffix_hidden_states(base, split)
+    else:
+        hidden = base.get_decoder()(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        ).last_hidden_state
+    logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
     softcap = getattr(base.config, "final_logit_softcapping", None)
     return torch.tanh(logits / softcap) * softcap if softcap else logits
 
 
-def summed_token_loss(model, batch: Batch, kl_weight: float = 0.0) -> torch.Tensor:
+def shared_prefix_split(model, batch: Batch) -> PrefixSplit | None:
+    """``batch`` as a shared prefix + suffixes when it and ``model`` qualify, else None (the normal way)."""
+    split = split_shared_prefix(batch)
+    return split if split is not None and prefix_cache_usable(_unwrap(model)) else None
+
+
+def summed_token_loss(model, batch: Batch, kl_weight: float = 0.0, shared_prefix: bool = False) -> torch.Tensor:
     """Sum of next-token cross-entropy over label positions of ``batch``; with ``kl_weight`` > 0, general
-    rows' label positions get ``kl_weight`` x KL(base || tuned) instead (see the module docstring)."""
-    targets = batch.labels[:, 1:]
+    rows' label positions get ``kl_weight`` x KL(base || tuned) instead; with ``shared_prefix``, a prefix
+    common to the rows is encoded once when the batch qualifies (see the module docstring)."""
+    split = shared_prefix_split(model, batch) if shared_prefix else None
+    labels, general_flags = (split.labels, split.general) if split is not None else (batch.labels, batch.general)
+    targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    logits = _label_logits(model, batch, keep)
-    if kl_weight <= 0 or batch.general is None:
+    logits = _label_logits(model, batch, keep, split)
+    if kl_weight <= 0 or general_flags is None:
         return F.cross_entropy(logits, targets[keep], reduction="sum")
-    general = batch.general[:, 1:][keep]  # per label position: does it belong to a general row?
+    general = general_flags[:, 1:][keep]  # per label position: does it belong to a general row?
     loss = F.cross_entropy(logits[~general], targets[keep][~general], reduction="sum")
     if not general.any():
         return loss
     with torch.no_grad(), base_model(model):
-        base_logits = _label_logits(model, batch, keep)[general]
+        base_logits = _label_logits(model, batch, keep, split)[general]
     kl = F.kl_div(F.log_softmax(logits[general], -1), F.log_softmax(base_logits, -1), log_target=True,
                   reduction="sum")
     return loss + kl_weight * kl
@@ -72,13 +91,15 @@ def base_model(model):
 class CausalLMLoss(torch.nn.Module):
     """``summed_token_loss`` as a module: the one way the training loop computes the loss, so that
     DDP/FSDP/DeepSpeed wrap the forward they must hook (a single process uses it unwrapped).
-    ``kl_weight``: the forgetting guard's KL term on general rows (0 = off)."""
+    ``kl_weight``: the forgetting guard's KL term on general rows (0 = off). ``shared_prefix``: encode a prefix
+    common to a batch's rows once when the batch qualifies (``train.shared_prefix``)."""
 
-    def __init__(self, model, kl_weight: float = 0.0):
+    def __init__(self, model, kl_weight: float = 0.0, shared_prefix: bool = False):
         super().__init__()
         self.model = model
         self.kl_weight = kl_weight
+        self.shared_prefix = shared_prefix
 
     def forward(self, input_ids, labels, position_ids, attention_mask=None, general=None) -> torch.Tensor:
         batch = Batch(input_ids, labels, position_ids, attention_mask, general)
-        return summed_token_loss(self.model, batch, self.kl_weight if self.training else 0.0)
+        return summed_token_loss(self.model, batch, self.kl_weight if self.training else 0.0, self.shared_prefix)

@@ -316,7 +316,8 @@ def _data_parallel_optimizer(cfg: RunConfig, model, dist: Distributed, device: t
                                      zero_stage=dist.zero_stage, max_grad_norm=tc.max_grad_norm, dtype=weights_dtype)
         if dist.rank == 0:
             write_json(cfg.run_dir / "deepspeed_config.json", ds_config)
-    return setup_data_parallel(model, dist, device, make_optimizer, ds_config, kl_weight=kl_weight)
+    return setup_data_parallel(model, dist, device, make_optimizer, ds_config, kl_weight=kl_weight,
+                               shared_prefix=cfg.train.uses_shared_prefix)
 
 
 def _restore(run: TrainSetup) -> TrainState:
@@ -413,7 +414,7 @@ def train(run: TrainSetup) -> TrainState:
             hooks=Hooks(on_step=on_step, on_eval=on_eval, checkpoint=checkpoint),
             dist=run.dist, autocast_dtype=run.autocast_dtype,
             task_score=_task_score(run), pacer=run.pacer,
-            kl_weight=run.guard["kl_weight"],
+            kl_weight=run.guard["kl_weight"], shared_prefix=tc.uses_shared_prefix,
         )
 
 
@@ -467,7 +468,9 @@ def _task_score(run: TrainSetup) -> Callable[[], float] | None:
 def _measure_step(run: TrainSetup, rec: dict) -> None:
     """Add throughput over all ranks, model FLOP/s, MFU per device and peak memory to a step record."""
     rec["tokens_per_s"] *= run.dist.world_size
-    rec["model_flops_per_s"] = run.flops_per_token * rec["tokens_per_s"]
+    # FLOPs done: a shared prefix's spared tokens were not encoded (tokens/s still counts every row's tokens)
+    encoded = 1 - rec.get("shared_prefix_tokens", 0) / rec["tokens"] if rec["tokens"] else 1.0
+    rec["model_flops_per_s"] = run.flops_per_token * rec["tokens_per_s"] * encoded
     rec["mfu"] = run.peak.mfu(rec["model_flops_per_s"] / run.dist.world_size) if run.peak else None
     rec["peak_memory_gb"] = peak_memory_bytes(run.device) / 1e9
 

@@ -1,0 +1,165 @@
+"""Shared-prefix training (``train.shared_prefix``): a prefix that every row of a micro-batch starts with is
+encoded once, not once per row.
+
+In tool-calling data every row opens with the same long system prompt (the tool definitions), masked out of
+the loss. When the rows of a batch share a token prefix of at least :data:`MIN_SHARED_PREFIX_TOKENS` tokens
+that carries no loss, the decoder runs that prefix once (batch dimension 1, gradients on), its key/value
+cache (transformers' ``DynamicCache``) is repeated to the batch size (``batch_repeat_interleave``: an autograd
+op, so the gradients of every row flow back into the one prefix forward), and only the rows' suffixes run
+against it: the attention mask covers prefix + suffix, the suffix's position ids continue after the prefix,
+suffixes stay right-padded. The loss (:mod:`tunesmith.train.loss`) is then taken over the suffixes' labels
+only; since no prefix position predicts a labelled token (the prefix stops one token before the first label
+of any row), it is the same sum as the full rows' loss, up to float rounding.
+
+The batch is taken as the list of its trained conversations: a padded row is one (right-padded, position ids
+0, 1, ...); a packed row holds one per run of position ids 0, 1, ... (the runs restart at 0: that is how
+packed examples are kept from attending to each other, :mod:`tunesmith.train.batching`), each becoming a
+row of its own. That is exact: a packed conversation attends only to itself, and its first token's label,
+which the normal path would predict from the conversation before, must be masked (``collate_packed``
+masks it; a label there leaves no label-free prefix, so the batch falls back). Conversations without a
+label (the padding run of a packed row) add nothing to the loss and are left out. So batches qualify with
+``train.packing`` on or off.
+
+When a batch qualifies (:func:`split_shared_prefix`; anything else goes the normal way):
+
+* at least two trained conversations, laid out as above (any other position ids: fall back);
+* their common prefix (the same token ids in every conversation, no label on it nor on the token after it,
+  every conversation keeping at least one token after it) is at least ``min_tokens`` long. One conversation
+  without the prefix (e.g. a general row mixed in by ``data.mix``) makes the batch fall back.
+
+When the model qualifies (:func:`prefix_cache_usable`): no gradient checkpointing (transformers drops the
+cache inside checkpointed layers), and the model's cache is plain full attention (``DynamicLayer`` in every
+layer; sliding-window or other cache layers fall back). Sharded strategies (FSDP, ZeRO-3) never turn it on
+(``TrainConfig.uses_shared_prefix``): ranks whose batches qualify would run more decoder forwards, and so
+more parameter gathers, than the others.
+
+Dropout (LoRA's ``dropout``) draws one mask for the shared prefix instead of one per row.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+from tunesmith.train.batching import Batch
+from tunesmith.train.tokenize import IGNORE_INDEX
+
+MIN_SHARED_PREFIX_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class PrefixSplit:
+    """A batch as a shared prefix and its conversations' suffixes (S = the longest one's tokens after the
+    prefix)."""
+
+    prefix_ids: torch.Tensor  # [1, P]
+    input_ids: torch.Tensor  # [B, S] the suffixes, right-padded (B: the batch's trained conversations)
+    labels: torch.Tensor  # [B, S]
+    position_ids: torch.Tensor  # [B, S]: P, P+1, ...
+    attention_mask: torch.Tensor  # [B, P + S]: prefix and suffix tokens 1, padding 0
+    general: torch.Tensor | None  # [B, S] or None
+
+    @property
+    def prefix_length(self) -> int:
+        return int(self.prefix_ids.shape[1])
+
+
+def _first(flags: torch.Tensor) -> int:
+    """Index of the first True in a 1-D bool tensor, or its length when there is none."""
+    hits = flags.nonzero()
+    return int(hits[0]) if len(hits) else int(flags.numel())
+
+
+def _conversations(batch: Batch) -> list[tuple[int, int, int]] | None:
+    """(row, start, end) of each conversation of ``batch`` that is trained on; None when the layout is not one
+    this module understands (see the module docstring)."""
+    pos, labels = batch.position_ids, batch.labels
+    steps = torch.arange(pos.shape[1], device=pos.device)
+    if batch.attention_mask is not None:  # padded rows: right-padded, positions 0, 1, ...
+        n = batch.attention_mask.sum(-1)
+        inside = steps < n[:, None]
+        if not torch.equal(batch.attention_mask.bool(), inside) or not bool(((pos == steps) | ~inside).all()):
+            return None
+        spans = [(r, 0, int(n[r])) for r in range(pos.shape[0])]
+    else:  # packed rows: a conversation is a run of positions 0, 1, ...; the next one starts at 0 again
+        if not bool((pos[:, 0] == 0).all()) or not bool(((pos[:, 1:] == pos[:, :-1] + 1) | (pos[:, 1:] == 0)).all()):
+            return None
+        spans = []
+        for r in range(pos.shape[0]):
+            starts = (pos[r] == 0).nonzero().flatten().tolist() + [pos.shape[1]]
+            spans += [(r, a, b) for a, b in zip(starts, starts[1:])]
+    # a label on a conversation's first token counts (it keeps the conversation, and leaves it no prefix)
+    return [(r, a, b) for r, a, b in spans if bool((labels[r, a:b] != IGNORE_INDEX).any())]
+
+
+def split_shared_prefix(batch: Batch, min_tokens: int = MIN_SHARED_PREFIX_TOKENS) -> PrefixSplit | None:
+    """The batch's trained conversations as a shared prefix + suffixes, or None when it does not qualify (see
+    the module docstring)."""
+    spans = _conversations(batch)
+    if spans is None or len(spans) < 2:
+        return None
+    n = torch.tensor([b - a for _, a, b in spans], device=batch.input_ids.device)
+    width = int(n.max())
+    ids = torch.zeros((len(spans), width), dtype=batch.input_ids.dtype, device=n.device)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    general = None if batch.general is None else torch.zeros_like(ids, dtype=torch.bool)
+    for k, (r, a, b) in enumerate(spans):  # each conversation a row of its own, right-padded
+        ids[k, : b - a], labels[k, : b - a] = batch.input_ids[r, a:b], batch.labels[r, a:b]
+        if general is not None:
+            general[k, : b - a] = batch.general[r, a:b]
+    steps = torch.arange(width, device=n.device)
+    differs = ((ids != ids[:1]) & (steps < n.min())).any(0)
+    labelled = (labels != IGNORE_INDEX).any(0)
+    # prefix positions 0..P-1 predict tokens 1..P: none of them may be a label; every row keeps a token. (A label
+    # on a conversation's first token, which a packed row predicts from the conversation before, leaves no prefix.)
+    prefix = min(_first(differs), _first(labelled) - 1, int(n.min()) - 1)
+    if prefix < min_tokens:
+        return None
+    suffix = slice(prefix, width)
+    return PrefixSplit(
+        prefix_ids=ids[:1, :prefix],
+        input_ids=ids[:, suffix],
+        labels=labels[:, suffix],
+        position_ids=steps[suffix].expand(len(spans), -1),
+        attention_mask=(steps < n[:, None]).long(),
+        general=None if general is None else general[:, suffix],
+    )
+
+
+def _cache_keyword(decoder) -> str:
+    # transformers >= 5.2x renamed past_key_values -> cache (the old name still works but warns)
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
+def _plain_cache(config):
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    cache = DynamicCache(config=config)
+    n_layers = config.get_text_config(decoder=True).num_hidden_layers
+    plain = len(cache.layers) == n_layers and all(type(layer) is DynamicLayer for layer in cache.layers)
+    return cache if plain else None
+
+
+def prefix_cache_usable(base) -> bool:
+    """Can ``base`` (the transformers model, unwrapped from peft) run a batch as prefix + suffixes?"""
+    # the layers' own switch, which GradientCheckpointingLayer reads before it drops the cache
+    if any(getattr(module, "gradient_checkpointing", False) is True for module in base.modules()):
+        return False
+    return _plain_cache(base.config) is not None
+
+
+def suffix_hidden_states(base, split: PrefixSplit) -> torch.Tensor:
+    """The decoder's last hidden states [B, S] of the suffixes: the prefix encoded once, its cache repeated to
+    the batch (autograd intact), the suffixes run against it."""
+    decoder = base.get_decoder()
+    keyword = _cache_keyword(decoder)
+    cache = _plain_cache(base.config)
+    positions = torch.arange(split.prefix_length, device=split.prefix_ids.device)[None]
+    decoder(input_ids=split.prefix_ids, position_ids=positions, use_cache=True, **{keyword: cache})
+    cache.batch_repeat_interleave(split.input_ids.shape[0])
+    out = decoder(input_ids=split.input_ids, attention_mask=split.attention_mask, position_ids=split.position_ids,
+                  use_cache=True, **{keyword: cache})
+    return out.last_hidden_state
