@@ -96,3 +96,9 @@ def test_task_score_without_a_validation_split_is_a_config_error(tmp_path, tiny_
                       ["name=noval", "data.validation_fraction=0"])
     with pytest.raises(ConfigError, match="train.select_by is task_score but there is no validation split"):
         run_train(cfg)
+
+
+def test_task_eval_examples_unset_is_24_under_a_time_budget_else_64_and_a_set_value_wins():
+    assert build_config({}).train.task_eval_count == 64
+    assert build_config({"train": {"time_budget": "15m"}}).train.task_eval_count == 24
+    assert build_config({"train": {"time_budget": "15m", "task_eval_examples": 40}}).train.task_eval_count == 40

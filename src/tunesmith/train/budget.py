@@ -22,7 +22,8 @@ gives always wins): the probe's validation computes the loss on the first
 (:class:`tunesmith.train.validation_set.ValidationBatches`), its time less the task score's is scaled
 per token, and the plan takes the most examples with which :data:`SIZED_EVALS` validations (or as many
 as ``train.eval_steps`` needs) stay within :data:`EVAL_SHARE` of the time left: the same examples at
-every later validation. The task score's examples (``train.task_eval_examples``) are not sized.
+every later validation. The task score's examples (``train.task_eval_examples``) are not sized here: unset,
+they are 24 under a budget (train/config.py).
 
 As training goes, the wall time of each step (checkpoints and epoch changes included; validations
 apart) is watched: the step time is the larger of the median of the last few steps (a slow-down

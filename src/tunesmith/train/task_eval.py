@@ -55,8 +55,9 @@ class ValidationScorer:
 
 
 def validation_scorer(cfg: RunConfig, validation: list[dict], tokenizer, dist: Distributed) -> ValidationScorer | None:
-    """The scorer of the first ``train.task_eval_examples`` scorable validation records; None when none is."""
-    records = scorable(validation)[: cfg.train.task_eval_examples]
+    """The scorer of the first ``train.task_eval_examples`` scorable validation records (unset: 24 under a time
+    budget, else 64); None when none is."""
+    records = scorable(validation)[: cfg.train.task_eval_count]
     if not records:
         return None
     scorer = task_scorer_from_config(cfg.eval, Path(cfg.base_dir), records=records)
