@@ -47,15 +47,21 @@ def run_config(tiny_model_dir, tokenizer, tmp_path):
     adapter = make_adapter(tiny_model_dir, run / "adapter", r=4, seed=1, scale=2.0)
     answers = _adapter_answers(tiny_model_dir, tokenizer, adapter)
     assert len(set(answers)) > 3, answers  # the answers depend on the prompt
+    return _write_run(tmp_path, tiny_model_dir, answers)
+
+
+def _write_run(tmp_path, tiny_model_dir, answers: list[str], tools: list[dict] | None = None, **eval_cfg):
+    """The run's prepared splits (the test split: the prompts with ``answers``) and its config file."""
+    run = tmp_path / "runs" / "tickets"
     (run / "data").mkdir(parents=True)
-    rows = [{"id": f"t{i}", "messages": [*conv, {"role": "assistant", "content": a}]}
+    rows = [{"id": f"t{i}", "messages": [*conv, {"role": "assistant", "content": a}], **({"tools": tools} if tools else {})}
             for i, (conv, a) in enumerate(zip(_prompts(), answers, strict=True))]
     for split, part in (("train", rows[:2]), ("validation", []), ("test", rows)):
         (run / "data" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
     cfg = {"name": "tickets", "output_dir": str(tmp_path / "runs"), "seed": 0,
            "model": {"name_or_path": str(tiny_model_dir), "device": "cpu", "dtype": "float32"},
            "train": {"method": "lora", "lora": {"r": 4}},
-           "eval": {"max_new_tokens": MAX_NEW, "batch_size": 16}}
+           "eval": {"max_new_tokens": MAX_NEW, "batch_size": 16, **eval_cfg}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -84,18 +90,7 @@ def tool_run_config(tiny_model_dir, tokenizer, tmp_path):
     without = generate_greedy(model, tokenizer, render_prompts(tokenizer, _prompts()), max_new_tokens=MAX_NEW,
                               batch_size=16)
     assert sum(a != b for a, b in zip(with_tools, without, strict=True)) >= N_TEST // 2  # the tools matter
-    (run / "data").mkdir(parents=True)
-    rows = [{"id": f"t{i}", "messages": [*conv, {"role": "assistant", "content": a}], "tools": TOOLS}
-            for i, (conv, a) in enumerate(zip(_prompts(), with_tools, strict=True))]
-    for split, part in (("train", rows[:2]), ("validation", []), ("test", rows)):
-        (run / "data" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
-    cfg = {"name": "tickets", "output_dir": str(tmp_path / "runs"), "seed": 0,
-           "model": {"name_or_path": str(tiny_model_dir), "device": "cpu", "dtype": "float32"},
-           "train": {"method": "lora", "lora": {"r": 4}},
-           "eval": {"max_new_tokens": MAX_NEW, "batch_size": 16, "scorer": "exact"}}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return _write_run(tmp_path, tiny_model_dir, with_tools, tools=TOOLS, scorer="exact")
 
 
 def _result(run_config, name):
