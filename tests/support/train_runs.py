@@ -13,6 +13,12 @@ import yaml
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
+def urgency_conversation(i: int) -> dict:
+    """A prepared record for in-process training: ticket ``i`` and its urgency (Low / High alternating)."""
+    return {"id": f"r:{i}", "messages": [{"role": "user", "content": f"Ticket {i}: printer {'on fire' * (i % 3)}"},
+                                         {"role": "assistant", "content": f"Urgency: {['Low', 'High'][i % 2]}"}]}
+
+
 def _data(path: Path, n: int = 48) -> Path:
     rows = []
     for i in range(n):

@@ -18,6 +18,8 @@ from tunesmith.config import build_config
 from tunesmith.errors import ConfigError
 from tunesmith.train.telemetry import Trackers
 
+from support.train_runs import urgency_conversation
+
 RECORDS = [
     {"step": 1, "epoch": 0.25, "loss": 2.75, "lr": 1e-4, "tokens": 512, "mfu": None, "note": "warm-up"},
     {"step": 2, "epoch": 0.5, "loss": 2.5, "lr": 2e-4, "tokens": 480, "mfu": 0.125, "flag": True},
@@ -166,10 +168,6 @@ def test_training_run_reports_every_optimizer_step_to_both(tmp_path, tiny_model_
     from tunesmith.data.prepared import PreparedData
     from tunesmith.train.run import train_from_config
 
-    def rec(i):
-        return {"id": f"r:{i}", "messages": [{"role": "user", "content": f"Ticket {i}: printer {'on fire' * (i % 3)}"},
-                                             {"role": "assistant", "content": f"Urgency: {['Low', 'High'][i % 2]}"}]}
-
     cfg = build_config({
         "name": "tracked", "output_dir": str(tmp_path / "runs"), "seed": 3,
         "model": {"name_or_path": str(tiny_model_dir), "device": "cpu", "dtype": "float32"},
@@ -177,7 +175,8 @@ def test_training_run_reports_every_optimizer_step_to_both(tmp_path, tiny_model_
                   "lr": 1e-3, "max_seq_length": 64, "eval_steps": 2, "save_every_epoch": False, "preflight": False,
                   "report_to": ["tensorboard", "mlflow"]},
     })
-    out = train_from_config(cfg, PreparedData(train=[rec(i) for i in range(12)], validation=[rec(i) for i in (20, 21)]))
+    out = train_from_config(cfg, PreparedData(train=[urgency_conversation(i) for i in range(12)],
+                                              validation=[urgency_conversation(i) for i in (20, 21)]))
     assert out.steps == 4
     run_dir = cfg.run_dir
     lines = [json.loads(x) for x in (run_dir / "train_metrics.jsonl").read_text().splitlines()]

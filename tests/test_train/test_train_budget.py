@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-from support.train_runs import ENV, resume_run_config, run_cli
+from support.train_runs import ENV, resume_run_config, run_cli, urgency_conversation
 
 from tunesmith.config import build_config
 from tunesmith.errors import ConfigError, TunesmithError
@@ -355,10 +355,6 @@ def _train_in_process(tmp_path, tiny_model_dir, clock, **train):
     from tunesmith.data.prepared import PreparedData
     from tunesmith.train.run import train_from_config
 
-    def rec(i):
-        return {"id": f"r:{i}", "messages": [{"role": "user", "content": f"Ticket {i}: printer {'on fire' * (i % 3)}"},
-                                             {"role": "assistant", "content": f"Urgency: {['Low', 'High'][i % 2]}"}]}
-
     cfg = build_config({
         "name": "budgeted", "output_dir": str(tmp_path / "runs"), "seed": 3,
         "model": {"name_or_path": str(tiny_model_dir), "device": "cpu", "dtype": "float32"},
@@ -366,8 +362,8 @@ def _train_in_process(tmp_path, tiny_model_dir, clock, **train):
                   "max_seq_length": 64, "save_every_epoch": False, "preflight": False, "select_by": "val_loss",
                   **train},
     })
-    out = train_from_config(cfg, PreparedData(train=[rec(i) for i in range(16)],
-                                              validation=[rec(i) for i in range(100, 112)]), clock=clock)
+    out = train_from_config(cfg, PreparedData(train=[urgency_conversation(i) for i in range(16)],
+                                              validation=[urgency_conversation(i) for i in range(100, 112)]), clock=clock)
     summary = json.loads((cfg.run_dir / "train_summary.json").read_text())
     assert out.steps == summary["steps"]
     return cfg.run_dir, summary
