@@ -54,6 +54,14 @@ def test_epochs_follow_the_data_size(n, epochs):
                          token_max=150).epochs == epochs
 
 
+def test_under_a_time_budget_the_recipe_plans_the_most_epochs_and_the_budget_cuts():
+    budgeted = choose_recipe("auto", params=SMOL, method="lora", train_examples=720, token_mean=210, token_max=240,
+                             budgeted=True)
+    assert budgeted.epochs == 3.0 and "time budget plans how many" in budgeted.reasons["epochs"]
+    assert choose_recipe("auto", params=SMOL, method="lora", train_examples=720, token_mean=210,
+                         token_max=240).epochs == pytest.approx(1.4)
+
+
 def test_long_examples_get_rows_of_their_own_length_and_approximate_counts_get_room():
     r = choose_recipe("auto", params=SMOL, method="lora", train_examples=1000, token_mean=1500, token_max=3000)
     assert r.max_seq_length == 3008  # the longest example must fit (the data stage rejects longer ones)

@@ -80,7 +80,7 @@ def _recipe(cfg: RunConfig, answers: AdviseConfig, facts, *, params: float | Non
         answers.recipe, params=params, method=method, train_examples=max(1, round(facts.unique * (1 - held_out))),
         token_mean=facts.token_mean, token_max=facts.token_max, alpha=cfg.train.lora.alpha,
         length_margin=APPROX_LENGTH_MARGIN if facts.token_counter.startswith("approx") else 1.0,
-        seed_max_seq_length=cfg.train.max_seq_length,
+        seed_max_seq_length=cfg.train.max_seq_length, budgeted=cfg.train.time_budget is not None,
     )
 
 
