@@ -113,6 +113,11 @@ def test_label_and_exact_abstentions_hand_counted():
 def test_bootstrap_ratio_ci():
     assert stats.bootstrap_ratio_ci([1, 1, 1], [2, 2, 2]) == (0.5, 0.5)
     assert stats.bootstrap_ratio_ci([0, 0], [0, 0]) is None
+    # no invented value among 374 fields does not prove a 0% rate: Wilson's upper bound on the totals, ~1.0%
+    lo, hi = stats.bootstrap_ratio_ci([0] * 90, [4] * 90)
+    assert lo == 0.0 and hi == pytest.approx(0.0105, abs=2e-4)
+    lo, hi = stats.bootstrap_ratio_ci([5] * 90, [5] * 90)
+    assert hi == 1.0 and 0.99 < lo < 1.0
     lo, hi = stats.bootstrap_ratio_ci([1, 0, 0, 0] * 50, [1, 1, 1, 1] * 50, n_resamples=500)
     assert lo < 0.25 < hi
     with pytest.raises(ValueError):

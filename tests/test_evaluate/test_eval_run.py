@@ -114,7 +114,7 @@ def test_full_eval_base_fewshot_tuned_api(tmp_path, tiny_model_dir):
     assert adv["api"]["pass_rate"] == pytest.approx(0.8)
     # the LLM judge (rubric: PASS when the answer says "unknown") is reported beside the rules, not mixed in
     assert adv["api"]["judge"] == "judge" and adv["api"]["judge_n"] == 5
-    assert adv["api"]["judge_hallucination_rate"] == 0.0 and adv["api"]["judge_hallucination_rate_ci"] == [0.0, 0.0]
+    assert adv["api"]["judge_hallucination_rate"] == 0.0 and adv["api"]["judge_hallucination_rate_ci"] == pytest.approx([0.0, 0.4345], abs=1e-4)  # Wilson, 0 of 5
     # regression: local models only (few_shot shares base's weights), tuned compared with base
     reg = saved["regression"]
     assert set(reg) >= {"base", "tuned"} and "few_shot" not in reg and "api" not in reg

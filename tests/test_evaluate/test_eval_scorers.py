@@ -106,7 +106,15 @@ def test_format_checker_json_schema(tmp_path):
 
 
 def test_bootstrap_ci_known_cases():
-    assert bootstrap_ci([1.0] * 50) == (1.0, 1.0)
+    # continuous scores that never vary: no uncertainty the sample can show
+    assert bootstrap_ci([0.8] * 50) == pytest.approx((0.8, 0.8))
+    # a rate of 90/90 right is not certain: Wilson's 95% interval is [95.9%, 100%] (a bootstrap said [100, 100])
+    lo, hi = bootstrap_ci([1.0] * 90)
+    assert lo == pytest.approx(0.9591, abs=1e-4) and hi == 1.0
+    # 0/374 wrong: at most ~1.0%
+    assert bootstrap_ci([0.0] * 374)[1] == pytest.approx(0.0102, abs=1e-4)
+    # paired differences are not a rate: they keep the bootstrap (identical answers: no difference either way)
+    assert bootstrap_ci([0.0] * 40, differences=True) == (0.0, 0.0)
     # 1000 Bernoulli outcomes with mean 0.5: normal-theory 95% CI is 0.5 +- 1.96*sqrt(0.25/1000) = [0.469, 0.531]
     lo, hi = bootstrap_ci([1.0, 0.0] * 500, n_resamples=2000, seed=1)
     assert lo == pytest.approx(0.469, abs=0.006) and hi == pytest.approx(0.531, abs=0.006)

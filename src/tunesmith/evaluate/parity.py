@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from tunesmith.evaluate.scorers import normalise
-from tunesmith.evaluate.stats import bootstrap_ci
+from tunesmith.evaluate.stats import bootstrap_ci, wilson_interval
 from tunesmith.evaluate.task_scoring import CONTINUOUS, ExampleScore
 
 VERDICTS = ("pass", "fail", "inconclusive")
@@ -52,17 +52,6 @@ MAX_LISTED = 20  # changed answers listed in the certificate
 
 def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
-
-
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (no continuity correction)."""
-    if n == 0:
-        return 0.0, 1.0
-    z = _z(confidence)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def newcombe_paired_interval(both: int, first_only: int, second_only: int, neither: int,
@@ -173,7 +162,7 @@ def _interval(ref: list[ExampleScore], cand: list[ExampleScore], *, continuous: 
                   "pairs": {"both_right": e, "candidate_only_right": f, "reference_only_right": g, "both_wrong": h}}
         return method, lo, hi, (f + g) / n - d * d
     diffs = np.array([b.score - a.score for a, b in zip(ref, cand, strict=True)], dtype=float)
-    lo, hi = bootstrap_ci(diffs, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    lo, hi = bootstrap_ci(diffs, n_resamples=n_resamples, confidence=confidence, seed=seed, differences=True)
     method = {"method": f"paired percentile bootstrap of the mean difference ({n_resamples} resamples, seed {seed})"}
     return method, lo, hi, float(diffs.var(ddof=1)) if len(diffs) > 1 else 0.0
 

@@ -1,7 +1,9 @@
 """Uncertainty: percentile bootstrap confidence intervals and paired tests between two models.
 
 * :func:`bootstrap_ci` - 95% percentile bootstrap of a statistic over examples (seeded, so a report
-  is reproducible).
+  is reproducible); a rate of right/wrong outcomes gets the Wilson score interval instead.
+* :func:`wilson_interval` - Wilson score interval of a binomial proportion: honest at 0% and 100%,
+  where a bootstrap collapses to [1, 1] (90/90 right does not prove a 0% error rate; Wilson says ≥ 95.9%).
 * :func:`bootstrap_ratio_ci` - the same for a ratio of sums over examples (fields counted per example).
 * :func:`mcnemar_exact` - exact two-sided McNemar test on paired right/wrong outcomes (binomial
   test on the discordant pairs), the standard paired test for two classifiers on one test set.
@@ -10,8 +12,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from math import comb
+from statistics import NormalDist
 
 import numpy as np
 
@@ -23,15 +27,23 @@ def bootstrap_ci(
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    differences: bool = False,
 ) -> tuple[float, float] | None:
     """Percentile bootstrap interval of ``statistic`` (default: the mean) of ``values``.
 
     With a custom ``statistic``, it is called with the resampled *indices* (so it can recompute
-    e.g. a macro-F1 from paired predictions). None for an empty sample.
+    e.g. a macro-F1 from paired predictions). None for an empty sample. The mean of 0/1 outcomes (a rate)
+    gets :func:`wilson_interval`: the bootstrap of 90 right answers out of 90 is [100, 100], which claims
+    a certainty 90 examples cannot give. ``differences=True`` (paired differences, which may all be 0 or 1
+    without being a rate) always bootstraps.
     """
     n = len(values)
     if n == 0:
         return None
+    if statistic is None and not differences:
+        arr = np.asarray(values, dtype=float)
+        if np.isin(arr, (0.0, 1.0)).all():
+            return wilson_interval(int(arr.sum()), n, confidence)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_resamples, n))
     if statistic is None:
@@ -42,6 +54,19 @@ def bootstrap_ci(
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(stats, [alpha, 1 - alpha])
     return float(lo), float(hi)
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (no continuity correction)."""
+    if n == 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lower = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: no rounding residue at 0% or 100%
+    upper = 1.0 if successes == n else min(1.0, centre + half)
+    return lower, upper
 
 
 def bootstrap_ratio_ci(
@@ -56,13 +81,17 @@ def bootstrap_ratio_ci(
 
     Each example contributes a count and the number it is out of (e.g. invented values of its fields
     whose reference is null), so fields of one example stay together. Resamples whose denominator is
-    zero are left out. None when the denominators sum to zero.
+    zero are left out. None when the denominators sum to zero. At 0% or 100% (every resample gives the same
+    ratio) the interval is Wilson's on the totals, treating the counted items as independent: 0 invented
+    values of 374 is "at most 1.0%", not [0, 0].
     """
     num, den = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
     if len(num) != len(den):
         raise ValueError("numerators and denominators must have the same length")
     if den.sum() == 0:
         return None
+    if num.sum() == 0 or num.sum() == den.sum():
+        return wilson_interval(int(round(num.sum())), int(round(den.sum())), confidence)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(den), size=(n_resamples, len(den)))
     totals = den[idx].sum(axis=1)
@@ -112,4 +141,4 @@ def paired_delta_ci(
 ) -> tuple[float, float] | None:
     """Bootstrap interval of mean(b) - mean(a) resampling examples jointly (keeps the pairing)."""
     d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
-    return bootstrap_ci(d, n_resamples=n_resamples, seed=seed)
+    return bootstrap_ci(d, n_resamples=n_resamples, seed=seed, differences=True)

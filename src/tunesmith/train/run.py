@@ -389,6 +389,7 @@ def train(run: TrainSetup) -> TrainState:
                                      + (" (best)" if improved else ""))
                 trackers.log(rec)
             rec["val_examples"] = run.val_batches.n  # kept in val_history: losses on other subsets do not compare
+            rec["time"] = time.time()  # when it was measured (benchmarks/time_to_quality.py: time to a target score)
             if improved and tc.load_best_at_end:
                 save_best(run.ckpt_dir, run.model, run.dist)  # a collective when sharded
 
