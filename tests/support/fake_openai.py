@@ -8,7 +8,8 @@ request's model name:
   denied - always 401 (not retryable)
   judge  - an LLM judge: PASS when the graded answer says "unknown", else FAIL
   tooler - with tools in the request: calls the first declared tool with {"q": <prompt>}
-With ``hold_after=N``, requests after the N-th answered one are held (never answered) until the server stops:
+With ``max_in_flight=N`` (and ``answer_delay_s``), a request arriving while N are being answered gets 429 without
+Retry-After, as a provider's per-key concurrency limit; ``throttled`` counts them. With ``hold_after=N``, requests after the N-th answered one are held (never answered) until the server stops:
 a client killed then has answers in flight that it never received. ``answered`` counts the 200s per prompt.
 Every answer reports its usage as words: prompt_tokens (of the last message) and completion_tokens.
 A prompt in ``tool_calls`` (any model) is answered with those OpenAI ``tool_calls`` and null content.
@@ -26,8 +27,11 @@ class FakeOpenAI:
     """A small OpenAI-compatible /v1/chat/completions server on a free loopback port."""
 
     def __init__(self, answers: dict[str, str] | None = None, fail_prompts: set[str] | None = None,
-                 hold_after: int | None = None, tool_calls: dict[str, list[dict]] | None = None):
+                 hold_after: int | None = None, tool_calls: dict[str, list[dict]] | None = None,
+                 max_in_flight: int | None = None, answer_delay_s: float = 0.0):
         self.answers = answers or {}
+        self.max_in_flight, self.answer_delay_s = max_in_flight, answer_delay_s
+        self.in_flight = self.throttled = 0
         self.tool_calls = tool_calls or {}  # prompt -> the tool_calls of the response message
         self.hold_after = hold_after
         self.answered: Counter[str] = Counter()
@@ -68,6 +72,22 @@ class FakeOpenAI:
                     return self._send(401, {"error": {"message": "bad key"}})
                 if model == "flaky" and first:
                     return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
+                if outer.max_in_flight is not None:
+                    with outer.lock:
+                        busy = outer.in_flight >= outer.max_in_flight
+                        outer.throttled += busy
+                        outer.in_flight += not busy
+                    if busy:
+                        return self._send(429, {"error": {"message": "too many requests in flight for this key"}})
+                    try:
+                        threading.Event().wait(outer.answer_delay_s)
+                        return self._answer(body, prompt, model)
+                    finally:
+                        with outer.lock:
+                            outer.in_flight -= 1
+                return self._answer(body, prompt, model)
+
+            def _answer(self, body: dict, prompt: str, model: str):
                 with outer.lock:
                     hold = outer.hold_after is not None and sum(outer.answered.values()) >= outer.hold_after
                     if not hold:

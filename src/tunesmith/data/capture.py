@@ -2,7 +2,8 @@
 
 Each prompt (:mod:`.capture_prompts`) is sent to an OpenAI-compatible ``/chat/completions`` endpoint (the retry
 policy of utils/openai_http.py: 429 / 5xx / timeouts with exponential backoff, ``Retry-After`` respected), at most
-``concurrency`` at a time. Every answer is appended to a journal beside the output (``<output>.journal.jsonl``,
+``concurrency`` at a time, fewer while the server says 429 (utils/openai_http.py's ``InFlightLimit``: a server that
+allows fewer requests per key than asked slows the capture down instead of failing it). Every answer is appended to a journal beside the output (``<output>.journal.jsonl``,
 flushed and fsync'd per answer) under the hash of its request, before anything else happens to it, so a run killed
 or interrupted at any point resumes where it stopped without paying for an answer twice: a request whose hash is in
 the journal is never sent again.
@@ -30,7 +31,7 @@ from tunesmith.data.answer_format import answer_format
 from tunesmith.data.capture_prompts import Prompt, read_prompts
 from tunesmith.errors import ConfigError
 from tunesmith.utils.io import write_jsonl
-from tunesmith.utils.openai_http import ChatEndpoint, request_key
+from tunesmith.utils.openai_http import ChatEndpoint, InFlightLimit, request_key
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,8 @@ class Tally:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     errors: list[str] = field(default_factory=list)
+    throttled: int = 0  # 429 answers (each retried)
+    lowest_concurrency: int | None = None  # the in-flight limit's lowest value, when a 429 lowered it
 
     def cost(self, opts: CaptureOptions) -> float:
         return (self.prompt_tokens * opts.price_input + self.completion_tokens * opts.price_output) / 1e6
@@ -180,31 +183,34 @@ def answer_message(payload: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _ask(endpoint: ChatEndpoint, journal: Journal, key: str, prompt: Prompt, body: dict[str, Any]) -> tuple[dict | None, str | None]:
-    """(journal entry, error): one request, journaled the moment it is answered."""
-    reply = endpoint.post(body)
+def _ask(endpoint: ChatEndpoint, journal: Journal, key: str, prompt: Prompt, body: dict[str, Any], *,
+         limit: InFlightLimit | None = None) -> tuple[dict | None, str | None, int]:
+    """(journal entry, error, 429s met): one request, journaled the moment it is answered."""
+    reply = endpoint.post(body, limit=limit)
     if reply.payload is None:
-        return None, reply.error
+        return None, reply.error, reply.throttled
     try:
         message = answer_message(reply.payload)
     except (KeyError, IndexError, TypeError):
-        return None, f"malformed response: {str(reply.payload)[:200]}"
+        return None, f"malformed response: {str(reply.payload)[:200]}", reply.throttled
     entry = {"key": key, "id": prompt.id, "message": message, "usage": reply.payload.get("usage") or {},
              "model": reply.payload.get("model"), "attempts": reply.attempts}
     journal.append(entry)
-    return entry, None
+    return entry, None, reply.throttled
 
 
 def _run_requests(todo: list[tuple[str, Prompt, dict]], endpoint: ChatEndpoint, journal: Journal, opts: CaptureOptions,
                   tally: Tally, on_done: Callable[[], None]) -> None:
-    """At most ``opts.concurrency`` requests in flight; Ctrl-C cancels what has not started and waits for the requests in
-    flight (already being paid for: their answers are journaled)."""
+    """At most ``opts.concurrency`` requests in flight, fewer while the server answers 429 (:class:`InFlightLimit`
+    gates every attempt, retries included); Ctrl-C cancels what has not started and waits for the requests in flight
+    (already being paid for: their answers are journaled)."""
     pool = ThreadPoolExecutor(max_workers=opts.concurrency)
+    limit = InFlightLimit(opts.concurrency)
     pending: set[Future] = set()
     queue: Iterator[tuple[str, Prompt, dict]] = iter(todo)
     try:
         for item in queue:
-            pending.add(pool.submit(_ask, endpoint, journal, *item))
+            pending.add(pool.submit(_ask, endpoint, journal, *item, limit=limit))
             if len(pending) >= opts.concurrency:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 _collect(done, tally, on_done)
@@ -212,11 +218,14 @@ def _run_requests(todo: list[tuple[str, Prompt, dict]], endpoint: ChatEndpoint, 
         _collect(done, tally, on_done)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if limit.lowest < limit.ceiling:
+            tally.lowest_concurrency = limit.lowest
 
 
 def _collect(done: set[Future], tally: Tally, on_done: Callable[[], None]) -> None:
     for f in done:
-        entry, error = f.result()
+        entry, error, throttled = f.result()
+        tally.throttled += throttled
         if entry is None:
             tally.failed += 1
             tally.errors.append(error or "unknown error")

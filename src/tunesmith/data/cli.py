@@ -77,5 +77,10 @@ def capture(
                   f"{t.sent} requests paid now, {t.cached} from the journal, {t.failed} failed; "
                   f"tokens {t.prompt_tokens} in / {t.completion_tokens} out, about ${t.cost(opts):.4f}",
                   soft_wrap=True, markup=False)
+    if t.throttled:
+        lowered = (f"; requests in flight lowered from {concurrency} to {t.lowest_concurrency}"
+                   if t.lowest_concurrency is not None else "")
+        console.print(f"the server answered 429 (too many requests) {t.throttled} times, each retried{lowered}: "
+                      "--concurrency at or below its per-key limit avoids the waits", soft_wrap=True, markup=False)
     if t.failed:
         console.print(f"first error: {t.errors[0]}; re-run the same command to retry the failed requests", soft_wrap=True, markup=False)
