@@ -236,7 +236,8 @@ def run(args) -> dict:
     # tunesmith: advise writes the run config, then data, then train to the budget
     cfg_path = work / "run.yaml"
     model = ["--model", args.model] if args.model else []
-    _cli("advise", "--data", str(data), *model, "--no-interactive", "-o", str(cfg_path), env=env)
+    budget = ["--budget", args.budget] if args.budget else []  # the recipe plans for the budget, as `run --budget` does
+    _cli("advise", "--data", str(data), *model, *budget, "--no-interactive", "-o", str(cfg_path), env=env)
     overrides = ["name=ttq", f"output_dir={work}", "eval.adversarial.enabled=false", "eval.regression.enabled=false"]
     if args.task_eval_examples:
         overrides.append(f"train.task_eval_examples={args.task_eval_examples}")

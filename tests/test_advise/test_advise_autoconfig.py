@@ -76,6 +76,20 @@ def test_relative_data_path_from_where_you_stand_and_written_relative_to_the_con
     assert cfg.train.lr == 2e-3 and "measured here" in why["train.lr"]
 
 
+def test_a_budget_given_to_advise_is_written_and_the_recipe_plans_the_most_epochs_for_it_to_cut(project):
+    r = invoke("advise", "--data", "data/emails.jsonl", "--model", "smollm2-135m", "--output", "run.yaml", "--budget", "10m",
+               "--no-interactive", "--no-this-machine")
+    assert r.exit_code == 0, r.output
+    cfg = load_config(project / "run.yaml")
+    assert cfg.train.time_budget == 600 and cfg.train.epochs == 3.0
+    assert "time budget plans" in {c.key: c.reason for c in cfg.advise.choices}["train.epochs"]
+    r = invoke("advise", "--data", "data/emails.jsonl", "--model", "smollm2-135m", "--output", "plain.yaml",
+               "--no-interactive", "--no-this-machine")
+    plain = load_config(project / "plain.yaml")
+    assert plain.train.time_budget is None  # without a budget: epochs from the data size (3 here too: 96 examples)
+    assert "enough to see" in {c.key: c.reason for c in plain.advise.choices}["train.epochs"]
+
+
 def test_advise_shows_the_time_on_this_machine(project):
     r = invoke("advise", "--data", "data/emails.jsonl", "--model", "smollm2-135m", "--json", "--no-interactive")
     assert r.exit_code == 0, r.output

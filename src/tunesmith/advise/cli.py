@@ -76,6 +76,9 @@ def advise(
     gpu_catalog: Annotated[Path | None, Opt(help="JSON file with extra/corrected GPUs.")] = None,
     stratify_field: Annotated[str | None, Opt(help="Key of each input row holding its label.")] = None,
     recipe: Annotated[str | None, Opt(help="Training recipe of the written config: auto (by model, method and data) | seed (3 epochs, 4 x 4, lr 2e-4).")] = None,
+    budget: Annotated[str | None, Opt("--budget", help="Time training may take, e.g. 15m (train.time_budget): the written "
+                                      "config trains to it, and the recipe plans the most epochs the budget's probe "
+                                      "then cuts.", show_default=False)] = None,
     this_machine: Annotated[bool, Opt("--this-machine/--no-this-machine", help="Measure this machine (a short matmul probe) and estimate the time on it.")] = True,
     output: Annotated[Path | None, Opt("--output", "-o", help="Write the ready run config YAML here.")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print the advice as JSON instead of tables.")] = False,
@@ -91,7 +94,7 @@ def advise(
         return
     from tunesmith.config import load_config
 
-    cfg = load_config(config)
+    cfg = load_config(config, [f"train.time_budget={budget}"] if budget is not None else [])
     flags = _flags_to_answers(
         model=model, gpu=gpu, num_gpus=num_gpus, examples=examples, data_kind=kind,
         prompt_engineering_tried=prompt_engineering, narrow_task=narrow, consistent_format=consistent_format,
