@@ -119,6 +119,12 @@ def headline(model_metrics: dict) -> dict:
             "field_accuracy_ci": values.get("right_rate_ci"), "n": model_metrics.get("n")}
 
 
+def tunesmith_time(to_target: dict, wall_s: float) -> float:
+    """tunesmith's time to quality: its first validation at the target, else its whole training (its final adapter
+    is the one scored on the test split). TRL's cap is a multiple of it."""
+    return to_target["seconds"] if to_target["reached"] else wall_s
+
+
 def compare(sides: dict[str, dict], target: float, *, to_target: dict | None = None,
             cap_factor: float | None = None) -> dict:
     """Per side: its headline numbers, wall time and whether its test field accuracy reached ``target``; the ratios
@@ -135,9 +141,7 @@ def compare(sides: dict[str, dict], target: float, *, to_target: dict | None = N
         out["wall_time_ratio"] = ts["wall_s"] / trl["wall_s"] if trl["wall_s"] else None
     if to_target is not None and cap_factor is not None and ts and trl:
         out["tunesmith_to_target"], out["cap_factor"] = to_target, cap_factor
-        # tunesmith's time: its first validation at the target, else its whole training (its final adapter is the one
-        # scored on the test split); TRL's cap was cap_factor times the same
-        out["tunesmith_time_s"] = to_target["seconds"] if to_target["reached"] else ts["wall_s"]
+        out["tunesmith_time_s"] = tunesmith_time(to_target, ts["wall_s"])  # TRL's cap was cap_factor times it
         if not out["sides"]["tunesmith"]["reached_target"]:
             out["verdict"], out["speedup_at_least"] = "tunesmith did not reach the target on the test split", None
         elif out["sides"]["trl"]["reached_target"]:
@@ -256,7 +260,7 @@ def run(args) -> dict:
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "train_summary.json").read_text())
     ts_steps, to_target = summary["steps"], time_to_target(summary.get("val_history") or [], launched, args.target)
-    cap = args.cap_factor * (to_target["seconds"] if to_target["reached"] else ts_wall)
+    cap = args.cap_factor * tunesmith_time(to_target, ts_wall)
 
     # TRL: same prepared train split, same model, same LoRA and tokens per step; the seed's recipe, capped in time
     settings = {"train_file": str(run_dir / "data" / "train.jsonl"), "model_dir": _model_dir(cfg["model"]["name_or_path"]),

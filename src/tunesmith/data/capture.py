@@ -3,8 +3,8 @@
 Each prompt (:mod:`.capture_prompts`) is sent to an OpenAI-compatible ``/chat/completions`` endpoint (the retry
 policy of utils/openai_http.py: 429 / 5xx / timeouts with exponential backoff, ``Retry-After`` respected), at most
 ``concurrency`` at a time, fewer while the server says 429 (utils/openai_http.py's ``InFlightLimit``: a server that
-allows fewer requests per key than asked slows the capture down instead of failing it). Every answer is appended to a journal beside the output (``<output>.journal.jsonl``,
-flushed and fsync'd per answer) under the hash of its request, before anything else happens to it, so a run killed
+allows fewer requests per key than asked slows the capture down instead of failing it). Every answer is appended
+to a journal beside the output (``<output>.journal.jsonl``, flushed and fsync'd per answer) under the hash of its request, before anything else happens to it, so a run killed
 or interrupted at any point resumes where it stopped without paying for an answer twice: a request whose hash is in
 the journal is never sent again.
 
