@@ -29,13 +29,16 @@ def _data(path: Path, n: int = 48) -> Path:
 
 
 def resume_run_config(tmp_path: Path, model_dir: Path, **train) -> Path:
-    """config.yaml in ``tmp_path``: LoRA on ``model_dir``, 8 steps, a checkpoint every 2; ``train`` overrides train keys."""
+    """config.yaml in ``tmp_path``: LoRA on ``model_dir``, 8 steps, a checkpoint every 2; ``train`` overrides train keys.
+    The forgetting guard is off (these runs test resume and parallel mechanics; the guard has its own tests, and
+    under fsdp / ZeRO-3 its default is off, which would make those runs differ from one process)."""
     cfg = {
         "name": "run", "output_dir": str(tmp_path / "runs"), "seed": 5,
         "model": {"name_or_path": str(model_dir)},
         "data": {"train_file": str(_data(tmp_path / "d.jsonl")), "validation_fraction": 0.1, "test_fraction": 0.1},
         "train": {"method": "lora", "lora": {"r": 4, "dropout": 0.1}, "batch_size": 2, "grad_accum": 2, "lr": 1e-3,
-                  "max_steps": 8, "save_steps": 2, "max_seq_length": 128, "logging_steps": 100, **train},
+                  "max_steps": 8, "save_steps": 2, "max_seq_length": 128, "logging_steps": 100,
+                  "forgetting_guard": "off", **train},
     }
     p = tmp_path / "config.yaml"
     p.write_text(yaml.safe_dump(cfg))

@@ -167,8 +167,9 @@ def test_pipeline_run_data_writes_folder_and_reuses_it(tmp_path):
     assert (s["train_examples"], s["validation_examples"], s["test_examples"]) == (160, 20, 20)
     assert data.train[0]["messages"][0] == {"role": "system", "content": "You are a support agent."}
     loaded = load_prepared(d)
-    # the forgetting guard is off by default, so nothing general is mixed in
-    assert len(loaded.train) == 160 and loaded.stats["kept"] == 200
+    # the default forgetting guard (kl for LoRA) mixes general rows into train: 20% of it, never into val/test
+    task = [r for r in loaded.train if r.get("source") != "general"]
+    assert len(task) == 160 and len(loaded.train) == 160 + 40 and loaded.stats["kept"] == 200
     assert "Label" in (d / "report.md").read_text()
     # unchanged config and input: reused; changed config: prepared again
     mtime = (d / "stats.json").stat().st_mtime_ns

@@ -108,9 +108,15 @@ def test_replay_rows_keep_the_prompt_and_take_the_base_answer():
 
 
 def test_auto_guard_is_on_for_adapters_and_mixes_general_rows():
-    assert build_config({}).train.guard_mode == "off"  # the default until full runs measure it (docs/forgetting.md)
+    default = build_config({})  # auto: the KL guard for adapters (measured: docs/forgetting.md)
+    assert default.train.method == "lora" and default.train.guard_mode == "kl" and default.data.mix.ratio == 0.2
     lora = build_config({"train": {"method": "lora", "forgetting_guard": "auto"}})
-    assert lora.train.guard_mode != "off" and lora.data.mix.ratio > 0
+    assert lora.train.guard_mode == "kl" and lora.data.mix.ratio > 0
+    for sharded in ({"distributed": "fsdp"}, {"distributed": "deepspeed", "zero_stage": 3}):
+        cfg = build_config({"train": {"method": "lora", **sharded}})  # the KL's base forward cannot run rank by rank
+        assert cfg.train.guard_mode == "off" and cfg.data.mix.ratio == 0
+    zero2 = build_config({"train": {"method": "lora", "distributed": "deepspeed", "zero_stage": 2}})
+    assert zero2.train.guard_mode == "kl"
     full = build_config({"train": {"method": "full", "forgetting_guard": "auto"}})
     assert full.train.guard_mode == "off" and full.data.mix.ratio == 0
     own = build_config({"train": {"method": "lora", "forgetting_guard": "auto"}, "data": {"mix": {"ratio": 0.3}}})
@@ -136,3 +142,45 @@ def test_a_bare_yaml_off_turns_the_guard_off(tmp_path):
     (tmp_path / "c.yaml").write_text("train:\n  forgetting_guard: off\n")
     assert load_config(tmp_path / "c.yaml").train.guard_mode == "off"
     assert load_config(None, ["train.forgetting_guard=off"]).train.guard_mode == "off"
+
+
+def test_kl_base_forward_on_general_rows_only_gives_the_full_batch_term(tiny_model_dir, tokenizer):
+    """The base forward runs on the rows holding a general token; the loss is the one a base forward of the
+    whole batch gives (rows: task only, general only, and both mixed in one row)."""
+    from tunesmith.train.loss import _label_logits, base_model, summed_token_loss
+    from tunesmith.train.tokenize import IGNORE_INDEX
+
+    model = _lora(tiny_model_dir)
+    task, _ = tokenize_records(tokenizer, [_conv(1), _conv(2)], max_seq_length=128)
+    general, _ = tokenize_records(tokenizer, [_conv(3, "general"), _conv(4, "general")], max_seq_length=128)
+    batch = collate_packed([[task[0]], [general[0]], [task[1], general[1]]], tokenizer.pad_token_id)
+    with torch.no_grad():
+        got = float(summed_token_loss(model, batch, kl_weight=1.0))
+        targets = batch.labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        gen = batch.general[:, 1:][keep]
+        logits = _label_logits(model, batch, keep)
+        with base_model(model):
+            base = _label_logits(model, batch, keep)[gen]  # the whole batch through the base
+        want = torch.nn.functional.cross_entropy(logits[~gen], targets[keep][~gen], reduction="sum") + \
+            torch.nn.functional.kl_div(logits[gen].log_softmax(-1), base.log_softmax(-1), log_target=True, reduction="sum")
+    assert got == pytest.approx(float(want), rel=1e-5)
+
+
+def test_packing_gives_general_examples_rows_of_their_own(tokenizer):
+    from tunesmith.train.batching import epoch_batches
+
+    task, _ = tokenize_records(tokenizer, [_conv(i) for i in range(12)], max_seq_length=128)
+    general, _ = tokenize_records(tokenizer, [_conv(i, "general") for i in range(12, 18)], max_seq_length=128)
+    batches = epoch_batches(task + general, batch_size=2, packing=True, row_length=96, pad_id=tokenizer.pad_token_id,
+                            seed=1, epoch=0)
+    rows = [(b.general[r] if b.general is not None else torch.zeros(1, dtype=torch.bool), b.labels[r])
+            for b in batches for r in range(b.input_ids.shape[0])]
+    kinds = set()
+    for flags, labels in rows:
+        real = flags[: int((labels != -100).nonzero().max()) + 1]  # the row's examples, not its padding
+        assert bool(real.all()) or not bool(real.any())  # never task and general in one row
+        kinds.add(bool(real.any()))
+    assert kinds == {True, False}
+    assert sum(int((b.labels != -100).sum()) for b in batches) == sum(
+        sum(1 for x in e.labels if x != -100) - (e.labels[0] != -100) for e in task + general)

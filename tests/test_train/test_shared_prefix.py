@@ -322,7 +322,7 @@ def _run_config(tmp_path, model_dir, **train):
            "data": {"train_file": str(data), "validation_fraction": 0.1, "test_fraction": 0.1},
            "train": {"method": "lora", "lora": {"r": 4, "dropout": 0.0}, "batch_size": 2, "grad_accum": 2, "lr": 1e-3,
                      "max_steps": 4, "max_seq_length": 256, "logging_steps": 100, "select_by": "val_loss",
-                     "save_every_epoch": False, **train}}
+                     "save_every_epoch": False, "forgetting_guard": "off", **train}}  # general rows: their own tests
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

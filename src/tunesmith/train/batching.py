@@ -125,7 +125,10 @@ def epoch_batches(
     order = list(examples)
     rng.shuffle(order)
     if packing:
-        rows = pack_examples(order, row_length)
+        # general (mixed-in) examples get rows of their own: the forgetting guard's KL term then runs the base
+        # forward on those rows only (train/loss.py), not on every row that happens to hold one
+        rows = pack_examples([e for e in order if not e.general], row_length)
+        rows += pack_examples([e for e in order if e.general], row_length)
         rng.shuffle(rows)
         return [collate_packed(rows[i : i + batch_size], pad_id) for i in range(0, len(rows), batch_size)]
     # group similar lengths to waste little on padding, then shuffle the groups

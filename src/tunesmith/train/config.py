@@ -10,9 +10,11 @@ from tunesmith.train.budget import parse_duration
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 GuardMode = Literal["off", "replay", "kl", "replay+kl"]
-# What train.forgetting_guard: auto means for adapter methods (measured on the demo: docs/forgetting.md);
-# full fine-tuning has no frozen base to fall back to, so auto is off there.
-AUTO_GUARD: GuardMode = "replay"
+# What train.forgetting_guard: auto means for adapter methods, chosen by measurement (docs/forgetting.md: on
+# routing-codes kl kept the task score and held perplexity to +2.6% where replay let it rise 148%). Full
+# fine-tuning has no frozen base to compare with, and sharded models (fsdp, ZeRO-3) cannot run the KL's base
+# forward rank by rank, so auto is off there.
+AUTO_GUARD: GuardMode = "kl"
 ADAPTER_METHODS = ("lora", "dora", "qlora")
 
 
@@ -43,14 +45,13 @@ class TrainConfig(Section):
         "lora", description="full = every weight; lora/dora = adapters on a frozen base; qlora = adapters on a 4-bit base."
     )
     lora: LoraSection = Field(default_factory=LoraSection)
-    # Off by default until measured on full runs: on a shortened demo replay halved the perplexity rise but the
-    # task score fell 6.5 points (CIs overlapping) and the base answers took 18 min on a loaded CPU (docs/forgetting.md).
     forgetting_guard: Literal["auto", "off", "replay", "kl", "replay+kl"] = Field(
-        "off", description="Keep the model's general behaviour while it learns the task, on the general rows mixed "
+        "auto", description="Keep the model's general behaviour while it learns the task, on the general rows mixed "
         "in by data.mix (their ratio defaults to 0.2 when the guard is on). replay: train on the base model's own "
         "greedy answers to the general prompts (generated once, cached); kl: KL(base || tuned) on general rows "
         "instead of their cross-entropy (adapters only: the base is the model with its adapter disabled); "
-        f"replay+kl: both. auto: {AUTO_GUARD} for lora/dora/qlora, off for full. Trade-offs: docs/forgetting.md.",
+        f"replay+kl: both. auto (default): {AUTO_GUARD} for lora/dora/qlora, off for full fine-tuning and for "
+        "sharded models (fsdp, deepspeed zero_stage 3). Trade-offs: docs/forgetting.md.",
     )
     guard: GuardSection = Field(default_factory=GuardSection)
     epochs: float = Field(3.0, gt=0)
@@ -136,8 +137,13 @@ class TrainConfig(Section):
     def guard_mode(self) -> GuardMode:
         """train.forgetting_guard with auto resolved for the method."""
         if self.forgetting_guard == "auto":
-            return AUTO_GUARD if self.method in ADAPTER_METHODS else "off"
+            return AUTO_GUARD if self.method in ADAPTER_METHODS and not self.sharded else "off"
         return self.forgetting_guard
+
+    @property
+    def sharded(self) -> bool:
+        """Parameters sharded across ranks (fsdp, deepspeed ZeRO-3): every rank must run the same forwards."""
+        return self.distributed == "fsdp" or (self.distributed == "deepspeed" and self.zero_stage == 3)
 
     @property
     def task_eval_count(self) -> int:
@@ -151,8 +157,7 @@ class TrainConfig(Section):
         """train.shared_prefix resolved: auto is off under gradient checkpointing (transformers drops the prefix's
         cache in checkpointed layers) and for sharded models (ranks whose batches qualify would gather
         parameters more often than the others)."""
-        sharded = self.distributed == "fsdp" or (self.distributed == "deepspeed" and self.zero_stage == 3)
-        return self.shared_prefix == "auto" and not self.gradient_checkpointing and not sharded
+        return self.shared_prefix == "auto" and not self.gradient_checkpointing and not self.sharded
 
     @field_validator("forgetting_guard", "shared_prefix", mode="before")
     @classmethod
@@ -179,7 +184,7 @@ class TrainConfig(Section):
             if self.method not in ADAPTER_METHODS:
                 raise ValueError(f"train.forgetting_guard {self.forgetting_guard} needs the frozen base as an adapter "
                                  "method has it, but train.method is 'full'; use replay (or off)")
-            if self.distributed == "fsdp" or self.zero_stage == 3:
+            if self.sharded:
                 raise ValueError(f"train.forgetting_guard {self.forgetting_guard}: the KL term's extra base forward "
                                  "runs only on micro-batches with general rows, which sharded models (fsdp, ZeRO-3) "
                                  "cannot do rank by rank; use replay, or ddp / deepspeed zero_stage 2")

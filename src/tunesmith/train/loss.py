@@ -12,8 +12,8 @@ gradient accumulation gives the same gradient as one large batch.
 The forgetting guard (``train.forgetting_guard``, :mod:`tunesmith.train.guard`): every token carries a
 ``general`` flag (its example is mixed-in general data, not a task row). With ``kl_weight`` > 0 the
 labelled tokens of general rows get ``kl_weight * KL(base || tuned)`` instead of cross-entropy, the base
-being the same model with its adapter disabled (one extra no-grad forward, only when the micro-batch
-has a general token); task rows only ever get cross-entropy.
+being the same model with its adapter disabled (one extra no-grad forward of the rows that hold a general
+token; packing gives general examples rows of their own); task rows only ever get cross-entropy.
 
 Shared prefix (``train.shared_prefix``, :mod:`tunesmith.train.shared_prefix`): when the rows of a batch open
 with the same label-free prefix, the decoder encodes it once and runs only the suffixes; the labels, the
@@ -75,10 +75,25 @@ def summed_token_loss(model, batch: Batch, kl_weight: float = 0.0, shared_prefix
     if not general.any():
         return loss
     with torch.no_grad(), base_model(model):
-        base_logits = _label_logits(model, batch, keep, split)[general]
+        base_logits = _base_label_logits(model, batch, keep & general_flags[:, 1:], split)
     kl = F.kl_div(F.log_softmax(logits[general], -1), F.log_softmax(base_logits, -1), log_target=True,
                   reduction="sum")
     return loss + kl_weight * kl
+
+
+def _base_label_logits(model, batch: Batch, keep_general: torch.Tensor, split: PrefixSplit | None) -> torch.Tensor:
+    """The base's logits at the general rows' label positions (``keep_general``), in the order the tuned
+    logits select them. The base forward runs only on the rows that hold such a position: packing puts general
+    examples in rows of their own (:func:`tunesmith.train.batching.epoch_batches`), so most rows need none.
+    A shared-prefix batch runs whole (its split is of all rows)."""
+    if split is not None:
+        return _label_logits(model, batch, keep_general, split)
+    rows = keep_general.any(dim=1)
+    if bool(rows.all()):
+        return _label_logits(model, batch, keep_general)
+    sub = Batch(batch.input_ids[rows], batch.labels[rows], batch.position_ids[rows],
+                None if batch.attention_mask is None else batch.attention_mask[rows], None)
+    return _label_logits(model, sub, keep_general[rows])
 
 
 def base_model(model):
