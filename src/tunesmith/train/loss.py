@@ -89,8 +89,6 @@ def _base_label_logits(model, batch: Batch, keep_general: torch.Tensor, split: P
     if split is not None:
         return _label_logits(model, batch, keep_general, split)
     rows = keep_general.any(dim=1)
-    if bool(rows.all()):
-        return _label_logits(model, batch, keep_general)
     sub = Batch(batch.input_ids[rows], batch.labels[rows], batch.position_ids[rows],
                 None if batch.attention_mask is None else batch.attention_mask[rows], None)
     return _label_logits(model, sub, keep_general[rows])
