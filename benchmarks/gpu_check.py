@@ -35,6 +35,7 @@ import argparse
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -140,11 +141,17 @@ def main(argv=None) -> int:
     runner.device = device
     ctx = Context(args, device, runner)
 
-    def finish() -> None:  # also what the watchdog runs before it stops the process
-        print_summary(ctx)
-        write_json(ctx, args.json)
-        if not args.keep and ctx.store:
-            shutil.rmtree(ctx.store.root if not args.model_dir else ctx.work, ignore_errors=True)
+    finish_lock, finished = threading.Lock(), []
+
+    def finish() -> None:  # also what the watchdog runs before it stops the process: once, whichever thread is first
+        with finish_lock:
+            if finished:
+                return
+            finished.append(True)
+            print_summary(ctx)
+            write_json(ctx, args.json)
+            if not args.keep and ctx.store:
+                shutil.rmtree(ctx.store.root if not args.model_dir else ctx.work, ignore_errors=True)
 
     start_watchdog(runner, args.hard_limit_s or args.budget_s + 20, finish)
     mode = "CPU dry run, tiny models" if ctx.cpu else "CUDA"
