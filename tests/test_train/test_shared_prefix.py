@@ -137,6 +137,27 @@ def test_the_kl_guard_term_is_the_same_through_the_shared_prefix(lora_model, tok
             _assert_grads_close(shared_grads[name], grad, name)
 
 
+def test_task_rows_keep_the_shared_prefix_beside_a_general_row_that_lacks_it(lora_model, tokenizer):
+    """A micro-batch of task rows sharing their prompt and a general row that opens otherwise (mixed-in general
+    data lacks the task's system prompt and tools): the task rows still take the shared prefix, the general row
+    the normal way with its KL term, and loss and gradients are the normal path's."""
+    from tunesmith.train.loss import loss_parts, shared_prefix_spared_tokens
+
+    task = _examples()
+    general = _examples(seed=5, suffixes=(15,), general=True)  # its own 40-token opening
+    batch = _padded(task + general, tokenizer)
+    assert shared_prefix_split(lora_model, batch) is None  # the batch as a whole does not qualify
+    parts = loss_parts(batch)
+    assert [p.input_ids.shape[0] for p in parts] == [3, 1] and parts[0].general is None
+    assert shared_prefix_spared_tokens(lora_model, batch) == PREFIX * (len(task) - 1)
+    shared, shared_grads = _loss_and_grads(lora_model, batch, shared_prefix=True, kl_weight=0.5)
+    normal, normal_grads = _loss_and_grads(lora_model, batch, shared_prefix=False, kl_weight=0.5)
+    torch.testing.assert_close(shared, normal, rtol=1e-5, atol=0)
+    for name, grad in normal_grads.items():
+        if grad is not None:
+            _assert_grads_close(shared_grads[name], grad, name)
+
+
 def _no_common_prefix(tokenizer):
     examples = _examples()
     first = examples[1]

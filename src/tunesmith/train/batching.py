@@ -48,6 +48,13 @@ class Batch:
             None if self.general is None else self.general.to(device),
         )
 
+    def select_rows(self, rows: torch.Tensor) -> Batch:
+        """The rows ``rows`` (a [B] bool mask) as a batch of their own."""
+        general = None if self.general is None else self.general[rows]
+        return Batch(self.input_ids[rows], self.labels[rows], self.position_ids[rows],
+                     None if self.attention_mask is None else self.attention_mask[rows],
+                     general if general is not None and general.any() else None)
+
     def loss_inputs(self) -> dict[str, torch.Tensor | None]:
         """Keyword arguments of the loss module (:class:`tunesmith.train.loss.CausalLMLoss`)."""
         return {"input_ids": self.input_ids, "labels": self.labels, "position_ids": self.position_ids,

@@ -33,7 +33,7 @@ import torch
 
 from tunesmith.train.batching import Batch
 from tunesmith.train.checkpoint import TrainState
-from tunesmith.train.loss import CausalLMLoss, shared_prefix_split
+from tunesmith.train.loss import CausalLMLoss, shared_prefix_spared_tokens
 from tunesmith.train.parallel import Distributed
 
 
@@ -180,8 +180,7 @@ class _OptimizerStep:
                 "shared_prefix_tokens": sum(self._spared_tokens(b) for b in group)}
 
     def _spared_tokens(self, batch: Batch) -> int:
-        split = shared_prefix_split(self.model, batch) if self.shared_prefix else None
-        return 0 if split is None else split.prefix_length * (split.input_ids.shape[0] - 1)
+        return shared_prefix_spared_tokens(self.model, batch) if self.shared_prefix else 0
 
 
 def _validate(step: _OptimizerStep, val_batches: list[Batch], state: TrainState, patience: int | None,

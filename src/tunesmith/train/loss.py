@@ -12,11 +12,13 @@ gradient accumulation gives the same gradient as one large batch.
 The forgetting guard (``train.forgetting_guard``, :mod:`tunesmith.train.guard`): every token carries a
 ``general`` flag (its example is mixed-in general data, not a task row). With ``kl_weight`` > 0 the
 labelled tokens of general rows get ``kl_weight * KL(base || tuned)`` instead of cross-entropy, the base
-being the same model with its adapter disabled (one extra no-grad forward of the rows that hold a general
-token; packing gives general examples rows of their own); task rows only ever get cross-entropy.
+being the same model with its adapter disabled; task rows only ever get cross-entropy. Packing gives general
+examples rows of their own, and a batch holding both runs as two parts (:func:`loss_parts`): its task rows, and
+its general rows, the only ones the extra no-grad base forward runs on.
 
-Shared prefix (``train.shared_prefix``, :mod:`tunesmith.train.shared_prefix`): when the rows of a batch open
-with the same label-free prefix, the decoder encodes it once and runs only the suffixes; the labels, the
+Shared prefix (``train.shared_prefix``, :mod:`tunesmith.train.shared_prefix`): when the rows of a part open
+with the same label-free prefix (the task rows of tool-calling data: the system prompt and tool definitions;
+general rows do not open with it, hence the parts), the decoder encodes it once and runs only the suffixes; the labels, the
 ``general`` flags and so the sums below are the suffixes', the same terms as the full rows'. The KL term's
 base forward takes the same way (the prefix encoded again, adapter off, without gradients).
 """
@@ -59,10 +61,34 @@ def shared_prefix_split(model, batch: Batch) -> PrefixSplit | None:
     return split if split is not None and prefix_cache_usable(_unwrap(model)) else None
 
 
+def loss_parts(batch: Batch) -> list[Batch]:
+    """The parts of ``batch`` the loss runs one by one: the rows holding general (mixed-in) tokens apart from the
+    task rows, when it has both, else the whole batch. Packing gives general examples rows of their own
+    (:func:`tunesmith.train.batching.epoch_batches`), so the task rows can still share their prompt's prefix
+    (general rows do not open with it) and the KL term's base forward runs on the general rows only."""
+    if batch.general is None:
+        return [batch]
+    general_rows = batch.general.any(dim=1)
+    if bool(general_rows.all()):
+        return [batch]
+    return [batch.select_rows(~general_rows), batch.select_rows(general_rows)]
+
+
 def summed_token_loss(model, batch: Batch, kl_weight: float = 0.0, shared_prefix: bool = False) -> torch.Tensor:
     """Sum of next-token cross-entropy over label positions of ``batch``; with ``kl_weight`` > 0, general
     rows' label positions get ``kl_weight`` x KL(base || tuned) instead; with ``shared_prefix``, a prefix
-    common to the rows is encoded once when the batch qualifies (see the module docstring)."""
+    common to the rows of a part (:func:`loss_parts`) is encoded once when the part qualifies (see the module
+    docstring)."""
+    return sum(_part_loss(model, part, kl_weight, shared_prefix) for part in loss_parts(batch))
+
+
+def shared_prefix_spared_tokens(model, batch: Batch) -> int:
+    """Tokens the shared prefix spares ``batch``: each qualifying part's P prefix tokens x (conversations - 1)."""
+    splits = [shared_prefix_split(model, part) for part in loss_parts(batch)]
+    return sum(s.prefix_length * (s.input_ids.shape[0] - 1) for s in splits if s is not None)
+
+
+def _part_loss(model, batch: Batch, kl_weight: float, shared_prefix: bool) -> torch.Tensor:
     split = shared_prefix_split(model, batch) if shared_prefix else None
     labels, general_flags = (split.labels, split.general) if split is not None else (batch.labels, batch.general)
     targets = labels[:, 1:]
@@ -75,23 +101,10 @@ def summed_token_loss(model, batch: Batch, kl_weight: float = 0.0, shared_prefix
     if not general.any():
         return loss
     with torch.no_grad(), base_model(model):
-        base_logits = _base_label_logits(model, batch, keep & general_flags[:, 1:], split)
+        base_logits = _label_logits(model, batch, keep & general_flags[:, 1:], split)
     kl = F.kl_div(F.log_softmax(logits[general], -1), F.log_softmax(base_logits, -1), log_target=True,
                   reduction="sum")
     return loss + kl_weight * kl
-
-
-def _base_label_logits(model, batch: Batch, keep_general: torch.Tensor, split: PrefixSplit | None) -> torch.Tensor:
-    """The base's logits at the general rows' label positions (``keep_general``), in the order the tuned
-    logits select them. The base forward runs only on the rows that hold such a position: packing puts general
-    examples in rows of their own (:func:`tunesmith.train.batching.epoch_batches`), so most rows need none.
-    A shared-prefix batch runs whole (its split is of all rows)."""
-    if split is not None:
-        return _label_logits(model, batch, keep_general, split)
-    rows = keep_general.any(dim=1)
-    sub = Batch(batch.input_ids[rows], batch.labels[rows], batch.position_ids[rows],
-                None if batch.attention_mask is None else batch.attention_mask[rows], None)
-    return _label_logits(model, sub, keep_general[rows])
 
 
 def base_model(model):
