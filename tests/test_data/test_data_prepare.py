@@ -165,11 +165,15 @@ def test_pipeline_run_data_writes_folder_and_reuses_it(tmp_path):
     s = json.loads((d / "stats.json").read_text())
     assert (s["rows_read"], s["rejected"], s["kept"]) == (201, 1, 200)
     assert (s["train_examples"], s["validation_examples"], s["test_examples"]) == (160, 20, 20)
-    assert data.train[0]["messages"][0] == {"role": "system", "content": "You are a support agent."}
+    task_rows = [r for r in data.train if r.get("source") != "general"]
+    assert all(r["messages"][0] == {"role": "system", "content": "You are a support agent."} for r in task_rows)
     loaded = load_prepared(d)
     # the default forgetting guard (kl for LoRA) mixes general rows into train: 20% of it, never into val/test
     task = [r for r in loaded.train if r.get("source") != "general"]
     assert len(task) == 160 and len(loaded.train) == 160 + 40 and loaded.stats["kept"] == 200
+    # data.system_prompt is the task's: general rows keep their own context
+    general = [r for r in loaded.train if r.get("source") == "general"]
+    assert all(m["content"] != "You are a support agent." for r in general for m in r["messages"])
     assert "Label" in (d / "report.md").read_text()
     # unchanged config and input: reused; changed config: prepared again
     mtime = (d / "stats.json").stat().st_mtime_ns

@@ -118,14 +118,12 @@ class GeneralPool:
     rejected: list[dict[str, Any]]  # {"file", "line", "reason"} of a user file's rows that failed validation
 
 
-def load_general(source: str, base_dir: Path, fmt: str = "auto", system_prompt: str | None = None) -> GeneralPool:
+def load_general(source: str, base_dir: Path, fmt: str = "auto") -> GeneralPool:
     """The general rows of ``data.mix.source``: chatterbot (less its held-out set), or a user's file or folder of
-    general instructions, read and validated as task rows are (a row that fails is rejected with its reason)."""
+    general instructions, read and validated as task rows are (a row that fails is rejected with its reason).
+    They keep their own context: ``data.system_prompt`` is the task's, not theirs (docs/data.md, mixing general data)."""
     if source == "chatterbot":
         records, held_out = split_chatterbot(chatterbot_records())
-        if system_prompt:
-            for r in records + held_out:
-                r["messages"].insert(0, {"role": "system", "content": system_prompt})
         return GeneralPool(records, held_out, [])
     path = Path(source).expanduser()
     path = path if path.is_absolute() else (base_dir / path).resolve()
@@ -142,7 +140,7 @@ def load_general(source: str, base_dir: Path, fmt: str = "auto", system_prompt: 
                                  "reason": p.reason if p else "unreadable row", "hint": p.hint if p else ""})
                 continue
             try:
-                rec, _ = row_to_record(raw.row, "mixed" if fmt == "auto" else fmt, system_prompt=system_prompt)
+                rec, _ = row_to_record(raw.row, "mixed" if fmt == "auto" else fmt)
                 if "messages" in rec:
                     check_messages(rec["messages"])
             except RowError as e:
@@ -194,7 +192,7 @@ def mix_general(cfg: DataConfig, n_task_train: int, out: Path, *, counter: Token
     stats: dict[str, Any] = {"ratio": cfg.mix.ratio}
     if cfg.mix.ratio <= 0:
         return MixResult([], stats)
-    loaded = load_general(cfg.mix.source, base_dir, cfg.mix.format, cfg.system_prompt)
+    loaded = load_general(cfg.mix.source, base_dir, cfg.mix.format)
     pool, too_long, pii_found = _clean_general(loaded.records, cfg, counter, max_seq_length)
     stats.update(too_long_dropped=too_long, pii_found=pii_found)
     general_train, general_eval, s = sample_general(pool, general_count(n_task_train, cfg.mix.ratio), cfg.mix.eval_fraction, seed)
