@@ -202,7 +202,8 @@ def test_a_run_still_late_after_its_refit_stops_at_the_budget_and_says_the_sched
     assert len(pacer.refits) == 1 and pacer.cut is not None
     assert late.end <= 95.0  # stopped before the next step would end in the reserve's second half
     cut = pacer.cut
-    assert cut["at_step"] == len(late.lrs) < cut["planned_steps"] == pacer.last_step
+    assert cut["at_step"] == len(late.lrs) == pacer.last_step < cut["planned_steps"]
+    assert late.validated_at[-1] == cut["at_step"]  # the weights it ends with are validated, within the budget
     assert cut["lr_multiplier"] > 0 and late.lr_after == pytest.approx(cut["lr_multiplier"])
     summary = pacer.summary(FakeState(step=cut["at_step"]))
     assert not summary["schedule_completed"] and summary["cut"] == cut

@@ -370,6 +370,8 @@ class BudgetPacer:
 
     def validate_now(self, state) -> bool:
         step = state.step
+        if self.plan is not None and step < self.last_step and not self.resumed:
+            self._end_before_overrun(step, self._now())
         due = self.has_validation and (
             step == self.probe_until if self.plan is None
             else step == self.last_step or bool(self.eval_every and step % self.eval_every == 0))
@@ -428,15 +430,10 @@ class BudgetPacer:
         """True: stop now. Re-fits the schedule once when the run would end past the budget."""
         plan = self.plan
         assert plan is not None
-        share, at_least, at_most = RECENT
-        window = max(at_least, min(at_most, math.ceil(share * (plan.steps - plan.probe_steps))))
-        times = self._since_plan
-        step_s = max(median(times[-max(3, window // 2):]), sum(times) / len(times))
-        eval_s = max([plan.eval_s, *self._eval_times])
-        limit = self.started + self.budget_s - plan.reserve_s / 2  # the other half is for the final save
+        step_s, eval_s, limit = self._step_s(), self._eval_s(), self._limit()
         projected = now + (self.last_step - step) * step_s + \
             validations_between(step, self.last_step, self.eval_every) * eval_s
-        if not self.refits and len(times) >= window and projected > limit:
+        if not self.refits and len(self._since_plan) >= self._window() and projected > limit:
             last, _, _ = fit_steps(available_s=limit - plan.reserve_s / 2 - now, done=step, step_s=step_s,
                                    eval_s=eval_s, eval_every=self.eval_every, max_steps=self.last_step)
             self.refits.append({"at_step": step, "planned_steps": self.last_step, "steps": max(last, step),
@@ -445,12 +442,38 @@ class BudgetPacer:
                 return self._stop_at_budget(step, "no step fits the time left")
             self.schedule.refit(step, last, round(self.warmup_ratio * last))
             self.last_step = last
-            return False
-        nxt = step + 1
-        next_eval = eval_s if nxt == self.last_step or (self.eval_every and nxt % self.eval_every == 0) else 0.0
-        if now + step_s + next_eval > limit:  # the next step (and its validation) would end past the budget
-            return self._stop_at_budget(step, "the next step would end past the time budget")
         return False
+
+    def _end_before_overrun(self, step: int, now: float) -> None:
+        """End the run at ``step`` when the next step and a validation after it would end past the budget: the
+        weights it ends with are then validated within the budget (under a cut schedule they are usually the
+        best), instead of being left out of the choice of the best checkpoint."""
+        eval_s = self._eval_s() if self.has_validation else 0.0
+        if now + self._step_s() + eval_s > self._limit():
+            self._stop_at_budget(step, "the next step and a validation would end past the time budget")
+            self.last_step = step
+
+    def _step_s(self) -> float:
+        """A step's expected wall time: the recent median or the mean since the plan, whichever is longer."""
+        times = self._since_plan
+        assert self.plan is not None
+        if not times:
+            return self.plan.step_s
+        return max(median(times[-max(3, self._window() // 2):]), sum(times) / len(times))
+
+    def _window(self) -> int:
+        """Steps after the plan before a re-fit (:data:`RECENT`)."""
+        assert self.plan is not None
+        share, at_least, at_most = RECENT
+        return max(at_least, min(at_most, math.ceil(share * (self.plan.steps - self.plan.probe_steps))))
+
+    def _eval_s(self) -> float:
+        assert self.plan is not None
+        return max([self.plan.eval_s, *self._eval_times])
+
+    def _limit(self) -> float:
+        assert self.plan is not None
+        return self.started + self.budget_s - self.plan.reserve_s / 2  # the other half is for the final save
 
     def _stop_at_budget(self, step: int, why: str) -> bool:
         self.cut = {"at_step": step, "planned_steps": self.last_step, "lr_multiplier": self.schedule(step), "why": why}
