@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import warnings
 
 import pytest
@@ -138,23 +137,6 @@ def test_epoch_batches_are_seeded(tokenizer):
     assert order(1, 0) == order(1, 0)
     assert order(1, 0) != order(1, 1)
     assert sorted(map(tuple, order(1, 0))) == sorted(map(tuple, order(1, 1)))  # same examples, new order
-
-
-@pytest.mark.parametrize("packing", [True, False])
-def test_micro_batches_hold_rows_of_similar_length(packing):
-    """Rows of one example each (too long to pack two): each micro-batch takes rows of similar length, so the
-    batch wastes little on padding, and every example is still there once."""
-    from tunesmith.train.tokenize import IGNORE_INDEX, TokenizedExample
-
-    rng = random.Random(0)
-    lengths = [rng.randrange(65, 125) for _ in range(64)]  # two never fit in a row of 128
-    examples = [TokenizedExample(list(range(1, n + 1)), [IGNORE_INDEX] + list(range(2, n + 1)), id=str(i))
-                for i, n in enumerate(lengths)]
-    batches = epoch_batches(examples, batch_size=4, packing=packing, row_length=128, pad_id=0, seed=3, epoch=0)
-    real = sum(lengths)
-    padded = sum(b.input_ids.numel() for b in batches)
-    assert padded - real < 0.05 * real  # random rows of 65-124 tokens waste ~15-20%
-    assert sorted(int((b.input_ids[r] != 0).sum()) for b in batches for r in range(b.input_ids.shape[0])) == sorted(lengths)
 
 
 def test_preflight_refuses_a_run_that_cannot_fit(tiny_model_dir, monkeypatch):
