@@ -167,6 +167,33 @@ def test_kl_base_forward_on_general_rows_only_gives_the_full_batch_term(tiny_mod
     assert got == pytest.approx(float(want), rel=1e-5)
 
 
+def test_kl_on_all_holds_every_token_of_a_general_row_and_no_task_token(tiny_model_dir, tokenizer):
+    """train.guard.kl_on: all: the KL term on each token of a general example that continues it (its prompt too,
+    never across to the next packed example); task rows keep their cross-entropy on their answers alone."""
+    from tunesmith.train.loss import _label_logits, base_model, summed_token_loss
+    from tunesmith.train.tokenize import IGNORE_INDEX
+
+    model = _lora(tiny_model_dir)
+    task, _ = tokenize_records(tokenizer, [_conv(1)], max_seq_length=128)
+    general, _ = tokenize_records(tokenizer, [_conv(3, "general"), _conv(4, "general")], max_seq_length=128)
+    batch = collate_packed([[task[0]], general], tokenizer.pad_token_id)
+    targets, flags, pos = batch.labels[:, 1:], batch.general[:, 1:], batch.position_ids[:, 1:]
+    ce_at = (targets != IGNORE_INDEX) & ~flags
+    kl_at = flags & (pos != 0)
+    assert int(kl_at.sum()) == sum(len(e.input_ids) - 1 for e in general)  # every token but each example's first
+    assert int(kl_at.sum()) > int((flags & (targets != IGNORE_INDEX)).sum())  # more than the answers
+    with torch.no_grad():
+        got = float(summed_token_loss(model, batch, kl_weight=1.0, kl_on="all"))
+        answers_only = float(summed_token_loss(model, batch, kl_weight=1.0))
+        tuned = _label_logits(model, batch, kl_at)
+        with base_model(model):
+            base = _label_logits(model, batch, kl_at)
+        want = torch.nn.functional.cross_entropy(_label_logits(model, batch, ce_at), targets[ce_at], reduction="sum") + \
+            torch.nn.functional.kl_div(tuned.log_softmax(-1), base.log_softmax(-1), log_target=True, reduction="sum")
+    assert got == pytest.approx(float(want), rel=1e-5)
+    assert got != pytest.approx(answers_only, rel=1e-4)
+
+
 def test_packing_gives_general_examples_rows_of_their_own(tokenizer):
     from tunesmith.train.batching import epoch_batches
 

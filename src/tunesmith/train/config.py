@@ -22,7 +22,11 @@ class GuardSection(Section):
     """Settings of the forgetting guard (train.forgetting_guard); docs/forgetting.md."""
 
     kl_weight: float = Field(1.0, gt=0, description="lambda of the KL term (kl, replay+kl): loss = CE(task rows) + "
-                             "lambda * KL(base || tuned) on general rows' answer tokens.")
+                             "lambda * KL(base || tuned) on general rows' tokens (kl_on).")
+    kl_on: Literal["answers", "all"] = Field(
+        "answers", description="Which tokens of a general row get the KL term: its answer tokens (the ones "
+        "cross-entropy would train), or all of them (the prompt too: more of the base's distribution held per row, "
+        "closer to the plain text that perplexity is measured on; measured in docs/forgetting.md).")
     replay_max_new_tokens: int = Field(64, gt=0, description="Longest base answer generated for a replay row "
                                        "(replay, replay+kl; greedy, cached in the run folder).")
 

@@ -91,9 +91,10 @@ def train_loop(
     pacer: Pacer | None = None,
     kl_weight: float = 0.0,
     shared_prefix: bool = False,
+    kl_on: str = "answers",
 ) -> TrainState:
     state, hooks, dist = state or TrainState(), hooks or Hooks(), dist or Distributed()
-    loss_module = dist.loss_module or CausalLMLoss(model, kl_weight, shared_prefix)
+    loss_module = dist.loss_module or CausalLMLoss(model, kl_weight, shared_prefix, kl_on)
     step = _OptimizerStep(model, loss_module, optimizer, scheduler, device, dist, max_grad_norm, autocast_dtype,
                           shared_prefix)
 

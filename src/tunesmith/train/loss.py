@@ -74,12 +74,13 @@ def loss_parts(batch: Batch) -> list[Batch]:
     return [batch.select_rows(~general_rows), batch.select_rows(general_rows)]
 
 
-def summed_token_loss(model, batch: Batch, kl_weight: float = 0.0, shared_prefix: bool = False) -> torch.Tensor:
+def summed_token_loss(model, batch: Batch, kl_weight: float = 0.0, shared_prefix: bool = False,
+                      kl_on: str = "answers") -> torch.Tensor:
     """Sum of next-token cross-entropy over label positions of ``batch``; with ``kl_weight`` > 0, general
-    rows' label positions get ``kl_weight`` x KL(base || tuned) instead; with ``shared_prefix``, a prefix
-    common to the rows of a part (:func:`loss_parts`) is encoded once when the part qualifies (see the module
-    docstring)."""
-    return sum(_part_loss(model, part, kl_weight, shared_prefix) for part in loss_parts(batch))
+    rows get ``kl_weight`` x KL(base || tuned) instead, on their answer tokens (``kl_on="answers"``) or on every
+    token of theirs (``"all"``: prompts too); with ``shared_prefix``, a prefix common to the rows of a part
+    (:func:`loss_parts`) is encoded once when the part qualifies (see the module docstring)."""
+    return sum(_part_loss(model, part, kl_weight, shared_prefix, kl_on) for part in loss_parts(batch))
 
 
 def shared_prefix_spared_tokens(model, batch: Batch) -> int:
@@ -88,21 +89,24 @@ def shared_prefix_spared_tokens(model, batch: Batch) -> int:
     return sum(s.prefix_length * (s.input_ids.shape[0] - 1) for s in splits if s is not None)
 
 
-def _part_loss(model, batch: Batch, kl_weight: float, shared_prefix: bool) -> torch.Tensor:
+def _part_loss(model, batch: Batch, kl_weight: float, shared_prefix: bool, kl_on: str) -> torch.Tensor:
     split = shared_prefix_split(model, batch) if shared_prefix else None
-    labels, general_flags = (split.labels, split.general) if split is not None else (batch.labels, batch.general)
-    targets = labels[:, 1:]
-    keep = targets != IGNORE_INDEX
+    rows = split if split is not None else batch
+    labelled = rows.labels[:, 1:] != IGNORE_INDEX  # position t predicts token t + 1
+    if kl_weight <= 0 or rows.general is None:
+        return F.cross_entropy(_label_logits(model, batch, labelled, split), rows.labels[:, 1:][labelled], reduction="sum")
+    general = rows.general[:, 1:]
+    # the KL's positions: a general row's answer tokens, or each of its tokens that continues the same example
+    kl_at = general & (labelled if kl_on == "answers" else rows.position_ids[:, 1:] != 0)
+    ce_at = labelled & ~general
+    keep = ce_at | kl_at
     logits = _label_logits(model, batch, keep, split)
-    if kl_weight <= 0 or general_flags is None:
-        return F.cross_entropy(logits, targets[keep], reduction="sum")
-    general = general_flags[:, 1:][keep]  # per label position: does it belong to a general row?
-    loss = F.cross_entropy(logits[~general], targets[keep][~general], reduction="sum")
-    if not general.any():
+    loss = F.cross_entropy(logits[ce_at[keep]], rows.labels[:, 1:][ce_at], reduction="sum")
+    if not kl_at.any():
         return loss
     with torch.no_grad(), base_model(model):
-        base_logits = _label_logits(model, batch, keep & general_flags[:, 1:], split)
-    kl = F.kl_div(F.log_softmax(logits[general], -1), F.log_softmax(base_logits, -1), log_target=True,
+        base_logits = _label_logits(model, batch, kl_at, split)
+    kl = F.kl_div(F.log_softmax(logits[kl_at[keep]], -1), F.log_softmax(base_logits, -1), log_target=True,
                   reduction="sum")
     return loss + kl_weight * kl
 
@@ -120,12 +124,14 @@ class CausalLMLoss(torch.nn.Module):
     ``kl_weight``: the forgetting guard's KL term on general rows (0 = off). ``shared_prefix``: encode a prefix
     common to a batch's rows once when the batch qualifies (``train.shared_prefix``)."""
 
-    def __init__(self, model, kl_weight: float = 0.0, shared_prefix: bool = False):
+    def __init__(self, model, kl_weight: float = 0.0, shared_prefix: bool = False, kl_on: str = "answers"):
         super().__init__()
         self.model = model
         self.kl_weight = kl_weight
         self.shared_prefix = shared_prefix
+        self.kl_on = kl_on
 
     def forward(self, input_ids, labels, position_ids, attention_mask=None, general=None) -> torch.Tensor:
         batch = Batch(input_ids, labels, position_ids, attention_mask, general)
-        return summed_token_loss(self.model, batch, self.kl_weight if self.training else 0.0, self.shared_prefix)
+        return summed_token_loss(self.model, batch, self.kl_weight if self.training else 0.0, self.shared_prefix,
+                                 self.kl_on)

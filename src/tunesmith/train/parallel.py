@@ -145,14 +145,14 @@ def require_deepspeed():
 
 
 def setup_data_parallel(model, dist: Distributed, device: torch.device, make_optimizer, ds_config: dict | None,
-                        kl_weight: float = 0.0, shared_prefix: bool = False):
+                        kl_weight: float = 0.0, shared_prefix: bool = False, kl_on: str = "answers"):
     """Wrap ``model`` for ``dist.strategy`` and build the optimizer over the parameters that the
     strategy trains (FSDP2's are sharded DTensors, so the optimizer comes after the wrap).
-    A single process is left as it is. ``kl_weight``: the loss module's forgetting-guard KL term;
+    A single process is left as it is. ``kl_weight``, ``kl_on``: the loss module's forgetting-guard KL term;
     ``shared_prefix``: its shared-prefix encoding (train.shared_prefix resolved)."""
     if dist.strategy == "none":
         return make_optimizer()
-    loss_module = CausalLMLoss(model, kl_weight, shared_prefix)
+    loss_module = CausalLMLoss(model, kl_weight, shared_prefix, kl_on)
     if dist.strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 

@@ -199,7 +199,8 @@ def _forgetting_guard(cfg: RunConfig, model, tokenizer, prepared: PreparedData, 
     mode = tc.guard_mode
     general = [r for r in prepared.train if is_general(r)]
     info: dict[str, Any] = {"mode": mode, "asked": tc.forgetting_guard, "general_rows": len(general),
-                            "kl_weight": tc.guard.kl_weight if "kl" in mode and general else 0.0}
+                            "kl_weight": tc.guard.kl_weight if "kl" in mode and general else 0.0,
+                            "kl_on": tc.guard.kl_on}
     if mode == "off" or not general:
         return train_ex, info
     if "replay" in mode:
@@ -317,7 +318,7 @@ def _data_parallel_optimizer(cfg: RunConfig, model, dist: Distributed, device: t
         if dist.rank == 0:
             write_json(cfg.run_dir / "deepspeed_config.json", ds_config)
     return setup_data_parallel(model, dist, device, make_optimizer, ds_config, kl_weight=kl_weight,
-                               shared_prefix=cfg.train.uses_shared_prefix)
+                               shared_prefix=cfg.train.uses_shared_prefix, kl_on=tc.guard.kl_on)
 
 
 def _restore(run: TrainSetup) -> TrainState:
@@ -415,7 +416,7 @@ def train(run: TrainSetup) -> TrainState:
             hooks=Hooks(on_step=on_step, on_eval=on_eval, checkpoint=checkpoint),
             dist=run.dist, autocast_dtype=run.autocast_dtype,
             task_score=_task_score(run), pacer=run.pacer,
-            kl_weight=run.guard["kl_weight"], shared_prefix=tc.uses_shared_prefix,
+            kl_weight=run.guard["kl_weight"], shared_prefix=tc.uses_shared_prefix, kl_on=tc.guard.kl_on,
         )
 
 
