@@ -268,7 +268,10 @@ def test_lora_on_the_embedded_smollm2_gets_the_same_loss_and_gradients(embedded_
         if grad is None:
             assert shared_grads[name] is None, name
         else:
-            _assert_grads_close(shared_grads[name], grad, name)
+            # per tensor, not per element: through 30 fp32 layers a summation order of its own leaves the odd
+            # element ~3e-4 off (seen with 1 and 2 threads), while a wrong prefix or mask is off by O(1)
+            error = float((shared_grads[name] - grad).norm() / grad.norm())
+            assert error < 1e-4, f"{name}: relative error {error:.2e}"
 
 
 def _train(model, batches, shared_prefix, steps=3):
