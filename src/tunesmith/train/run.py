@@ -65,11 +65,12 @@ from tunesmith.train.task_eval import ValidationScorer, scorable, validation_sco
 from tunesmith.train.telemetry import (
     PeakFlops,
     Trackers,
+    TrainingFlops,
     device_peak,
-    flops_per_token,
     peak_memory_bytes,
     plot_loss_curve,
     step_line,
+    training_flops,
 )
 from tunesmith.train.tokenize import TokenizedExample, is_general, tokenize_records
 from tunesmith.train.validation_set import ValidationBatches
@@ -111,7 +112,7 @@ class TrainSetup:
     epoch_batches: Callable[[int], list[Batch]]
     val_batches: ValidationBatches | None  # what the validation loss is computed on (a subset when asked / budgeted)
     total_steps: int
-    flops_per_token: float
+    flops: TrainingFlops
     peak: PeakFlops | None  # the MFU denominator (rank 0 only)
     parameters: tuple[int, int]  # (trainable, total), counted before ZeRO-3 partitions them away
     scorer: ValidationScorer | None  # the task score of validations (select_by task_score); None: validation loss
@@ -155,7 +156,7 @@ def setup(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False,
     train_ex, guard = _forgetting_guard(cfg, model, tokenizer, prepared, train_ex, dist)
     trainable, total = count_parameters(model)  # before ZeRO-3 partitions the parameters away
     avg_row = sum(len(e.input_ids) for e in train_ex) / len(train_ex)
-    fpt = flops_per_token(model, method=tc.method, seq_len=int(avg_row))
+    flops = training_flops(model, method=tc.method, seq_len=int(avg_row))
     weights_dtype = next(model.parameters()).dtype
     if rejected and dist.rank == 0:
         console.print(f"[yellow]{len(rejected)} training examples not used[/] (reasons in tokenize_rejected.json)")
@@ -175,7 +176,7 @@ def setup(cfg: RunConfig, prepared: PreparedData, *, resume: bool = False,
         epoch_batches=lambda epoch: batches(train_ex, epoch),
         val_batches=ValidationBatches(val_ex, lambda examples: batches(examples, 0), seed=cfg.seed,
                                       n=tc.validation_examples) if val_ex else None,
-        total_steps=total_steps, flops_per_token=fpt,
+        total_steps=total_steps, flops=flops,
         peak=device_peak(device, autocast_dtype or loaded_dtype) if dist.rank == 0 else None,
         parameters=(trainable, total),
         scorer=_task_scorer(cfg, to_score, tokenizer, dist), clock=clock,
@@ -472,7 +473,8 @@ def _measure_step(run: TrainSetup, rec: dict) -> None:
     rec["tokens_per_s"] *= run.dist.world_size
     # FLOPs done: a shared prefix's spared tokens were not encoded (tokens/s still counts every row's tokens)
     encoded = 1 - rec.get("shared_prefix_tokens", 0) / rec["tokens"] if rec["tokens"] else 1.0
-    rec["model_flops_per_s"] = run.flops_per_token * rec["tokens_per_s"] * encoded
+    label_tokens_per_s = rec["label_tokens"] / rec["step_s"] if rec["step_s"] > 0 else 0.0
+    rec["model_flops_per_s"] = run.flops.per_second(rec["tokens_per_s"] * encoded, label_tokens_per_s)
     rec["mfu"] = run.peak.mfu(rec["model_flops_per_s"] / run.dist.world_size) if run.peak else None
     rec["peak_memory_gb"] = peak_memory_bytes(run.device) / 1e9
 

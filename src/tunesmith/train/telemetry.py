@@ -28,22 +28,35 @@ def parameter_count(p) -> int:
     return int(torch.Size(shape).numel()) if shape is not None else p.numel()
 
 
-def flops_per_token(model, *, method: str, seq_len: int) -> float:
-    """Training FLOPs per token: 6N for full fine-tuning (forward 2N, backward 4N), 4N with a frozen
-    base (no weight gradients for the base), plus attention scores (12·layers·hidden·seq per token
-    for full training, scaled the same way). N counts matmul weights: embeddings are a lookup,
-    except the LM head, which multiplies."""
+@dataclass(frozen=True)
+class TrainingFlops:
+    """Training FLOPs of one step, counted where they are done: the decoder on every encoded token, the LM head
+    only on label positions (the loss projects those alone, :mod:`tunesmith.train.loss`)."""
+
+    per_token: float  # decoder: matmul weights and attention scores
+    per_label_token: float  # the LM head
+
+    def per_second(self, tokens_per_s: float, label_tokens_per_s: float) -> float:
+        return self.per_token * tokens_per_s + self.per_label_token * label_tokens_per_s
+
+
+def training_flops(model, *, method: str, seq_len: int) -> TrainingFlops:
+    """6N for full fine-tuning (forward 2N, backward 4N), 4N with a frozen base (no weight gradients for the
+    base), plus attention scores (12·layers·hidden·seq per token for full training, scaled the same way). N
+    counts matmul weights: the input embeddings are a lookup; the LM head multiplies, at label positions only."""
     cfg = getattr(model, "config", None)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     emb = base.get_input_embeddings().weight.numel()
+    head = base.get_output_embeddings()
+    head_n = head.weight.numel() if head is not None else 0
     n = sum(parameter_count(p) for p in base.parameters()) - emb
-    if getattr(cfg, "tie_word_embeddings", False):
-        n += emb  # the tied LM head is a matmul
+    if not getattr(cfg, "tie_word_embeddings", False):
+        n -= head_n  # an untied head is a parameter of its own, counted per label token below
     layers = getattr(cfg, "num_hidden_layers", 0)
     hidden = getattr(cfg, "hidden_size", 0)
     attn = 12 * layers * hidden * seq_len
     factor = 6 if method == "full" else 4
-    return factor * n + attn * factor / 6
+    return TrainingFlops(per_token=factor * n + attn * factor / 6, per_label_token=factor * head_n)
 
 
 def measure_matmul_peak(seconds: float = 0.5, n: int = 1024, dtype: torch.dtype = torch.float32) -> float:
