@@ -93,11 +93,11 @@ def test_4bit_weights_count_at_their_real_size(tiny_model_dir):
     """MFU and the parameter count of a qlora model use the 4-bit weights' real shapes (bitsandbytes packs two
     weights per byte, so numel() is half): the same architecture gives the same numbers as lora."""
     from tunesmith.train.methods import count_parameters
-    from tunesmith.train.telemetry import flops_per_token
+    from tunesmith.train.telemetry import training_flops
 
     counts = {}
     for method in ("lora", "qlora"):
         cfg = build_config({"model": {"name_or_path": str(tiny_model_dir)}, "train": {"method": method}})
         model, _ = build_trainable_model(cfg)
-        counts[method] = (flops_per_token(model, method=method, seq_len=64), count_parameters(model))
+        counts[method] = (training_flops(model, method=method, seq_len=64), count_parameters(model))
     assert counts["qlora"] == counts["lora"], counts

@@ -59,6 +59,13 @@ def training_flops(model, *, method: str, seq_len: int) -> TrainingFlops:
     return TrainingFlops(per_token=factor * n + attn * factor / 6, per_label_token=factor * head_n)
 
 
+def flops_per_token(model, *, method: str, seq_len: int) -> float:
+    """Training FLOPs per token with the LM head on every token: how the benchmarks count, alike for tunesmith
+    and TRL (which projects every position); training's own MFU uses :func:`training_flops`."""
+    flops = training_flops(model, method=method, seq_len=seq_len)
+    return flops.per_token + flops.per_label_token
+
+
 def measure_matmul_peak(seconds: float = 0.5, n: int = 1024, dtype: torch.dtype = torch.float32) -> float:
     """Matmul FLOP/s of this CPU at the current thread count (the MFU denominator on CPU)."""
     g = torch.Generator().manual_seed(0)  # own generator: must not disturb the training RNG stream
