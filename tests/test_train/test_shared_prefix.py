@@ -77,6 +77,16 @@ def _loss_and_grads(model, batch, shared_prefix, kl_weight=0.0):
     return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
 
 
+def _assert_shared_equals_normal(model, batch, kl_weight=0.0):
+    """Loss and gradients through the shared prefix are the normal path's."""
+    shared, shared_grads = _loss_and_grads(model, batch, shared_prefix=True, kl_weight=kl_weight)
+    normal, normal_grads = _loss_and_grads(model, batch, shared_prefix=False, kl_weight=kl_weight)
+    torch.testing.assert_close(shared, normal, rtol=1e-5, atol=0)
+    for name, grad in normal_grads.items():
+        if grad is not None:
+            _assert_grads_close(shared_grads[name], grad, name)
+
+
 def test_a_batch_with_a_shared_masked_prefix_is_split_there(lora_model, tokenizer):
     split = shared_prefix_split(lora_model, _padded(_examples(), tokenizer))
     assert split is not None
@@ -129,12 +139,7 @@ def test_the_kl_guard_term_is_the_same_through_the_shared_prefix(lora_model, tok
     examples = _examples()[:2] + _examples(general=True)[2:]  # the same prefix; the last row is general
     batch = _padded(examples, tokenizer)
     assert batch.general is not None and shared_prefix_split(lora_model, batch) is not None
-    shared, shared_grads = _loss_and_grads(lora_model, batch, shared_prefix=True, kl_weight=0.5)
-    normal, normal_grads = _loss_and_grads(lora_model, batch, shared_prefix=False, kl_weight=0.5)
-    torch.testing.assert_close(shared, normal, rtol=1e-5, atol=0)
-    for name, grad in normal_grads.items():
-        if grad is not None:
-            _assert_grads_close(shared_grads[name], grad, name)
+    _assert_shared_equals_normal(lora_model, batch, kl_weight=0.5)
 
 
 def test_task_rows_keep_the_shared_prefix_beside_a_general_row_that_lacks_it(lora_model, tokenizer):
@@ -150,12 +155,7 @@ def test_task_rows_keep_the_shared_prefix_beside_a_general_row_that_lacks_it(lor
     parts = loss_parts(batch)
     assert [p.input_ids.shape[0] for p in parts] == [3, 1] and parts[0].general is None
     assert shared_prefix_spared_tokens(lora_model, batch) == PREFIX * (len(task) - 1)
-    shared, shared_grads = _loss_and_grads(lora_model, batch, shared_prefix=True, kl_weight=0.5)
-    normal, normal_grads = _loss_and_grads(lora_model, batch, shared_prefix=False, kl_weight=0.5)
-    torch.testing.assert_close(shared, normal, rtol=1e-5, atol=0)
-    for name, grad in normal_grads.items():
-        if grad is not None:
-            _assert_grads_close(shared_grads[name], grad, name)
+    _assert_shared_equals_normal(lora_model, batch, kl_weight=0.5)
 
 
 def _no_common_prefix(tokenizer):
