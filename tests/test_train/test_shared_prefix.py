@@ -88,13 +88,52 @@ def _assert_shared_equals_normal(model, batch, kl_weight=0.0):
 
 
 def test_a_batch_with_a_shared_masked_prefix_is_split_there(lora_model, tokenizer):
+    """The tiny model attends through SDPA: its suffixes (7, 19, 12 tokens) are packed into rows of at most
+    max(19, 40 // 2) = 20 tokens, first fit by decreasing length: [19] and [12, 7]."""
     split = shared_prefix_split(lora_model, _padded(_examples(), tokenizer))
-    assert split is not None
+    assert split is not None and split.conversations == 3
     # 40 shared tokens, and their next token (the suffix's first) carries no label either
     assert split.prefix_length == PREFIX
+    assert split.input_ids.shape == (2, 19)
+    assert split.position_ids[1].tolist() == list(range(PREFIX, PREFIX + 12)) + list(range(PREFIX, PREFIX + 7))
+    mask = split.attention_mask
+    assert mask.shape == (2, 1, 19, PREFIX + 19) and mask.dtype == torch.bool
+    assert bool(mask[..., :PREFIX].all())  # every suffix token sees the whole prefix
+    second = mask[1, 0, :, PREFIX:]
+    assert torch.equal(second[:12, :12], torch.ones(12, 12, dtype=torch.bool).tril())  # causal within a suffix
+    assert not second[12:, :12].any() and not second[:12, 12:].any()  # never into another suffix
+    assert torch.equal(second[12:, 12:], torch.ones(7, 7, dtype=torch.bool).tril())
+
+
+def test_without_packing_each_suffix_is_a_right_padded_row(tokenizer):
+    from tunesmith.train.shared_prefix import split_shared_prefix
+
+    split = split_shared_prefix(_padded(_examples(), tokenizer))
+    assert split is not None and split.conversations == 3
     assert split.input_ids.shape == (3, max(SUFFIXES))
     assert split.attention_mask.sum(-1).tolist() == [PREFIX + n for n in SUFFIXES]
     assert split.position_ids[0].tolist() == list(range(PREFIX, PREFIX + max(SUFFIXES)))
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_packed_suffixes_match_padded_suffixes_under_either_attention(tokenizer, attention, monkeypatch):
+    """The same loss and gradients with the suffixes packed (a 4-D mask: boolean for SDPA, additive for eager)
+    as with one padded row each."""
+    import tunesmith.train.loss as loss_module
+    from tunesmith.models.tiny import build_tiny_llama
+
+    model = _lora(build_tiny_llama(tokenizer))
+    model.base_model.model.config._attn_implementation = attention
+    batch = _padded(_examples(suffixes=(7, 19, 12, 5, 9)), tokenizer)
+    assert shared_prefix_split(model, batch).input_ids.shape[0] < 5
+    packed, packed_grads = _loss_and_grads(model, batch, shared_prefix=True)
+    monkeypatch.setattr(loss_module, "suffixes_packable", lambda base: False)
+    assert shared_prefix_split(model, batch).input_ids.shape[0] == 5
+    padded, padded_grads = _loss_and_grads(model, batch, shared_prefix=True)
+    torch.testing.assert_close(packed, padded, rtol=1e-5, atol=0)
+    for name, grad in padded_grads.items():
+        if grad is not None:
+            _assert_grads_close(packed_grads[name], grad, name)
 
 
 def test_shared_prefix_loss_equals_the_per_row_loss(lora_model, tokenizer):
@@ -234,7 +273,7 @@ def test_packed_rows_of_several_conversations_become_one_suffix_each(lora_model,
     batch = collate_packed([[a, b], [c, d, e]], tokenizer.pad_token_id)
     split = shared_prefix_split(lora_model, batch)
     assert split is not None and split.prefix_length == PREFIX
-    assert split.input_ids.shape[0] == 5  # the conversations; the padding run carries no label and is left out
+    assert split.conversations == 5  # the padding run carries no label and is left out
     normal, normal_grads = _loss_and_grads(lora_model, batch, shared_prefix=False)
     shared, shared_grads = _loss_and_grads(lora_model, batch, shared_prefix=True)
     torch.testing.assert_close(shared, normal, rtol=1e-5, atol=0)

@@ -29,7 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.train.batching import Batch
-from tunesmith.train.shared_prefix import PrefixSplit, prefix_cache_usable, split_shared_prefix, suffix_hidden_states
+from tunesmith.train.shared_prefix import (
+    PrefixSplit,
+    prefix_cache_usable,
+    split_shared_prefix,
+    suffix_hidden_states,
+    suffixes_packable,
+)
 from tunesmith.train.tokenize import IGNORE_INDEX
 
 
@@ -57,8 +63,10 @@ def _label_logits(model, batch: Batch, keep: torch.Tensor, split: PrefixSplit | 
 
 def shared_prefix_split(model, batch: Batch) -> PrefixSplit | None:
     """``batch`` as a shared prefix + suffixes when it and ``model`` qualify, else None (the normal way)."""
-    split = split_shared_prefix(batch)
-    return split if split is not None and prefix_cache_usable(_unwrap(model)) else None
+    base = _unwrap(model)
+    if not prefix_cache_usable(base):
+        return None
+    return split_shared_prefix(batch, pack_suffixes=suffixes_packable(base))
 
 
 def loss_parts(batch: Batch) -> list[Batch]:
@@ -86,7 +94,7 @@ def summed_token_loss(model, batch: Batch, kl_weight: float = 0.0, shared_prefix
 def shared_prefix_spared_tokens(model, batch: Batch) -> int:
     """Tokens the shared prefix spares ``batch``: each qualifying part's P prefix tokens x (conversations - 1)."""
     splits = [shared_prefix_split(model, part) for part in loss_parts(batch)]
-    return sum(s.prefix_length * (s.input_ids.shape[0] - 1) for s in splits if s is not None)
+    return sum(s.prefix_length * (s.conversations - 1) for s in splits if s is not None)
 
 
 def _part_loss(model, batch: Batch, kl_weight: float, shared_prefix: bool, kl_on: str) -> torch.Tensor:
@@ -96,8 +104,10 @@ def _part_loss(model, batch: Batch, kl_weight: float, shared_prefix: bool, kl_on
     if kl_weight <= 0 or rows.general is None:
         return F.cross_entropy(_label_logits(model, batch, labelled, split), rows.labels[:, 1:][labelled], reduction="sum")
     general = rows.general[:, 1:]
-    # the KL's positions: a general row's answer tokens, or each of its tokens that continues the same example
-    kl_at = general & (labelled if kl_on == "answers" else rows.position_ids[:, 1:] != 0)
+    # the KL's positions: a general row's answer tokens, or each of its tokens that continues the same example (its
+    # position follows the one before: a packed row's next example, or a packed suffix's, starts over)
+    continues = rows.position_ids[:, 1:] == rows.position_ids[:, :-1] + 1
+    kl_at = general & (labelled if kl_on == "answers" else continues)
     ce_at = labelled & ~general
     keep = ce_at | kl_at
     logits = _label_logits(model, batch, keep, split)

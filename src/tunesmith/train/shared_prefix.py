@@ -4,10 +4,12 @@ encoded once, not once per row.
 In tool-calling data every row opens with the same long system prompt (the tool definitions), masked out of
 the loss. When the rows of a batch share a token prefix of at least :data:`MIN_SHARED_PREFIX_TOKENS` tokens
 that carries no loss, the decoder runs that prefix once (batch dimension 1, gradients on), its key/value
-cache (transformers' ``DynamicCache``) is repeated to the batch size (``batch_repeat_interleave``: an autograd
-op, so the gradients of every row flow back into the one prefix forward), and only the rows' suffixes run
-against it: the attention mask covers prefix + suffix, the suffix's position ids continue after the prefix,
-suffixes stay right-padded. The loss (:mod:`tunesmith.train.loss`) is then taken over the suffixes' labels
+cache (transformers' ``DynamicCache``) is repeated to the suffix rows (``batch_repeat_interleave``: an autograd
+op, so the gradients of every row flow back into the one prefix forward), and only the conversations'
+suffixes run against it, their position ids continuing after the prefix. The suffixes are packed into rows
+(:func:`_pack_suffixes`: each attends to the prefix and to itself through a 4-D mask; suffixes of different
+lengths pay for no padding) when the model's attention takes such a mask (SDPA, eager:
+:func:`suffixes_packable`), else one right-padded row each (a 2-D mask over prefix + suffix). The loss (:mod:`tunesmith.train.loss`) is then taken over the suffixes' labels
 only; since no prefix position predicts a labelled token (the prefix stops one token before the first label
 of any row), it is the same sum as the full rows' loss, up to float rounding.
 
@@ -55,11 +57,15 @@ class PrefixSplit:
     prefix)."""
 
     prefix_ids: torch.Tensor  # [1, P]
-    input_ids: torch.Tensor  # [B, S] the suffixes, right-padded (B: the batch's trained conversations)
+    input_ids: torch.Tensor  # [B, S] the suffixes, right-padded (B: the batch's trained conversations), or [R, S]
+    # with the suffixes packed into R rows
     labels: torch.Tensor  # [B, S]
-    position_ids: torch.Tensor  # [B, S]: P, P+1, ...
-    attention_mask: torch.Tensor  # [B, P + S]: prefix and suffix tokens 1, padding 0
+    position_ids: torch.Tensor  # [B, S]: each suffix's P, P+1, ...
+    # padded suffixes: [B, P + S], prefix and suffix tokens 1, padding 0; packed suffixes: [R, 1, S, P + S] bool,
+    # True where a query token (a suffix's) may attend a key (the prefix, and its own suffix up to itself)
+    attention_mask: torch.Tensor
     general: torch.Tensor | None  # [B, S] or None
+    conversations: int  # B: the trained conversations, one suffix each
 
     @property
     def prefix_length(self) -> int:
@@ -94,9 +100,11 @@ def _conversations(batch: Batch) -> list[tuple[int, int, int]] | None:
     return [(r, a, b) for r, a, b in spans if bool((labels[r, a:b] != IGNORE_INDEX).any())]
 
 
-def split_shared_prefix(batch: Batch, min_tokens: int = MIN_SHARED_PREFIX_TOKENS) -> PrefixSplit | None:
+def split_shared_prefix(batch: Batch, min_tokens: int = MIN_SHARED_PREFIX_TOKENS,
+                        pack_suffixes: bool = False) -> PrefixSplit | None:
     """The batch's trained conversations as a shared prefix + suffixes, or None when it does not qualify (see
-    the module docstring)."""
+    the module docstring). ``pack_suffixes``: the suffixes packed into rows (:func:`_pack_suffixes`) instead of
+    one right-padded row each."""
     spans = _conversations(batch)
     if spans is None or len(spans) < 2:
         return None
@@ -117,6 +125,8 @@ def split_shared_prefix(batch: Batch, min_tokens: int = MIN_SHARED_PREFIX_TOKENS
     prefix = min(_first(differs), _first(labelled) - 1, int(n.min()) - 1)
     if prefix < min_tokens:
         return None
+    if pack_suffixes:
+        return _pack_suffixes(ids, labels, general, n, prefix)
     suffix = slice(prefix, width)
     return PrefixSplit(
         prefix_ids=ids[:1, :prefix],
@@ -125,6 +135,63 @@ def split_shared_prefix(batch: Batch, min_tokens: int = MIN_SHARED_PREFIX_TOKENS
         position_ids=steps[suffix].expand(len(spans), -1),
         attention_mask=(steps < n[:, None]).long(),
         general=None if general is None else general[:, suffix],
+        conversations=len(spans),
+    )
+
+
+def _rows_of_suffixes(lengths: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: the suffixes (by index) in as few rows of ``capacity`` tokens as it finds."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for k in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
+        fit = next((i for i, free in enumerate(room) if free >= lengths[k]), None)
+        if fit is None:
+            rows.append([]), room.append(capacity)
+            fit = len(rows) - 1
+        rows[fit].append(k)
+        room[fit] -= lengths[k]
+    return rows
+
+
+def _pack_suffixes(ids: torch.Tensor, labels: torch.Tensor, general: torch.Tensor | None, n: torch.Tensor,
+                   prefix: int) -> PrefixSplit:
+    """The suffixes (conversation k's tokens ``prefix:n[k]``) packed one after another into rows of at most
+    max(longest suffix, prefix // 2) tokens, so that a batch pays for its suffixes' tokens, not for each padded to
+    the longest. Each suffix attends to the whole prefix and causally to itself, never to another suffix (a 4-D
+    boolean mask [R, 1, S, P + S]); its positions continue after the prefix. The first token of every suffix
+    carries no label (the prefix stops before the token that predicts the first label), so the position before
+    it, which ends the previous suffix, predicts nothing. A row is at most half the prefix long (unless one suffix
+    is longer), so the attention the mask throws away stays small beside the prefix's."""
+    lengths = (n - prefix).tolist()
+    rows = _rows_of_suffixes(lengths, max(max(lengths), prefix // 2))
+    width = max(sum(lengths[k] for k in row) for row in rows)
+    shape = (len(rows), width)
+    out_ids = torch.zeros(shape, dtype=ids.dtype, device=ids.device)
+    out_labels = torch.full_like(out_ids, IGNORE_INDEX)
+    positions = torch.full_like(out_ids, prefix)
+    segment = torch.full_like(out_ids, -1)
+    out_general = None if general is None else torch.zeros(shape, dtype=torch.bool, device=ids.device)
+    for r, row in enumerate(rows):
+        at = 0
+        for k in row:
+            m, cut = lengths[k], slice(prefix, prefix + lengths[k])
+            out_ids[r, at : at + m], out_labels[r, at : at + m] = ids[k, cut], labels[k, cut]
+            positions[r, at : at + m] = torch.arange(prefix, prefix + m, device=ids.device)
+            segment[r, at : at + m] = k
+            if out_general is not None:
+                out_general[r, at : at + m] = general[k, cut]
+            at += m
+    causal = torch.ones(width, width, dtype=torch.bool, device=ids.device).tril()
+    own = (segment[:, :, None] == segment[:, None, :]) & (segment[:, None, :] >= 0) & causal
+    sees_prefix = torch.ones((len(rows), width, prefix), dtype=torch.bool, device=ids.device)
+    return PrefixSplit(
+        prefix_ids=ids[:1, :prefix],
+        input_ids=out_ids,
+        labels=out_labels,
+        position_ids=positions,
+        attention_mask=torch.cat([sees_prefix, own], dim=-1)[:, None],
+        general=out_general,
+        conversations=len(lengths),
     )
 
 
@@ -151,6 +218,12 @@ def prefix_cache_usable(base) -> bool:
     return _plain_cache(base.config) is not None
 
 
+def suffixes_packable(base) -> bool:
+    """Can ``base`` take packed suffixes? Their 4-D mask goes to the attention as it is: SDPA takes it boolean,
+    eager as an additive float mask; other kernels (flash, flex) get padded suffixes."""
+    return getattr(base.config, "_attn_implementation", None) in ("sdpa", "eager")
+
+
 def suffix_hidden_states(base, split: PrefixSplit) -> torch.Tensor:
     """The decoder's last hidden states [B, S] of the suffixes: the prefix encoded once, its cache repeated to
     the batch (autograd intact), the suffixes run against it."""
@@ -160,6 +233,9 @@ def suffix_hidden_states(base, split: PrefixSplit) -> torch.Tensor:
     positions = torch.arange(split.prefix_length, device=split.prefix_ids.device)[None]
     decoder(input_ids=split.prefix_ids, position_ids=positions, use_cache=True, **{keyword: cache})
     cache.batch_repeat_interleave(split.input_ids.shape[0])
-    out = decoder(input_ids=split.input_ids, attention_mask=split.attention_mask, position_ids=split.position_ids,
+    mask = split.attention_mask
+    if mask.dim() == 4 and base.config._attn_implementation == "eager":  # eager adds its mask to the scores
+        mask = torch.zeros(mask.shape, dtype=base.dtype, device=mask.device).masked_fill(~mask, torch.finfo(base.dtype).min)
+    out = decoder(input_ids=split.input_ids, attention_mask=mask, position_ids=split.position_ids,
                   use_cache=True, **{keyword: cache})
     return out.last_hidden_state
