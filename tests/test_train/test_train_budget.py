@@ -196,6 +196,37 @@ def test_steps_slower_than_the_probe_refit_the_schedule_once_and_it_still_comple
     assert pacer.summary(FakeState(step=pacer.last_step))["schedule_completed"]
 
 
+def test_steps_faster_after_a_late_refit_give_the_time_back_in_a_second_refit(monkeypatch):
+    """Steps slow down for a while (the late re-fit fits fewer steps to that pace), then run at the probe's pace
+    again: the run would end well before the reserve, so it re-fits once more, to more steps, and still ends
+    inside the budget with its schedule completed."""
+    import tunesmith.train.budget as budget
+
+    pace = lambda step: 3.0 if step == 1 else (1.6 if 20 < step <= 30 else 1.0)  # noqa: E731
+    sim = _simulate(pace)
+    pacer = sim.pacer
+    assert [r["way"] for r in pacer.refits] == ["late", "early"] and pacer.cut is None
+    late, early = pacer.refits
+    assert late["steps"] < 60 and early["steps"] == pacer.last_step > late["steps"]
+    assert sim.end <= 90.0
+    assert len(sim.lrs) == pacer.last_step and sim.lrs[-1] > 0 and sim.lr_after == 0.0
+    at = early["at_step"]
+    assert all(a >= b for a, b in zip(sim.lrs[at - 1:], sim.lrs[at:]))  # the decay goes on, slower, without a jump
+    assert sim.validated_at[-1] == pacer.last_step
+    monkeypatch.setattr(budget, "EARLY_SLACK", 1.0)  # no early re-fit: the late one's steps, ending sooner
+    without = _simulate(pace)
+    assert [r["way"] for r in without.pacer.refits] == ["late"]
+    assert without.pacer.last_step == late["steps"] and without.end < sim.end
+
+
+def test_steps_faster_than_the_probe_add_steps_once_never_past_the_configured_ones():
+    sim = _simulate(lambda step: 3.0 if step == 1 else (2.0 if step <= 4 else 1.0), configured=1000)
+    assert [r["way"] for r in sim.pacer.refits] == ["early"]
+    assert sim.pacer.last_step > sim.pacer.plan.steps and sim.end <= 90.0
+    capped = _simulate(lambda step: 3.0 if step == 1 else (2.0 if step <= 4 else 1.0), configured=40)
+    assert capped.pacer.last_step <= 40
+
+
 def test_a_run_still_late_after_its_refit_stops_at_the_budget_and_says_the_schedule_was_cut():
     late = _simulate(lambda step: 3.0 if step == 1 else (1.0 if step <= 20 else 1.6 if step <= 40 else 4.0))
     pacer = late.pacer

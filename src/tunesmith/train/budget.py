@@ -27,12 +27,14 @@ they are 24 under a budget (train/config.py).
 
 As training goes, the wall time of each step (checkpoints and epoch changes included; validations
 apart) is watched: the step time is the larger of the median of the last few steps (a slow-down
-shows at once, one slow step does not) and the mean since the plan (periodic costs count). If the run would end in the
-second half of the reserve, the schedule is re-fitted once to the steps that still fit (a decay under
-way restarts from its current value and reaches 0 at the new last step). If it still runs late after
-that, training stops before a step (and its validation) would end there: the schedule is then cut,
-and ``train_summary.json`` says at which step and learning rate. Steps that run faster than the probe
-do not add steps.
+shows at once, one slow step does not) and the mean since the plan or the last re-fit (periodic costs count). If
+the run would end in the second half of the reserve, the schedule is re-fitted once to the steps that still fit
+(a decay under way restarts from its current value and reaches 0 at the new last step). If it still runs late
+after that, training stops before a step (and its validation) would end there: the schedule is then cut,
+and ``train_summary.json`` says at which step and learning rate. If instead it would end more than
+:data:`EARLY_SLACK` of the budget before the reserve (steps faster than the probe, or than the stretch a late
+re-fit was fitted to), it is re-fitted once to the steps that fit then, never more than the configured ones.
+So a run re-fits at most twice, once each way.
 
 Torch-free (the config imports :func:`parse_duration`).
 """
@@ -55,6 +57,7 @@ MAX_EVALS = 10  # validations a budget plans after the probe, at most (the last 
 FIRST_VALIDATION_EXAMPLES = 8  # validation-loss examples of the probe's validation when the budget sizes them (never fewer after)
 SIZED_EVALS = 4  # validations after the probe the validation loss is sized for (fewer when fewer steps are configured)
 MORE_STEPS = 10  # the steps a bigger budget is suggested for when none fits after the probe
+EARLY_SLACK = 0.05  # of the budget: a run projected to end this much before the reserve re-fits (once) to more steps
 RECENT = (0.10, 6, 50)  # steps after the plan before a re-fit: this share of the planned steps, at least 6, at most 50
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)", re.IGNORECASE)
@@ -362,6 +365,7 @@ class BudgetPacer:
         self._eval_times: list[float] = []
         self._task_times: list[float] = []
         self._since_plan: list[float] = []  # step times after the plan
+        self._refitted_at = 0  # len(_since_plan) at the last re-fit: the step time is estimated from there on
 
     def _now(self) -> float:
         return self.share(self.clock())
@@ -427,19 +431,36 @@ class BudgetPacer:
             self.on_plan(self.plan)
 
     def _recheck(self, step: int, now: float) -> bool:
-        """True: stop now. Re-fits the schedule once when the run would end past the budget."""
+        """True: stop now. Re-fits the schedule once when the run would end past the budget, and once when it would
+        end well before the reserve."""
         plan = self.plan
         assert plan is not None
+        if len(self._since_plan) - self._refitted_at < self._window():
+            return False
         step_s, eval_s, limit = self._step_s(), self._eval_s(), self._limit()
         projected = now + (self.last_step - step) * step_s + \
             validations_between(step, self.last_step, self.eval_every) * eval_s
-        if not self.refits and len(self._since_plan) >= self._window() and projected > limit:
-            last, _, _ = fit_steps(available_s=limit - plan.reserve_s / 2 - now, done=step, step_s=step_s,
-                                   eval_s=eval_s, eval_every=self.eval_every, max_steps=self.last_step)
-            self.refits.append({"at_step": step, "planned_steps": self.last_step, "steps": max(last, step),
-                                "step_s": step_s, "projected_end_s": projected - self.started})
-            if last <= step:
-                return self._stop_at_budget(step, "no step fits the time left")
+        target = limit - plan.reserve_s / 2  # the plan's end: the budget less its reserve
+        done = {refit.get("way", "late") for refit in self.refits}  # runs saved before early re-fits: late
+        if "late" not in done and projected > limit:
+            return self._refit(step, now, "late", step_s, eval_s, projected, max_steps=self.last_step)
+        if "early" not in done and projected < target - EARLY_SLACK * self.budget_s and self.last_step < self.configured_steps:
+            return self._refit(step, now, "early", step_s, eval_s, projected, max_steps=self.configured_steps)
+        return False
+
+    def _refit(self, step: int, now: float, way: str, step_s: float, eval_s: float, projected: float,
+               max_steps: int) -> bool:
+        """Re-fit the schedule to the steps that fit the time left at ``step_s`` a step (at most ``max_steps``);
+        True: none fits, stop now."""
+        assert self.plan is not None
+        last, _, _ = fit_steps(available_s=self._limit() - self.plan.reserve_s / 2 - now, done=step, step_s=step_s,
+                               eval_s=eval_s, eval_every=self.eval_every, max_steps=max_steps)
+        self.refits.append({"at_step": step, "way": way, "planned_steps": self.last_step, "steps": max(last, step),
+                            "step_s": step_s, "projected_end_s": projected - self.started})
+        self._refitted_at = len(self._since_plan)
+        if last <= step:
+            return self._stop_at_budget(step, "no step fits the time left")
+        if last != self.last_step:
             self.schedule.refit(step, last, round(self.warmup_ratio * last))
             self.last_step = last
         return False
@@ -454,9 +475,10 @@ class BudgetPacer:
             self.last_step = step
 
     def _step_s(self) -> float:
-        """A step's expected wall time: the recent median or the mean since the plan, whichever is longer."""
-        times = self._since_plan
+        """A step's expected wall time: the recent median or the mean since the plan (or the last re-fit), whichever
+        is longer."""
         assert self.plan is not None
+        times = self._since_plan[self._refitted_at:] or self._since_plan
         if not times:
             return self.plan.step_s
         return max(median(times[-max(3, self._window() // 2):]), sum(times) / len(times))
