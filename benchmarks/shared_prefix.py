@@ -1,16 +1,18 @@
 """Step time with and without the shared prefix (``train.shared_prefix``) on tool-calling-shaped rows.
 
 Rows like the tool-use example's: every row opens with the same PREFIX tokens (the system prompt with the
-tool definitions, no loss on it) and goes on with SUFFIX tokens of its own (loss from the third on). One
+tool definitions, no loss on it) and goes on with tokens of its own (loss from the third on): SUFFIX of them, or
+with ``--suffix-min`` a length drawn evenly between the two (the tool-use example's run from ~25 to ~190). One
 micro-batch of ROWS rows, one optimizer step (forward, backward, AdamW) of the embedded SmolLM2-135M with
-LoRA (tunesmith's defaults: r 16 on q/k/v/o, dropout 0.05), fp32 on the CPU. After one short warm-up step,
-the two ways alternate (off, shared, off, shared, ...) for ``--repeats`` steps each; the medians of wall
-time and of process CPU time are printed with their ratio off / shared, and the two losses of the first
-step (the same batch and weights: they agree to float rounding).
+LoRA (tunesmith's defaults: r 16 on q/k/v/o, dropout 0.05), fp32 on the CPU. Three ways: off (every row
+whole), shared with each suffix a right-padded row, shared with the suffixes packed into rows (what SDPA models
+get). After one short warm-up step, the ways alternate for ``--repeats`` steps each; the medians of wall time
+and of process CPU time are printed with their ratios to off and packed against padded, and the losses of the
+first step (the same batch and weights: they agree to float rounding).
 
 Usage:
     OMP_NUM_THREADS=2 python benchmarks/shared_prefix.py                  # ~1 minute on 2 cores
-    python benchmarks/shared_prefix.py --rows 4 --prefix 450 --suffix 190 --repeats 2 --threads 2
+    python benchmarks/shared_prefix.py --rows 8 --prefix 563 --suffix-min 25 --suffix 190 --repeats 2
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import statistics
 import time
 
 
-def _batch(tokenizer, rows: int, prefix: int, suffix: int, seed: int = 0):
+def _batch(tokenizer, rows: int, prefix: int, suffix: int, suffix_min: int | None = None, seed: int = 0):
     import torch
 
     from tunesmith.train.batching import collate_padded
@@ -30,17 +32,22 @@ def _batch(tokenizer, rows: int, prefix: int, suffix: int, seed: int = 0):
     shared = torch.randint(100, len(tokenizer) - 100, (prefix,), generator=g).tolist()
     examples = []
     for _ in range(rows):
-        own = torch.randint(100, len(tokenizer) - 100, (suffix,), generator=g).tolist()
+        n = suffix if suffix_min is None else int(torch.randint(suffix_min, suffix + 1, (1,), generator=g))
+        own = torch.randint(100, len(tokenizer) - 100, (n,), generator=g).tolist()
         examples.append(TokenizedExample(shared + own, [IGNORE_INDEX] * (prefix + 2) + own[2:]))
     return collate_padded(examples, tokenizer.pad_token_id)
 
 
-def _step(model, optimizer, batch, shared_prefix: bool) -> tuple[float, float, float]:
-    """One optimizer step; returns (wall seconds, CPU seconds, loss per label token)."""
-    from tunesmith.train.loss import summed_token_loss
+WAYS = ("off", "padded", "packed")
 
+
+def _step(model, optimizer, batch, way: str) -> tuple[float, float, float]:
+    """One optimizer step the ``way`` given; returns (wall seconds, CPU seconds, loss per label token)."""
+    import tunesmith.train.loss as loss_module
+
+    loss_module.suffixes_packable = lambda base: way == "packed"  # padded: the path of flash/flex attention
     wall, cpu = time.perf_counter(), time.process_time()
-    loss = summed_token_loss(model, batch, shared_prefix=shared_prefix) / batch.n_label_tokens
+    loss = loss_module.summed_token_loss(model, batch, shared_prefix=way != "off") / batch.n_label_tokens
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -51,7 +58,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=4)
     parser.add_argument("--prefix", type=int, default=450, help="shared tokens per row")
-    parser.add_argument("--suffix", type=int, default=190, help="own tokens per row")
+    parser.add_argument("--suffix", type=int, default=190, help="own tokens per row (the most, with --suffix-min)")
+    parser.add_argument("--suffix-min", type=int, default=None, help="the fewest own tokens of a row")
     parser.add_argument("--repeats", type=int, default=2, help="measured steps of each way")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -69,21 +77,24 @@ def main() -> None:
     model.train()
     tokenizer = load_tokenizer(cfg.model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)  # weights stay put
-    batch = _batch(tokenizer, args.rows, args.prefix, args.suffix)
+    batch = _batch(tokenizer, args.rows, args.prefix, args.suffix, args.suffix_min)
     split = shared_prefix_split(model, batch)
     assert split is not None, "the batch should qualify for the shared prefix"
-    _step(model, optimizer, _batch(tokenizer, 2, 40, 8), True)  # warm-up: allocator, kernels
-    times: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
+    _step(model, optimizer, _batch(tokenizer, 2, 40, 8), "packed")  # warm-up: allocator, kernels
+    times: dict[str, list[tuple[float, float, float]]] = {way: [] for way in WAYS}
     for _ in range(args.repeats):
-        for shared in (False, True):
-            times[shared].append(_step(model, optimizer, batch, shared))
-    off, on = ([statistics.median(t[i] for t in times[s]) for i in range(2)] for s in (False, True))
-    print(f"{args.rows} rows x ({args.prefix} shared + {args.suffix} own) tokens, prefix split at "
-          f"{split.prefix_length}, SmolLM2-135M + LoRA fp32, {args.threads} threads, {args.repeats} steps each")
-    print(f"step wall s: off {off[0]:.2f}  shared {on[0]:.2f}  ratio off/shared {off[0] / on[0]:.2f}x")
-    print(f"step CPU s:  off {off[1]:.2f}  shared {on[1]:.2f}  ratio off/shared {off[1] / on[1]:.2f}x")
-    print(f"first-step loss: off {times[False][0][2]:.6f}  shared {times[True][0][2]:.6f}")
-
+        for way in WAYS:
+            times[way].append(_step(model, optimizer, batch, way))
+    wall, cpu = ({way: statistics.median(t[i] for t in times[way]) for way in WAYS} for i in range(2))
+    own = "-".join(str(n) for n in sorted({args.suffix_min or args.suffix, args.suffix}))
+    print(f"{args.rows} rows x ({args.prefix} shared + {own} own) tokens, prefix split at {split.prefix_length}, "
+          f"packed into {split.input_ids.shape[0]} rows of {split.input_ids.shape[1]}, SmolLM2-135M + LoRA fp32, "
+          f"{args.threads} threads, {args.repeats} steps each")
+    for name, m in (("wall", wall), ("CPU", cpu)):
+        print(f"step {name} s: off {m['off']:.2f}  padded {m['padded']:.2f}  packed {m['packed']:.2f}  ratio off/padded "
+              f"{m['off'] / m['padded']:.2f}x  off/packed {m['off'] / m['packed']:.2f}x  padded/packed "
+              f"{m['padded'] / m['packed']:.2f}x")
+    print("first-step loss: " + "  ".join(f"{way} {times[way][0][2]:.6f}" for way in WAYS))
 
 if __name__ == "__main__":
     main()
