@@ -444,7 +444,8 @@ class BudgetPacer:
         done = {refit.get("way", "late") for refit in self.refits}  # runs saved before early re-fits: late
         if "late" not in done and projected > limit:
             return self._refit(step, now, "late", step_s, eval_s, projected, max_steps=self.last_step)
-        if "early" not in done and projected < target - EARLY_SLACK * self.budget_s and self.last_step < self.configured_steps:
+        early = projected < target - EARLY_SLACK * self.budget_s
+        if "early" not in done and early and self.last_step < self.configured_steps:
             return self._refit(step, now, "early", step_s, eval_s, projected, max_steps=self.configured_steps)
         return False
 
