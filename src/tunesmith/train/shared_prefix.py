@@ -54,8 +54,8 @@ MIN_SHARED_PREFIX_TOKENS = 32
 
 @dataclass(frozen=True)
 class PrefixSplit:
-    """A batch as a shared prefix and its conversations' suffixes (S = the longest one's tokens after the
-    prefix)."""
+    """A batch as a shared prefix and its conversations' suffixes (S = the longest suffix, or the widest row of
+    packed suffixes)."""
 
     prefix_ids: torch.Tensor  # [1, P]
     input_ids: torch.Tensor  # [B, S] the suffixes, right-padded (B: the batch's trained conversations), or [R, S]
@@ -229,8 +229,8 @@ def suffixes_packable(base) -> bool:
 
 
 def suffix_hidden_states(base, split: PrefixSplit) -> torch.Tensor:
-    """The decoder's last hidden states [B, S] of the suffixes: the prefix encoded once, its cache repeated to
-    the batch (autograd intact), the suffixes run against it."""
+    """The decoder's last hidden states [B or R, S] of the suffix rows: the prefix encoded once, its cache repeated
+    to the rows (autograd intact), the suffixes run against it."""
     decoder = base.get_decoder()
     keyword = _cache_keyword(decoder)
     cache = _plain_cache(base.config)
