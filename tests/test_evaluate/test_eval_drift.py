@@ -31,6 +31,27 @@ def test_drift_is_zero_for_identical_answers_and_high_for_unrelated_ones():
     assert set(reworded) == {"a"} and 0 < reworded["a"] < 0.3  # only prompts both answered
 
 
+def test_sampled_answers_are_seeded_differ_from_greedy_and_leave_the_global_random_state(tiny_model, tokenizer):
+    """The drift reference samples base's answers: the same seed gives the same answers, another seed others."""
+    import torch
+
+    from tunesmith.evaluate.generate import generate_token_ids
+
+    prompts = [tokenizer.encode(t) for t in ("Tell me about rivers.", "Name three colours.", "What is a cat?")]
+
+    def run(**kw):
+        return generate_token_ids(tiny_model, tokenizer, prompts, max_new_tokens=8, batch_size=2, **kw)
+
+    greedy = run()
+    assert run() == greedy
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    sampled = run(temperature=1.0, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is untouched
+    assert run(temperature=1.0, seed=5) == sampled
+    assert sampled != greedy and run(temperature=1.0, seed=6) != sampled  # a random model's distribution is wide
+
+
 def test_drift_summary_share_changed_and_flag_past_the_threshold():
     scores = {"p1": 0.0, "p2": 0.2, "p3": 0.8, "p4": 1.0}
     out, flags = drift_summary(scores, changed_above=0.5, max_mean_drift=0.5, n_resamples=200)
@@ -38,7 +59,7 @@ def test_drift_summary_share_changed_and_flag_past_the_threshold():
     assert out["drift_ci"][0] <= 0.5 <= out["drift_ci"][1] and len(out["changed_share_ci"]) == 2
     assert flags == []  # at the threshold: not above it
     _, flags = drift_summary({**scores, "p5": 0.9}, changed_above=0.5, max_mean_drift=0.5, n_resamples=200)
-    assert flags == ["drift from base 0.58 > 0.5"]
+    assert flags == ["drift from base 0.58 > 0.50"]
     assert drift_summary({}, changed_above=0.5, max_mean_drift=0.5) == ({}, [])
     # the drift flag joins the forgetting flags
     entry = change_vs_base({"perplexity": 10.0}, {}, {"perplexity": 10.1}, {}, max_ppl_increase_pct=10,

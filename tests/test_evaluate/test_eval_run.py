@@ -125,6 +125,14 @@ def test_full_eval_base_fewshot_tuned_api(tmp_path, tiny_model_dir):
     assert reg["instruction_prompts"] == 5 and reg["base"]["instruction_prompts"] == 5
     assert 0 <= reg["tuned"]["instruction_pass_rate"] <= 1 and "instruction_change_points_ci" in reg["tuned"]
     assert reg["tuned"]["drift_prompts"] == 8 and 0 <= reg["tuned"]["drift"] <= 1 and "drift" not in reg["base"]
+    # the drift flag's threshold: base's own drift, its answers sampled at T=0.7 against its greedy ones
+    ref = reg["drift_reference"]
+    assert ref["temperature"] == 0.7 and ref["drift_prompts"] == 8 and 0 < ref["drift"] <= 1
+    assert reg["thresholds"]["max_mean_drift"] == ref["drift"]
+    drift_flagged = [f for f in reg["tuned"]["flags"] if f.startswith("drift from base")]
+    assert bool(drift_flagged) == (reg["tuned"]["drift"] > ref["drift"])
+    assert all(f.endswith("(base's own at temperature 0.7)") for f in drift_flagged)
+    assert "base's own" in (run / "report.md").read_text()
     regression_rows = [json.loads(line) for line in (run / "eval" / "tuned.regression.jsonl").read_text().splitlines()]
     assert [r["set"] for r in regression_rows] == ["general"] * 3 + ["instruction"] * 5
     assert all("drift_from_base" in r for r in regression_rows) and all("passed" in r for r in regression_rows[3:])
@@ -223,6 +231,24 @@ def test_a_second_eval_keeps_the_first(tmp_path, tiny_model_dir, monkeypatch):
         for name in ("report.html", "report.md", "metrics.json"):
             assert str(run / name) in result.output
     assert str(folders[1]) not in first.output
+
+
+def test_a_fixed_drift_threshold_needs_no_sampled_reference(tmp_path, tiny_model_dir):
+    """eval.regression.max_mean_drift set: the flag uses it, and base is not sampled for a reference."""
+    from tunesmith.evaluate.run import evaluate_from_config
+
+    answers, fails = _answers()
+    with FakeOpenAI(answers, fails) as server:
+        data = _cfg(tmp_path, tiny_model_dir, server, ["base", "tuned"]).model_dump(mode="json")
+    data["eval"]["regression"]["max_mean_drift"] = 0.05
+    data["eval"]["adversarial"] = {"enabled": False}
+    data["eval"]["endpoints"] = []
+    cfg = build_config(data, base_dir=tmp_path)
+    _save_adapter(tiny_model_dir, cfg.run_dir / "adapter")
+    reg = evaluate_from_config(cfg, _prepared())["regression"]
+    assert "drift_reference" not in reg and reg["thresholds"]["max_mean_drift"] == 0.05
+    assert reg["tuned"]["drift"] > 0.05  # the random adapter changes the random model's answers
+    assert f"drift from base {reg['tuned']['drift']:.2f} > 0.05" in reg["tuned"]["flags"]
 
 
 def test_config_rejects_unknown_model_and_bad_judge():

@@ -154,9 +154,14 @@ class RegressionConfig(Section):
         0.5, ge=0, lt=1, description="An answer changed materially when its drift from base's answer (1 - ROUGE-L "
         "between them) is above this.",
     )
-    max_mean_drift: float = Field(
-        0.5, ge=0, le=1, description="Flag when a model's mean drift from base's answers to the general and "
-        "instruction prompts is above this (1: never).",
+    max_mean_drift: float | None = Field(
+        None, ge=0, le=1, description="Flag when a model's mean drift from base's answers to the general and "
+        "instruction prompts is above this (1: never). Default (null): above base's own drift, measured in each "
+        "evaluation: how far base's answers sampled at drift_reference_temperature are from its greedy ones.",
+    )
+    drift_reference_temperature: float = Field(
+        0.7, gt=0, le=2, description="Temperature of base's sampled answers (seeded) whose drift from base's greedy "
+        "answers is the drift flag's threshold when max_mean_drift is null.",
     )
     judge: str | None = Field(
         None, description="Name of an eval.endpoints entry asked, per general prompt, whether base's or the model's "

@@ -39,7 +39,7 @@ def drift_summary(scores: dict[str, float], *, changed_above: float, max_mean_dr
     changed_ci = bootstrap_ci(changed, n_resamples=n_resamples, seed=seed)
     out = {"drift": mean, "drift_ci": list(ci) if ci else None, "drift_prompts": len(vals),
            "changed_share": sum(changed) / len(changed), "changed_share_ci": list(changed_ci) if changed_ci else None}
-    flags = [f"drift from base {mean:.2f} > {max_mean_drift:g}"] if mean > max_mean_drift else []
+    flags = [f"drift from base {mean:.2f} > {max_mean_drift:.2f}"] if mean > max_mean_drift else []
     return out, flags
 
 

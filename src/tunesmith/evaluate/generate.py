@@ -99,8 +99,14 @@ def generate_token_ids(
     share_prefix: bool = True,
     min_shared_prefix: int = 16,
     constraints: Sequence[CompiledConstraint | None] | None = None,
+    temperature: float = 0.0,
+    seed: int = 0,
 ) -> list[list[int]]:
     """The generated token ids of each prompt, up to (not including) its end token, in prompt order.
+
+    Greedy unless ``temperature`` > 0: then sampled from the model's distribution at that temperature (no
+    top-k / top-p), from a generator seeded with ``seed`` (the same prompts and seed, the same answers; the
+    global random state is left as it was).
 
     With ``constraints`` (one per prompt; None = free), each constrained row's logits are masked at every
     step to what its grammar allows, and the row ends when the grammar is complete and the end token is
@@ -116,51 +122,57 @@ def generate_token_ids(
     results: list[list[int]] = [[] for _ in prompts]
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = [prompts[i] for i in idx]
-        # shared prefix (at least one own token per row stays outside it)
-        shared = min(common_prefix_len(batch), min(len(p) for p in batch) - 1) if share_prefix and len(idx) > 1 else 0
-        cache = None
-        if shared >= min_shared_prefix:
-            cache = _prefix_cache(model, batch[0][:shared], len(idx), device)
-        else:
-            shared = 0
-        width = max(len(p) - shared for p in batch)
-        length = shared + width
-        input_ids = torch.full((len(idx), length), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(idx), length), dtype=torch.long)
-        for row, p in enumerate(batch):
-            if shared:
-                input_ids[row, :shared] = torch.tensor(p[:shared])
-                attention[row, :shared] = 1
-            suffix = p[shared:]
-            input_ids[row, length - len(suffix) :] = torch.tensor(suffix)
-            attention[row, length - len(suffix) :] = 1
-        extra = {CACHE_KWARG: cache} if cache is not None else {}
-        rows = [constraints[i] for i in idx] if constraints is not None else []
-        if any(c is not None for c in rows):
-            extra["logits_processor"] = LogitsProcessorList(
-                [GrammarLogitsProcessor([c.start() if c is not None else None for c in rows])])
-        out = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            eos_token_id=eos,
-            pad_token_id=pad_id,
-            **extra,
-        )
-        for row, i in enumerate(idx):
-            new = out[row, length:].tolist()
-            results[i] = new[: next((k for k, t in enumerate(new) if t in eos), len(new))]
-        if on_rows:
-            on_rows(list(idx))
-        if on_batch:
-            on_batch(len(idx))
+    sampling = temperature > 0
+    # sampling draws from a generator of its own seed: the same answers each time, the caller's state untouched
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=sampling):
+        if sampling:
+            torch.manual_seed(seed)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = [prompts[i] for i in idx]
+            # shared prefix (at least one own token per row stays outside it)
+            shared = (min(common_prefix_len(batch), min(len(p) for p in batch) - 1) if share_prefix and len(idx) > 1
+                      else 0)
+            cache = None
+            if shared >= min_shared_prefix:
+                cache = _prefix_cache(model, batch[0][:shared], len(idx), device)
+            else:
+                shared = 0
+            width = max(len(p) - shared for p in batch)
+            length = shared + width
+            input_ids = torch.full((len(idx), length), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(idx), length), dtype=torch.long)
+            for row, p in enumerate(batch):
+                if shared:
+                    input_ids[row, :shared] = torch.tensor(p[:shared])
+                    attention[row, :shared] = 1
+                suffix = p[shared:]
+                input_ids[row, length - len(suffix) :] = torch.tensor(suffix)
+                attention[row, length - len(suffix) :] = 1
+            extra = {CACHE_KWARG: cache} if cache is not None else {}
+            rows = [constraints[i] for i in idx] if constraints is not None else []
+            if any(c is not None for c in rows):
+                extra["logits_processor"] = LogitsProcessorList(
+                    [GrammarLogitsProcessor([c.start() if c is not None else None for c in rows])])
+            out = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=sampling,
+                temperature=temperature if sampling else None,
+                top_p=1.0 if sampling else None,
+                top_k=0 if sampling else None,
+                eos_token_id=eos,
+                pad_token_id=pad_id,
+                **extra,
+            )
+            for row, i in enumerate(idx):
+                new = out[row, length:].tolist()
+                results[i] = new[: next((k for k, t in enumerate(new) if t in eos), len(new))]
+            if on_rows:
+                on_rows(list(idx))
+            if on_batch:
+                on_batch(len(idx))
     model.train(was_training)
     return results
 

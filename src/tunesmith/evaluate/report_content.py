@@ -430,8 +430,14 @@ def _regression_rules(reg: dict[str, Any]) -> Bullets:
     rules = f"perplexity rises more than {th['max_perplexity_increase_pct']:g}%"
     if "max_instruction_drop_points" in th:
         rules += (f"; the share of verifiable instructions followed drops more than "
-                  f"{th['max_instruction_drop_points']:g} points; the mean drift from base's answers is above "
-                  f"{th['max_mean_drift']:g}")
+                  f"{th['max_instruction_drop_points']:g} points")
+        ref = reg.get("drift_reference")
+        if ref:
+            own = with_ci(_value(ref, "drift"), fraction=False)
+            rules += (f"; the mean drift from base's answers is above base's own, {own} (base's answers sampled at "
+                      f"temperature {ref['temperature']:g} against its greedy ones)")
+        elif th.get("max_mean_drift") is not None:
+            rules += f"; the mean drift from base's answers is above {th['max_mean_drift']:g}"
     rules += f"; general ROUGE-L drops more than {th['max_rouge_drop_points']:g} points{lm_eval_rule}"
     items.append(f"flagged when, vs base: {rules}")
     if "drift_changed_above" in th:

@@ -104,7 +104,9 @@ def _progress(label: str, total: int):
     return p, total
 
 
-def local_generate(model, tokenizer, batch_size: int, constraint: CompiledConstraint | None = None) -> Generate:
+def local_generate(model, tokenizer, batch_size: int, constraint: CompiledConstraint | None = None, *,
+                   temperature: float = 0.0, seed: int = 0) -> Generate:
+    """A local model's generate function: greedy, or sampled at ``temperature`` > 0 from ``seed``."""
     def gen(convs: list[list[dict]], max_new_tokens: int, label: str, tools: Tools = None) -> list[Answer]:
         if not convs:
             return []
@@ -123,7 +125,8 @@ def local_generate(model, tokenizer, batch_size: int, constraint: CompiledConstr
             task = p.add_task(label, total=total)
             ids = generate_token_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                      on_batch=lambda n: p.update(task, advance=n), on_rows=rows_done,
-                                     constraints=[constraint] * len(prompts) if constraint is not None else None)
+                                     constraints=[constraint] * len(prompts) if constraint is not None else None,
+                                     temperature=temperature, seed=seed)
         return [Answer(decode_answer(tokenizer, new), latency_s=lat, prompt_tokens=len(prompt),
                        completion_tokens=len(new)) for new, lat, prompt in zip(ids, latency, prompts, strict=True)]
 
@@ -179,6 +182,7 @@ class Evaluator:
         rc = ec.regression
         self.instruction_items = instruction_prompts(rc.instruction_prompts, cfg.seed) if rc.enabled else []
         self.base_answers: dict[str, str | None] | None = None  # base's regression answers, once it has given them
+        self.drift_reference: dict[str, Any] | None = None  # base's own drift (sampled vs greedy), once measured
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -293,11 +297,39 @@ class Evaluator:
         res.regression = out
         if name == "base":
             self.base_answers = res.regression_answers
+            if rc.max_mean_drift is None:
+                self.drift_reference = self._drift_reference(model, prompts)
         elif self.base_answers is not None:
             res.drift = drift_scores(self.base_answers, res.regression_answers)
             if rc.judge and prompts:
                 res.preference = self._judge_preference(name, prompts, res.regression_answers)
         res.regression_examples = self._regression_rows(prompts, res)
+
+    def _drift_reference(self, model, prompts: list[dict]) -> dict[str, Any] | None:
+        """Base's own drift: its answers sampled at ``drift_reference_temperature`` (seeded) against its greedy ones.
+
+        A greedy answer of a small model changes wording under almost any change of weights (a random
+        perturbation that raises perplexity 1% moves the embedded model's answers 0.50), so a fixed threshold says
+        little; a model whose answers are no further from base's than base's own sampled answers are has not
+        changed more than base varies. The drift flag's threshold unless ``max_mean_drift`` is set.
+        """
+        rc, base_answers = self.ec.regression, self.base_answers
+        assert base_answers is not None
+        t = rc.drift_reference_temperature
+        sample = local_generate(model, self.tokenizer, self.ec.batch_size, temperature=t, seed=self.cfg.seed)
+        label = f"base sampled (T={t:g})"
+        answers: dict[str, str | None] = {}
+        if prompts:
+            got = sample([prompt_messages(r) for r in prompts], rc.max_new_tokens, f"{label}: general prompts")
+            answers.update({f"general:{r['id']}": a.text for r, a in zip(prompts, got, strict=True)})
+        items = self.instruction_items
+        if items:
+            got = sample([it["messages"] for it in items], rc.instruction_max_new_tokens,
+                         f"{label}: verifiable instructions")
+            answers.update({f"instruction:{it['id']}": a.text for it, a in zip(items, got, strict=True)})
+        summary, _ = drift_summary(drift_scores(base_answers, answers), changed_above=rc.drift_changed_above,
+                                   max_mean_drift=1.0, **self.boot)
+        return {"temperature": t, **summary} if summary else None
 
     def _judge_preference(self, name: str, prompts: list[dict], answers: dict[str, str | None]) -> dict[str, Any]:
         """eval.regression.judge's preference between base's and ``name``'s answers to the general prompts."""
@@ -447,8 +479,10 @@ class Evaluator:
                                "thresholds": {"max_perplexity_increase_pct": rc.max_perplexity_increase_pct,
                                               "max_rouge_drop_points": rc.max_rouge_drop_points,
                                               "max_instruction_drop_points": rc.max_instruction_drop_points,
-                                              "max_mean_drift": rc.max_mean_drift,
+                                              "max_mean_drift": self._max_mean_drift(),
                                               "drift_changed_above": rc.drift_changed_above}}
+        if self.drift_reference is not None:
+            reg["drift_reference"] = self.drift_reference
         lm_eval_drop = None
         if self.lm_eval is not None:
             reg["lm_eval"] = self.lm_eval.describe()
@@ -467,14 +501,24 @@ class Evaluator:
                 reg[n] = dict(r.regression)
         return reg
 
+    def _max_mean_drift(self) -> float | None:
+        """The drift flag's threshold: ``max_mean_drift`` if set, else base's own drift (None: not measured)."""
+        configured = self.ec.regression.max_mean_drift
+        if configured is not None:
+            return configured
+        return self.drift_reference["drift"] if self.drift_reference else None
+
     def _instructions_and_drift(self, entry: dict[str, Any], base: ModelResult, r: ModelResult) -> dict[str, Any]:
         """A model's regression entry with its verifiable-instruction change and drift from base, and their flags."""
         rc = self.ec.regression
         instr, flags = instruction_change({x["id"]: x["passed"] for x in base.instruction_rows},
                                           {x["id"]: x["passed"] for x in r.instruction_rows},
                                           max_drop_points=rc.max_instruction_drop_points, **self.boot)
+        limit = self._max_mean_drift()
         drift, drift_flags = drift_summary(r.drift, changed_above=rc.drift_changed_above,
-                                           max_mean_drift=rc.max_mean_drift, **self.boot)
+                                           max_mean_drift=1.0 if limit is None else limit, **self.boot)
+        if drift_flags and rc.max_mean_drift is None:
+            drift_flags = [f"{drift_flags[0]} (base's own at temperature {rc.drift_reference_temperature:g})"]
         if drift:
             drift["drift_by_set"] = {}
             for s in ("general", "instruction"):
