@@ -27,9 +27,10 @@ def drift_scores(base: dict[str, str | None], other: dict[str, str | None]) -> d
     return {i: 1.0 - rouge_l(other[i] or "", base[i] or "") for i in base if i in other}
 
 
-def drift_summary(scores: dict[str, float], *, changed_above: float, max_mean_drift: float, n_resamples: int = 1000,
-                  seed: int = 0) -> tuple[dict[str, Any], list[str]]:
-    """Mean drift and the share changed materially, each with its 95% CI; the flag (mean above ``max_mean_drift``)."""
+def drift_summary(scores: dict[str, float], *, changed_above: float, max_mean_drift: float | None,
+                  threshold_source: str = "", n_resamples: int = 1000, seed: int = 0) -> tuple[dict[str, Any], list[str]]:
+    """Mean drift and the share changed materially, each with its 95% CI; the flag (mean above ``max_mean_drift``;
+    None: no flag), whose text ends with ``threshold_source`` when given (where the threshold came from)."""
     vals = list(scores.values())
     if not vals:
         return {}, []
@@ -39,7 +40,9 @@ def drift_summary(scores: dict[str, float], *, changed_above: float, max_mean_dr
     changed_ci = bootstrap_ci(changed, n_resamples=n_resamples, seed=seed)
     out = {"drift": mean, "drift_ci": list(ci) if ci else None, "drift_prompts": len(vals),
            "changed_share": sum(changed) / len(changed), "changed_share_ci": list(changed_ci) if changed_ci else None}
-    flags = [f"drift from base {mean:.2f} > {max_mean_drift:.2f}"] if mean > max_mean_drift else []
+    source = f" ({threshold_source})" if threshold_source else ""
+    flagged = max_mean_drift is not None and mean > max_mean_drift
+    flags = [f"drift from base {mean:.2f} > {max_mean_drift:.2f}{source}"] if flagged else []
     return out, flags
 
 

@@ -280,17 +280,14 @@ class Evaluator:
         out: dict[str, Any] = {}
         if text:
             out.update(perplexity(window_losses(model, self.tokenizer, text), **self.boot))
+        general, instructions = self._regression_answers(gen, prompts, name)
         if prompts:
-            answers = gen([prompt_messages(r) for r in prompts], rc.max_new_tokens, f"{name}: general prompts")
-            res.general_scores = general_prompt_scores(prompts, [a.text for a in answers])
+            res.general_scores = general_prompt_scores(prompts, [a.text for a in general])
             out.update(general_prompt_summary(res.general_scores, **self.boot))
-            res.regression_answers.update({f"general:{r['id']}": a.text for r, a in zip(prompts, answers, strict=True)})
         if self.instruction_items:
-            answers = gen([it["messages"] for it in self.instruction_items], rc.instruction_max_new_tokens,
-                          f"{name}: verifiable instructions")
-            res.instruction_rows = check_answers(self.instruction_items, [a.text for a in answers])
+            res.instruction_rows = check_answers(self.instruction_items, [a.text for a in instructions])
             out.update(instruction_summary(res.instruction_rows, **self.boot))
-            res.regression_answers.update({f"instruction:{r['id']}": r["prediction"] for r in res.instruction_rows})
+        res.regression_answers.update(self._answers_by_key(prompts, general, instructions))
         if self.lm_eval is not None:
             console.print(escape(f"{name}: lm-eval tasks {', '.join(self.lm_eval.names)}"))
             out["lm_eval"] = self.lm_eval.score(model, self.tokenizer)
@@ -317,19 +314,26 @@ class Evaluator:
         assert base_answers is not None
         t = rc.drift_reference_temperature
         sample = local_generate(model, self.tokenizer, self.ec.batch_size, temperature=t, seed=self.cfg.seed)
-        label = f"base sampled (T={t:g})"
-        answers: dict[str, str | None] = {}
-        if prompts:
-            got = sample([prompt_messages(r) for r in prompts], rc.max_new_tokens, f"{label}: general prompts")
-            answers.update({f"general:{r['id']}": a.text for r, a in zip(prompts, got, strict=True)})
-        items = self.instruction_items
-        if items:
-            got = sample([it["messages"] for it in items], rc.instruction_max_new_tokens,
-                         f"{label}: verifiable instructions")
-            answers.update({f"instruction:{it['id']}": a.text for it, a in zip(items, got, strict=True)})
+        answers = self._answers_by_key(prompts, *self._regression_answers(sample, prompts, f"base sampled (T={t:g})"))
         summary, _ = drift_summary(drift_scores(base_answers, answers), changed_above=rc.drift_changed_above,
-                                   max_mean_drift=1.0, **self.boot)
+                                   max_mean_drift=None, **self.boot)
         return {"temperature": t, **summary} if summary else None
+
+    def _regression_answers(self, gen: Generate, prompts: list[dict], label: str) -> tuple[list[Answer], list[Answer]]:
+        """``gen``'s answers to the general prompts and to the verifiable-instruction prompts (each [] when none)."""
+        rc = self.ec.regression
+        general = gen([prompt_messages(r) for r in prompts], rc.max_new_tokens, f"{label}: general prompts")
+        instructions = gen([it["messages"] for it in self.instruction_items], rc.instruction_max_new_tokens,
+                           f"{label}: verifiable instructions")
+        return general, instructions
+
+    def _answers_by_key(self, prompts: list[dict], general: list[Answer],
+                        instructions: list[Answer]) -> dict[str, str | None]:
+        """Regression answers by ``general:<id>`` / ``instruction:<id>``, the keys drift pairs answers by."""
+        out: dict[str, str | None] = {f"general:{r['id']}": a.text for r, a in zip(prompts, general, strict=True)}
+        out.update({f"instruction:{it['id']}": a.text
+                    for it, a in zip(self.instruction_items, instructions, strict=True)})
+        return out
 
     def _judge_preference(self, name: str, prompts: list[dict], answers: dict[str, str | None]) -> dict[str, Any]:
         """eval.regression.judge's preference between base's and ``name``'s answers to the general prompts."""
@@ -514,11 +518,9 @@ class Evaluator:
         instr, flags = instruction_change({x["id"]: x["passed"] for x in base.instruction_rows},
                                           {x["id"]: x["passed"] for x in r.instruction_rows},
                                           max_drop_points=rc.max_instruction_drop_points, **self.boot)
-        limit = self._max_mean_drift()
+        source = "" if rc.max_mean_drift is not None else f"base's own at temperature {rc.drift_reference_temperature:g}"
         drift, drift_flags = drift_summary(r.drift, changed_above=rc.drift_changed_above,
-                                           max_mean_drift=1.0 if limit is None else limit, **self.boot)
-        if drift_flags and rc.max_mean_drift is None:
-            drift_flags = [f"{drift_flags[0]} (base's own at temperature {rc.drift_reference_temperature:g})"]
+                                           max_mean_drift=self._max_mean_drift(), threshold_source=source, **self.boot)
         if drift:
             drift["drift_by_set"] = {}
             for s in ("general", "instruction"):
