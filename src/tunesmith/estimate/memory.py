@@ -12,7 +12,7 @@ API (also used by the training pre-flight check)::
         optimizer: "adamw" | "adamw_8bit" | "sgd" = "adamw",
         gradient_checkpointing: bool = False,
         lora_r: int = 16,
-        lora_targets: list[str] | "all-linear" = ["q_proj", "k_proj", "v_proj", "o_proj"],
+        lora_targets: list[str] | "all-linear" = "all-linear",  # train.lora.target_modules' default
         lora_dropout: float = 0.05,
         double_quant: bool = True,          # QLoRA: NF4 with double-quantised block constants (as training)
         attention: "sdpa" | "eager" = "sdpa",
@@ -68,12 +68,12 @@ from typing import Literal
 from tunesmith.errors import TunesmithError
 from tunesmith.estimate.arch import Architecture
 from tunesmith.models.quantization import NF4_DOUBLE_QUANT
+from tunesmith.train.config import DEFAULT_LORA_TARGETS
 
 Method = Literal["full", "lora", "dora", "qlora"]
 METHODS: tuple[str, ...] = ("full", "lora", "dora", "qlora")
 OPTIMIZERS = {"adamw": 8.0, "adamw_8bit": 2.0, "sgd": 0.0}
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 SHARDINGS = ("none", "optimizer", "full")
 
 GIB = 2**30
