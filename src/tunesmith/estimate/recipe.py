@@ -11,7 +11,8 @@ The rules and their sources (docs/advise.md has the discussion):
 
 * **Learning rate, LoRA/DoRA/QLoRA**: interpolated (log-log in parameters) between anchor points.
   135M: 2e-3, *measured here* (examples/support-tickets: SmolLM2-135M, LoRA r=16 alpha 32 on q/k/v/o,
-  80 steps, 97.5 % accuracy; on all linear layers, the default since, one epoch: 100 %; the issue's hand-tuned extraction run: same rate and tokens per step).
+  80 steps, 97.5 % accuracy; on all linear layers, the default since, one epoch: 100 %; the issue's
+  hand-tuned extraction run: same rate and tokens per step).
   1.2B and 3.2B: 1e-3, 8B and 70B: 3e-4, *from the literature*: the LoRA learning-rate sweep of
   Thinking Machines' Tinker cookbook (``tinker_cookbook/hyperparam_utils.py``, Llama 3.x, alpha 32,
   all layers). QLoRA and DoRA take LoRA's rate (an assumption: the adapters are the same, only the
