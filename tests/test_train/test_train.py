@@ -134,7 +134,9 @@ def test_grad_accumulation_matches_one_big_batch(tiny_model_dir, tokenizer, exam
         _train(model, examples, tokenizer, steps=1, batch_size=bs, grad_accum=accum, packing=False, lr=1e-3)
         params.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
     for n in params[0]:
-        torch.testing.assert_close(params[0][n], params[1][n], rtol=1e-5, atol=1e-6)
+        # atol 1e-5 against updates of ~1e-3 (lr): Adam's first step divides by |g|, so an entry whose gradient
+        # is near zero turns fp32 summation-order noise into ~1e-6 (seen on the MLP adapters)
+        torch.testing.assert_close(params[0][n], params[1][n], rtol=1e-5, atol=1e-5)
 
 
 def test_epoch_batches_are_seeded(tokenizer):

@@ -66,9 +66,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tunesmith.errors import TunesmithError
-from tunesmith.estimate.arch import Architecture
+from tunesmith.estimate.arch import DEFAULT_LORA_TARGETS, Architecture
 from tunesmith.models.quantization import NF4_DOUBLE_QUANT
-from tunesmith.train.config import DEFAULT_LORA_TARGETS
 
 Method = Literal["full", "lora", "dora", "qlora"]
 METHODS: tuple[str, ...] = ("full", "lora", "dora", "qlora")

@@ -4,14 +4,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tunesmith.estimate.arch import DEFAULT_LORA_TARGETS
 from tunesmith.schema import Section
 from tunesmith.train.budget import parse_duration
 
-# LoRA on every linear layer but the LM head. "LoRA Without Regret" (Thinking Machines 2025) and the QLoRA paper find
-# attention-only LoRA short of full fine-tuning; measured here (docs/forgetting.md): one epoch of the demo, best
-# validation loss 0.121 on q/k/v/o -> 0.069; with the forgetting guard on, q/k/v/o could not hold general perplexity
-# and the task together, while all linear layers with kl_weight 2 gave +4.9% at the unguarded 160/160 tickets.
-DEFAULT_LORA_TARGETS: Literal["all-linear"] | list[str] = "all-linear"
 
 GuardMode = Literal["off", "replay", "kl", "replay+kl"]
 # What train.forgetting_guard: auto means for adapter methods, chosen by measurement (docs/forgetting.md: on
