@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tunesmith.config import build_config
+from tunesmith.estimate.arch import ATTENTION_LINEARS, MLP_LINEARS
 from tunesmith.train.batching import (
     collate_packed,
     collate_padded,
@@ -87,13 +88,12 @@ def test_loss_decreases_and_only_trainable_params_change(tiny_model_dir, tokeniz
 
 
 def test_default_lora_adapts_every_linear_layer_but_the_lm_head(tiny_model_dir):
-    """The default targets (train/config.py DEFAULT_LORA_TARGETS): attention and MLP projections, never the head."""
+    """The default targets (estimate/arch.py DEFAULT_LORA_TARGETS): attention and MLP projections, never the head."""
     model, _ = build_trainable_model(_cfg(tiny_model_dir, method="lora"))
     linear = {n.removeprefix("base_model.model.").removesuffix(".base_layer") for n, m in model.named_modules()
               if isinstance(m, torch.nn.Linear) and "lora_" not in n}  # an adapted layer's own Linear: .base_layer
     adapted = {n.removeprefix("base_model.model.") for n, m in model.named_modules() if hasattr(m, "lora_A")}
-    assert adapted and {n.split(".")[-1] for n in adapted} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                              "up_proj", "down_proj"}
+    assert adapted and {n.split(".")[-1] for n in adapted} == set(ATTENTION_LINEARS + MLP_LINEARS)
     assert adapted == linear - {"lm_head"}, linear ^ adapted
 
 

@@ -483,7 +483,7 @@ class Evaluator:
                                "thresholds": {"max_perplexity_increase_pct": rc.max_perplexity_increase_pct,
                                               "max_rouge_drop_points": rc.max_rouge_drop_points,
                                               "max_instruction_drop_points": rc.max_instruction_drop_points,
-                                              "max_mean_drift": self._max_mean_drift(),
+                                              "max_mean_drift": self._max_mean_drift()[0],
                                               "drift_changed_above": rc.drift_changed_above}}
         if self.drift_reference is not None:
             reg["drift_reference"] = self.drift_reference
@@ -505,12 +505,14 @@ class Evaluator:
                 reg[n] = dict(r.regression)
         return reg
 
-    def _max_mean_drift(self) -> float | None:
-        """The drift flag's threshold: ``max_mean_drift`` if set, else base's own drift (None: not measured)."""
-        configured = self.ec.regression.max_mean_drift
-        if configured is not None:
-            return configured
-        return self.drift_reference["drift"] if self.drift_reference else None
+    def _max_mean_drift(self) -> tuple[float | None, str]:
+        """The drift flag's threshold and where it came from: ``max_mean_drift`` if set (""), else base's own drift
+        (None: not measured)."""
+        rc = self.ec.regression
+        if rc.max_mean_drift is not None:
+            return rc.max_mean_drift, ""
+        own = self.drift_reference["drift"] if self.drift_reference else None
+        return own, f"base's own at temperature {rc.drift_reference_temperature:g}"
 
     def _instructions_and_drift(self, entry: dict[str, Any], base: ModelResult, r: ModelResult) -> dict[str, Any]:
         """A model's regression entry with its verifiable-instruction change and drift from base, and their flags."""
@@ -518,9 +520,9 @@ class Evaluator:
         instr, flags = instruction_change({x["id"]: x["passed"] for x in base.instruction_rows},
                                           {x["id"]: x["passed"] for x in r.instruction_rows},
                                           max_drop_points=rc.max_instruction_drop_points, **self.boot)
-        source = "" if rc.max_mean_drift is not None else f"base's own at temperature {rc.drift_reference_temperature:g}"
+        limit, source = self._max_mean_drift()
         drift, drift_flags = drift_summary(r.drift, changed_above=rc.drift_changed_above,
-                                           max_mean_drift=self._max_mean_drift(), threshold_source=source, **self.boot)
+                                           max_mean_drift=limit, threshold_source=source, **self.boot)
         if drift:
             drift["drift_by_set"] = {}
             for s in ("general", "instruction"):
