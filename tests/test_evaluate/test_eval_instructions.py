@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tunesmith.evaluate.instruction_checks import CHECKS, follows
+from tunesmith.evaluate.instruction_checks import CHECKS, MIN_ANSWER_WORDS, follows
 from tunesmith.evaluate.instructions import (
     check_answers, instruction_change, instruction_prompts, instruction_summary, templates,
 )
@@ -54,11 +54,32 @@ def test_every_kind_has_a_checker_a_template_and_cases():
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_checker_on_hand_written_answers(kind):
     params, good, bad = CASES[kind]
+    check = CHECKS[kind]
     for answer in good:
-        assert follows(kind, answer, params), (kind, answer)
+        assert check(answer, **params), (kind, answer)
     for answer in bad:
-        assert not follows(kind, answer, params), (kind, answer)
+        assert not check(answer, **params), (kind, answer)
     assert not follows(kind, None, params)  # no answer follows nothing
+
+
+# the constraint holds for each; with fewer than MIN_ANSWER_WORDS words it is a label, not an answer
+LABEL_ANSWERS = {"no_commas": ({}, "RT-TECH-3"), "uppercase": ({}, "RT-SALE-1"), "max_words": ({"n": 15}, "billing"),
+                 "lowercase": ({}, "billing high"), "quoted": ({}, '"billing"'), "json_object": ({}, '{"a": 1}'),
+                 "start_word": ({"word": "Sure"}, "Sure."), "include_word": ({"word": "simple"}, "Simple!")}
+
+
+@pytest.mark.parametrize("kind", sorted(LABEL_ANSWERS))
+def test_a_label_follows_no_instruction_however_well_it_fits_the_constraint(kind):
+    """A narrow fine-tune that answers every general prompt with its task label must not pass as following them."""
+    params, label = LABEL_ANSWERS[kind]
+    assert MIN_ANSWER_WORDS == 3
+    assert CHECKS[kind](label, **params)
+    assert not follows(kind, label, params)
+    answer = {"no_commas": "RT-TECH-3 is the code.", "uppercase": "THE CODE IS RT-SALE-1",
+              "max_words": "billing is the answer", "lowercase": "billing high today", "quoted": '"billing is late"',
+              "json_object": '{"topic": "tea", "steps": 2}', "start_word": "Sure, here goes.",
+              "include_word": "It is simple."}[kind]
+    assert follows(kind, answer, params)  # three words of it are an answer, and the constraint decides
 
 
 def test_prompts_are_seeded_deterministic_and_cover_every_kind():
@@ -79,7 +100,7 @@ def test_prompts_are_seeded_deterministic_and_cover_every_kind():
 def test_pass_rate_per_kind_and_change_vs_base_with_its_flag():
     prompts = [p for p in instruction_prompts(28, seed=0) if p["kind"] in ("lowercase", "uppercase")]
     assert len(prompts) == 4
-    answers = ["all lower" if p["kind"] == "lowercase" else "Mixed Case" for p in prompts]
+    answers = ["all lower case" if p["kind"] == "lowercase" else "Mixed Case Words" for p in prompts]
     rows = check_answers(prompts, answers)
     assert [r["passed"] for r in rows] == [p["kind"] == "lowercase" for p in prompts]
     summary = instruction_summary(rows, n_resamples=200)

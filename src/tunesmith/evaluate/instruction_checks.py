@@ -13,6 +13,12 @@ to its checker. What counts:
 * ``paragraphs`` splits on blank lines (lines with only whitespace count as blank);
 * ``quoted`` accepts straight ``"…"`` or curly ``“…”`` quotes around the whole answer;
 * ``json_object`` accepts one JSON object, bare or in one ```json fenced block, nothing else.
+
+:func:`follows` first asks whether the answer is an answer at all: every prompt asks to describe, explain or
+advise, so one of fewer than :data:`MIN_ANSWER_WORDS` words follows no constraint. Without that floor a model
+tuned into a narrow task, answering every general prompt with its label ("RT-TECH-3"), passed ``no_commas``,
+``uppercase`` and ``max_words`` as often as base passed everything (routing-codes unguarded: 27 of 120 against
+base's 27, then 0 of 120 with the floor; base and guarded runs lost no pass to it).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import re
 from collections.abc import Callable
 
+MIN_ANSWER_WORDS = 3
 BULLET = re.compile(r"^\s*[-*•]\s+\S")
 FENCED = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL)
 PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
@@ -107,6 +114,12 @@ CHECKS: dict[str, Callable[..., bool]] = {
 }
 
 
+def is_answer(answer: str | None) -> bool:
+    """At least MIN_ANSWER_WORDS words: a label, a code or an empty string answers no general prompt."""
+    return answer is not None and len(words(answer)) >= MIN_ANSWER_WORDS
+
+
 def follows(kind: str, answer: str | None, params: dict) -> bool:
-    """Whether ``answer`` (None: no answer) follows the constraint ``kind`` with ``params``."""
-    return CHECKS[kind](answer or "", **params)
+    """Whether ``answer`` (None: no answer) is an answer (:func:`is_answer`) that follows the constraint ``kind``
+    with ``params``."""
+    return is_answer(answer) and CHECKS[kind](answer, **params)
