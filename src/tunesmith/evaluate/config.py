@@ -141,15 +141,16 @@ class RegressionConfig(Section):
         "general prompts (prompts_file, general_eval.jsonl, chatterbot-corpus). Relative to the config file.",
     )
     instruction_prompts: int = Field(
-        120, ge=0, description="Verifiable-instruction prompts (a general topic + a constraint a program checks: "
+        240, ge=0, description="Verifiable-instruction prompts (a general topic + a constraint a program checks: "
         "bullet count, lowercase, JSON, word limits, ...), generated from the templates shipped with tunesmith with "
-        "the run seed; 0: none. 120: one prompt is 0.8 points (with 40, noise on the weights that raised perplexity "
-        "1% moved the embedded model's pass rate 10 points).",
+        "the run seed; 0: none. 240: one prompt is 0.4 points and the paired interval about +-4.5 (120: the two "
+        "halves of 240 prompts put one routing-codes model at -3.3 and -0.8; 40: noise on the weights that raised "
+        "perplexity 1% moved the embedded model's pass rate 10 points).",
     )
     instruction_max_new_tokens: int = Field(96, gt=0, description="Greedy tokens per verifiable-instruction answer.")
     max_instruction_drop_points: float = Field(
         3.0, ge=0, description="Flag forgetting when a model follows fewer verifiable instructions than base by more "
-        "than this many points (one prompt of 120 is 0.8 points).",
+        "than this many points (one prompt of 240 is 0.4 points).",
     )
     drift_changed_above: float = Field(
         0.5, ge=0, lt=1, description="An answer changed materially when its drift from base's answer (1 - ROUGE-L "

@@ -2,7 +2,7 @@
 
 A prompt is a general topic ("Describe the water cycle.") and one constraint a program can check
 ("Answer in at most 20 words."), both from ``data/instruction_templates.json`` (shipped, offline). The
-constraint kinds are dealt in turn (a seeded order), so 120 prompts cover the 14 kinds 8 or 9 times each;
+constraint kinds are dealt in turn (a seeded order), so 240 prompts cover the 14 kinds 17 or 18 times each;
 topics and parameters are drawn by the same seeded generator: the same seed, the same prompts.
 
 A model's answers are checked by :mod:`tunesmith.evaluate.instruction_checks` (pass / fail per prompt);
