@@ -142,10 +142,12 @@ def test_report_shows_instructions_followed_and_drift_with_their_flags():
                                              "max_instruction_drop_points": 3, "max_mean_drift": 0.5,
                                              "drift_changed_above": 0.5},
                               "base": {"perplexity": 20.0, "instruction_pass_rate": 4 / 6,
-                                       "instruction_pass_rate_ci": [0.33, 1.0], "instruction_by_kind": by_kind},
+                                       "instruction_pass_rate_ci": [0.33, 1.0], "instruction_by_kind": by_kind,
+                                       "instruction_prompts": 6, "instruction_non_answers": 0},
                               "tuned": {"perplexity": 21.0, "perplexity_change_pct": 5.0,
                                         "instruction_pass_rate": 1 / 6, "instruction_pass_rate_ci": [0.0, 0.5],
                                         "instruction_by_kind": tuned_kind, "instruction_change_points": -50.0,
+                                        "instruction_prompts": 6, "instruction_non_answers": 3,
                                         "instruction_change_points_ci": [-83.3, -16.7], "drift": 0.81,
                                         "drift_ci": [0.7, 0.9], "changed_share": 0.75, "changed_share_ci": [0.5, 1.0],
                                         "judge_preference": {"judge": "gpt", "n": 4, "n_unusable": 0,
@@ -166,7 +168,8 @@ def test_report_shows_instructions_followed_and_drift_with_their_flags():
                              "0.81 [0.70, 0.90]", "75.0% [50.0, 100.0]", "yes: " + "; ".join(flags)]
     assert regression[1][4:7] == ["-", "-", "-"]  # base vs itself: nothing
     per_kind = next(t for t in tables if t[0][0] == "constraint")
-    assert per_kind[1:] == [["json_object", "3/3", "0/3"], ["lowercase", "1/3", "1/3"]]
+    assert per_kind[1:] == [["json_object", "3/3", "0/3"], ["lowercase", "1/3", "1/3"],
+                            ["no answer (under 3 words: follows none)", "0/6", "3/6"]]
     assert HtmlTables(page).tables[1:] == tables
     assert "the share of verifiable instructions followed drops more than 3 points" in md
     assert "Judge gpt on 4 general prompts: prefers tuned 1, base 3, tie 0" in md

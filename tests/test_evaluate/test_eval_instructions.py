@@ -108,6 +108,9 @@ def test_pass_rate_per_kind_and_change_vs_base_with_its_flag():
     assert summary["instruction_by_kind"] == {"lowercase": {"n": 2, "passed": 2, "pass_rate": 1.0},
                                               "uppercase": {"n": 2, "passed": 0, "pass_rate": 0.0}}
     assert instruction_summary([]) == {}
+    assert summary["instruction_non_answers"] == 0
+    labels = check_answers(prompts, ["RT-TECH-3", "billing high", None, "all lower case"])  # a collapsed model
+    assert instruction_summary(labels, n_resamples=200)["instruction_non_answers"] == 3
 
     base = {f"p{i}": True for i in range(40)}
     one_lost = {**base, "p0": False}  # -2.5 points: within the default 3

@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tunesmith.evaluate.instruction_checks import CHECKS, follows
+from tunesmith.evaluate.instruction_checks import CHECKS, follows, is_answer
 from tunesmith.evaluate.stats import bootstrap_ci, mcnemar_exact, paired_delta_ci
 
 TEMPLATES = Path(__file__).parent / "data" / "instruction_templates.json"
@@ -62,7 +62,8 @@ def check_answers(prompts: list[dict[str, Any]], answers: list[str | None]) -> l
 
 
 def instruction_summary(rows: list[dict[str, Any]], *, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Pass rate with its 95% CI, and per constraint kind ``{"n", "passed", "pass_rate"}``; {} for no rows."""
+    """Pass rate with its 95% CI, per constraint kind ``{"n", "passed", "pass_rate"}``, and how many predictions
+    were no answer at all (fewer than MIN_ANSWER_WORDS words: they follow no constraint); {} for no rows."""
     if not rows:
         return {}
     passed = [1.0 if r["passed"] else 0.0 for r in rows]
@@ -72,7 +73,8 @@ def instruction_summary(rows: list[dict[str, Any]], *, n_resamples: int = 1000, 
         sub = [r["passed"] for r in rows if r["kind"] == kind]
         by_kind[kind] = {"n": len(sub), "passed": sum(sub), "pass_rate": sum(sub) / len(sub)}
     return {"instruction_pass_rate": sum(passed) / len(passed), "instruction_pass_rate_ci": list(ci) if ci else None,
-            "instruction_prompts": len(rows), "instruction_by_kind": by_kind}
+            "instruction_prompts": len(rows), "instruction_by_kind": by_kind,
+            "instruction_non_answers": sum(not is_answer(r["prediction"]) for r in rows)}
 
 
 def instruction_change(base: dict[str, bool], other: dict[str, bool], *, max_drop_points: float,

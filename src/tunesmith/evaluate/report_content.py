@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tunesmith.evaluate.instruction_checks import MIN_ANSWER_WORDS
 from tunesmith.evaluate.invented_values import RATES
 
 # -- text ------------------------------------------------------------------------------------
@@ -465,8 +466,11 @@ def _instruction_kinds_table(models: list[str], reg: dict[str, Any]) -> Table | 
 
     def cell(k: dict[str, Any] | None) -> str:
         return "-" if not k else f"{k['passed']}/{k['n']}"
-    return Table(("constraint", *[f"{n} passed" for n in per]),
-                 tuple((k, *[cell(per[n].get(k)) for n in per]) for k in kinds))
+    rows = [(k, *[cell(per[n].get(k)) for n in per]) for k in kinds]
+    if any("instruction_non_answers" in reg[n] for n in per):  # a model collapsed into its task label shows here
+        rows.append((f"no answer (under {MIN_ANSWER_WORDS} words: follows none)",
+                     *[f"{reg[n].get('instruction_non_answers', '-')}/{reg[n].get('instruction_prompts', '-')}" for n in per]))
+    return Table(("constraint", *[f"{n} passed" for n in per]), tuple(rows))
 
 
 def _rouge_paragraph(models: list[str], reg: dict[str, Any]) -> list[Block]:
