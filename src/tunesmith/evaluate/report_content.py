@@ -467,9 +467,11 @@ def _instruction_kinds_table(models: list[str], reg: dict[str, Any]) -> Table | 
     def cell(k: dict[str, Any] | None) -> str:
         return "-" if not k else f"{k['passed']}/{k['n']}"
     rows = [(k, *[cell(per[n].get(k)) for n in per]) for k in kinds]
-    if any("instruction_non_answers" in reg[n] for n in per):  # a model collapsed into its task label shows here
+    non_answers = {n: {"passed": reg[n]["instruction_non_answers"], "n": reg[n]["instruction_prompts"]}
+                   for n in per if "instruction_non_answers" in reg[n]}
+    if non_answers:  # a model collapsed into its task label shows here
         rows.append((f"no answer (under {MIN_ANSWER_WORDS} words: follows none)",
-                     *[f"{reg[n].get('instruction_non_answers', '-')}/{reg[n].get('instruction_prompts', '-')}" for n in per]))
+                     *[cell(non_answers.get(n)) for n in per]))
     return Table(("constraint", *[f"{n} passed" for n in per]), tuple(rows))
 
 
